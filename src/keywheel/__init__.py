@@ -1,0 +1,78 @@
+"""keywheel: one reliable door to many LLM providers through many API keys."""
+
+from keywheel.client import Wheel
+from keywheel.config import ProviderConfig, Settings
+from keywheel.errors import (
+    AllProvidersFailed,
+    BadRequest,
+    ConfigError,
+    ContentFiltered,
+    ContextTooLong,
+    KeyFault,
+    KeyInvalid,
+    KeywheelError,
+    ModelNotFound,
+    NetworkError,
+    NoKeyAvailable,
+    Overloaded,
+    ProviderFault,
+    QuotaExhausted,
+    RateLimited,
+    RequestFault,
+    ServerError,
+    Timeout,
+    UpstreamError,
+)
+from keywheel.secrets import ApiKey
+from keywheel.types import (
+    Attempt,
+    ChatRequest,
+    ChatResponse,
+    Message,
+    StreamEnd,
+    StreamEvent,
+    TextDelta,
+    Tool,
+    ToolCall,
+    ToolCallDelta,
+    Usage,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AllProvidersFailed",
+    "ApiKey",
+    "Attempt",
+    "BadRequest",
+    "ChatRequest",
+    "ChatResponse",
+    "ConfigError",
+    "ContentFiltered",
+    "ContextTooLong",
+    "KeyFault",
+    "KeyInvalid",
+    "KeywheelError",
+    "Message",
+    "ModelNotFound",
+    "NetworkError",
+    "NoKeyAvailable",
+    "Overloaded",
+    "ProviderConfig",
+    "ProviderFault",
+    "QuotaExhausted",
+    "RateLimited",
+    "RequestFault",
+    "ServerError",
+    "Settings",
+    "StreamEnd",
+    "StreamEvent",
+    "TextDelta",
+    "Timeout",
+    "Tool",
+    "ToolCall",
+    "ToolCallDelta",
+    "UpstreamError",
+    "Usage",
+    "Wheel",
+]

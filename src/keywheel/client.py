@@ -1,0 +1,280 @@
+"""``Wheel``: the public library API.
+
+One async core (:class:`~keywheel.router.Router`); the sync methods are a thin
+shell that runs the same coroutines on one background event loop owned by the
+wheel, so they work from any number of plain threads at once.  Never call a
+sync method from inside that loop's own callbacks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+from collections.abc import AsyncIterator, Coroutine, Iterator, Mapping, Sequence
+from types import TracebackType
+from typing import Any, TypeVar
+
+from keywheel.config import Settings, load_env, settings_from_env
+from keywheel.errors import BadRequest
+from keywheel.keys import KeyPool
+from keywheel.messages import from_openai, tool_choice_from_openai, tools_from_openai
+from keywheel.router import EventStream, Router, Served, Target
+from keywheel.secrets import ApiKey
+from keywheel.transport import Transport
+from keywheel.types import ChatRequest, ChatResponse, Completion, StreamEvent
+
+log = logging.getLogger("keywheel")
+T = TypeVar("T")
+
+
+class _LoopThread:
+    """A daemon thread running one event loop, started on first use."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    def loop(self) -> asyncio.AbstractEventLoop:
+        loop = self._loop
+        if loop is not None:
+            return loop
+        with self._lock:
+            if self._loop is None:
+                new = asyncio.new_event_loop()
+                ready = threading.Event()
+
+                def run() -> None:
+                    asyncio.set_event_loop(new)
+                    new.call_soon(ready.set)
+                    new.run_forever()
+
+                self._thread = threading.Thread(target=run, name="keywheel-loop", daemon=True)
+                self._thread.start()
+                ready.wait()
+                self._loop = new
+            return self._loop
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop()).result()
+
+    def close(self, final: Coroutine[Any, Any, None] | None = None) -> None:
+        with self._lock:
+            loop, thread = self._loop, self._thread
+            self._loop = self._thread = None
+        if loop is None or thread is None:
+            if final is not None:
+                final.close()
+            return
+        if final is not None:
+            asyncio.run_coroutine_threadsafe(final, loop).result(timeout=10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
+        loop.close()
+
+
+class Wheel:
+    """Many keys, many providers, one door.
+
+    >>> wheel = Wheel.from_env()
+    >>> wheel.chat([{"role": "user", "content": "Hello"}]).text
+    """
+
+    def __init__(self, settings: Settings, *, transport: Transport | None = None) -> None:
+        self.settings = settings
+        self.pools: dict[str, KeyPool] = {
+            name: KeyPool(name, cfg.keys) for name, cfg in settings.providers.items() if cfg.enabled
+        }
+        self.transport = transport or Transport()
+        self.router = Router(settings, self.pools, self.transport)
+        self._portal = _LoopThread()
+        self._secrets = settings.secrets()
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, env_file: str | os.PathLike[str] | None = ".env") -> Wheel:
+        """Configure from ``env`` (default: the process environment) plus an optional ``.env`` file."""
+        return cls(settings_from_env(load_env(env, env_file)))
+
+    # ---------------------------------------------------------------- requests
+
+    def _targets(self, provider: str | None, model: str | None, fallback: bool) -> list[Target]:
+        try:
+            return self.router.chain(provider, model, fallback=fallback)
+        except KeyError:
+            enabled = ", ".join(self.settings.chain)
+            raise BadRequest(f"provider {provider!r} is not configured or not enabled (enabled: {enabled})") from None
+
+    @staticmethod
+    def request(
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        system: str | None = None,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        tool_choice: Any = None,
+        **extra: Any,
+    ) -> ChatRequest:
+        """Build a canonical request from OpenAI-style messages and tools."""
+        inline_system, msgs = from_openai(messages)
+        if system is not None and inline_system is not None:
+            system = f"{system}\n\n{inline_system}"
+        return ChatRequest(
+            messages=msgs,
+            system=system if system is not None else inline_system,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            tools=tools_from_openai(tools),
+            tool_choice=tool_choice_from_openai(tool_choice),
+            extra=extra,
+        )
+
+    async def achat(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        model: str | None = None,
+        provider: str | None = None,
+        fallback: bool = True,
+        **options: Any,
+    ) -> ChatResponse:
+        """One chat completion: rotates keys, rests limited ones, fails over across providers.
+
+        ``options``: ``system``, ``max_tokens``, ``temperature``, ``tools``,
+        ``tool_choice``, and any provider-specific field (passed through as is).
+        """
+        request = self.request(messages, **options)
+        return await self.acomplete(request, model=model, provider=provider, fallback=fallback)
+
+    async def acomplete(
+        self, request: ChatRequest, *, model: str | None = None, provider: str | None = None, fallback: bool = True
+    ) -> ChatResponse:
+        completion, served = await self.router.complete(self._targets(provider, model, fallback), request)
+        return _response(completion, served)
+
+    def chat(self, messages: Sequence[Mapping[str, Any]], **kwargs: Any) -> ChatResponse:
+        """Sync :meth:`achat`; safe from many threads at once."""
+        return self._portal.run(self.achat(messages, **kwargs))
+
+    async def open_stream(
+        self, request: ChatRequest, *, model: str | None = None, provider: str | None = None, fallback: bool = True
+    ) -> EventStream:
+        """Open a stream (failing over until a first event arrives); iterate it for events."""
+        return await self.router.open_stream(self._targets(provider, model, fallback), request)
+
+    async def astream(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        model: str | None = None,
+        provider: str | None = None,
+        fallback: bool = True,
+        **options: Any,
+    ) -> AsyncIterator[StreamEvent]:
+        """Stream events: ``TextDelta``, ``ToolCallDelta``, and a final ``StreamEnd``."""
+        request = self.request(messages, **options)
+        stream = await self.open_stream(request, model=model, provider=provider, fallback=fallback)
+        events = stream.__aiter__()
+        try:
+            async for event in events:
+                yield event
+        finally:
+            await events.aclose()  # type: ignore[attr-defined]
+
+    def stream(self, messages: Sequence[Mapping[str, Any]], **kwargs: Any) -> Iterator[StreamEvent]:
+        """Sync :meth:`astream`: events are pulled one by one from the wheel's loop."""
+        agen = self.astream(messages, **kwargs)
+        try:
+            while True:
+                try:
+                    yield self._portal.run(agen.__anext__())
+                except StopAsyncIteration:
+                    return
+        finally:
+            self._portal.run(agen.aclose())
+
+    # ----------------------------------------------------------------- status
+
+    def status(self) -> dict[str, Any]:
+        """Providers in chain order; each key by fingerprint with its state, cooldown and counters."""
+        providers = []
+        for name in self.settings.chain:
+            cfg = self.settings.providers[name]
+            snap = self.pools[name].snapshot()
+            snap.update({"dialect": cfg.dialect, "model": cfg.model, "primary": name == self.settings.primary})
+            providers.append(snap)
+        return {"primary": self.settings.primary, "chain": list(self.settings.chain), "providers": providers}
+
+    def _pool_of(self, fingerprint: str) -> KeyPool:
+        provider = fingerprint.split("#", 1)[0]
+        pool = self.pools.get(provider)
+        if pool is None:
+            raise KeyError(f"no enabled provider {provider!r} for key {fingerprint!r}")
+        return pool
+
+    def disable_key(self, fingerprint: str, reason: str = "disabled by operator") -> None:
+        self._pool_of(fingerprint).disable(fingerprint, reason)
+
+    def enable_key(self, fingerprint: str) -> None:
+        self._pool_of(fingerprint).enable(fingerprint)
+
+    def remove_key(self, fingerprint: str) -> None:
+        self._pool_of(fingerprint).remove(fingerprint)
+
+    def add_key(self, provider: str, key: str) -> str:
+        """Add a key to an enabled provider's pool; returns its fingerprint."""
+        pool = self.pools.get(provider)
+        if pool is None:
+            raise KeyError(f"provider {provider!r} is not enabled")
+        cfg = self.settings.providers[provider]
+        label = f"added{len(pool.keys()) + 1}"
+        api_key = ApiKey(key, provider, label, auth="bearer" if cfg.dialect == "openai" else "key")
+        if api_key in pool.keys():
+            raise ValueError(f"that key is already in {provider} as {pool.keys()[pool.keys().index(api_key)]}")
+        pool.add(api_key)
+        cfg.keys.append(api_key)
+        self._secrets.append(key)
+        return api_key.fingerprint
+
+    def secrets(self) -> list[str]:
+        """Every secret this wheel holds (for log redaction and leak tests)."""
+        return list(self._secrets)
+
+    # ---------------------------------------------------------------- closing
+
+    async def aclose(self) -> None:
+        await self.transport.aclose()
+
+    def close(self) -> None:
+        self._portal.close(self.transport.aclose())
+
+    def __enter__(self) -> Wheel:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Wheel:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+        self.close()
+
+
+def _response(completion: Completion, served: Served) -> ChatResponse:
+    return ChatResponse(
+        text=completion.text,
+        tool_calls=completion.tool_calls,
+        finish_reason=completion.finish_reason,
+        usage=completion.usage,
+        provider=served.target.provider.name,
+        model=completion.model or served.target.model,
+        key=served.key.fingerprint,
+        attempts=served.attempts,
+        id=completion.id,
+    )

@@ -1,0 +1,394 @@
+"""Settings from the environment and an optional ``.env`` file.
+
+Validated once, at start: every problem found is collected and raised together
+as one :class:`~keywheel.errors.ConfigError` that names each offending variable.
+Keys become :class:`~keywheel.secrets.ApiKey` at once, so nothing after this
+module ever holds a printable key.  This module never logs a key; warnings name
+keys by fingerprint.
+
+Names (compatible with existing application ``.env`` files)::
+
+    AI_PROVIDER                     primary provider
+    ENABLE_<P>                      true/false; default true when <P> has keys
+    FALLBACK_ORDER                  comma list; default the other enabled providers
+    <P>_API_KEY, <P>_API_KEY_1..N, <P>_API_KEYS=k1,k2
+    ANTHROPIC_AUTH_TOKEN            bearer-token key (Anthropic-compatible hosts)
+    <P>_MODEL, <P>_BASE_URL, <P>_CONTEXT_WINDOW, <P>_DIALECT (custom providers)
+    KEYWHEEL_*                      timeouts, waits, retries, state, gateway keys
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from keywheel.errors import ConfigError
+from keywheel.secrets import ApiKey
+
+log = logging.getLogger("keywheel.config")
+
+BUILTIN_ORDER = ("anthropic", "gemini", "openrouter")
+
+
+@dataclass(frozen=True, slots=True)
+class Preset:
+    dialect: str
+    base_url: str
+    model: str
+    key_prefix: str  # what a real key of this provider starts with (for a warning only)
+
+
+PRESETS: Mapping[str, Preset] = {
+    "anthropic": Preset("anthropic", "https://api.anthropic.com", "claude-sonnet-4-5", "sk-ant-"),
+    "gemini": Preset("gemini", "https://generativelanguage.googleapis.com", "gemini-2.5-flash", "AIza"),
+    "openrouter": Preset("openai", "https://openrouter.ai/api/v1", "openai/gpt-4o-mini", "sk-or-"),
+    "openai": Preset("openai", "https://api.openai.com/v1", "gpt-4.1-mini", "sk-"),
+}
+
+# Known context windows, for failing over a too-long prompt only to a larger window.
+CONTEXT_WINDOWS: tuple[tuple[str, int], ...] = (
+    ("claude-", 200_000),
+    ("anthropic/claude-", 200_000),
+    ("gemini-", 1_048_576),
+    ("google/gemini-", 1_048_576),
+    ("gpt-4.1", 1_047_576),
+    ("openai/gpt-4.1", 1_047_576),
+    ("gpt-4o", 128_000),
+    ("openai/gpt-4o", 128_000),
+    ("glm-4", 128_000),
+)
+
+DIALECTS = ("anthropic", "gemini", "openai")
+_NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+@dataclass(slots=True)
+class ProviderConfig:
+    name: str
+    dialect: str
+    base_url: str
+    model: str
+    keys: list[ApiKey]
+    enabled: bool
+    headers: dict[str, str] = field(default_factory=dict)
+    context_window: int | None = None
+
+
+@dataclass(slots=True)
+class Settings:
+    primary: str
+    chain: list[str]  # enabled providers, primary first
+    providers: dict[str, ProviderConfig]
+    state: str = "memory"
+    timeout: float = 300.0  # total deadline of one call, all attempts and waits included
+    attempt_timeout: float = 120.0  # one upstream attempt (to the status line for streams)
+    stream_idle_timeout: float = 120.0  # longest pause between two chunks of a stream
+    max_wait: float = 10.0  # wait this long at most for a resting key before NoKeyAvailable
+    provider_attempts: int = 2  # tries of one provider on provider faults before failing over
+    gateway_keys: list[ApiKey] = field(default_factory=list)
+    admin_key: ApiKey | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    def secrets(self) -> list[str]:
+        """Every secret value in these settings, for redaction."""
+        out = [k.reveal() for p in self.providers.values() for k in p.keys]
+        out += [k.reveal() for k in self.gateway_keys]
+        if self.admin_key is not None:
+            out.append(self.admin_key.reveal())
+        return out
+
+
+def read_env_file(path: str | os.PathLike[str]) -> dict[str, str]:
+    """Parse a ``.env`` file: ``KEY=VALUE`` lines, optional ``export``, quotes, ``#`` comments."""
+    values: dict[str, str] = {}
+    for raw in Path(path).read_text(encoding="utf-8").splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("export "):
+            line = line[7:].lstrip()
+        name, sep, value = line.partition("=")
+        name = name.strip()
+        if not sep or not name:
+            continue
+        value = value.strip()
+        if value[:1] in ("'", '"') and len(value) >= 2 and value.find(value[0], 1) > 0:
+            quote = value[0]
+            value = value[1 : value.find(quote, 1)]
+            if quote == '"':
+                value = value.replace("\\n", "\n")
+        else:
+            # an unquoted value ends at " #"
+            hash_at = value.find(" #")
+            if hash_at >= 0:
+                value = value[:hash_at].rstrip()
+        values[name] = value
+    return values
+
+
+def load_env(env: Mapping[str, str] | None = None, env_file: str | os.PathLike[str] | None = ".env") -> dict[str, str]:
+    """The variables keywheel sees: the ``.env`` file, overridden by ``env`` (default: the process environment)."""
+    merged: dict[str, str] = {}
+    if env_file is not None and Path(env_file).is_file():
+        merged.update(read_env_file(env_file))
+    merged.update(os.environ if env is None else env)
+    return merged
+
+
+class _Problems:
+    def __init__(self) -> None:
+        self.errors: dict[str, str] = {}
+        self.warnings: list[str] = []
+
+    def error(self, name: str, why: str) -> None:
+        self.errors.setdefault(name, why)
+
+
+def _bool(env: Mapping[str, str], name: str, problems: _Problems) -> bool | None:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return None
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    problems.error(name, f"expected true or false, got {raw!r}")
+    return None
+
+
+def _number(env: Mapping[str, str], name: str, default: float, problems: _Problems, *, integer: bool = False) -> float:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw) if integer else float(raw)
+    except ValueError:
+        problems.error(name, f"expected {'an integer' if integer else 'a number'}, got {raw!r}")
+        return default
+    if value < 0 or (integer and value < 1):
+        problems.error(name, f"must be {'at least 1' if integer else 'zero or more'}, got {raw!r}")
+        return default
+    return value
+
+
+def _url(env: Mapping[str, str], name: str, default: str, problems: _Problems) -> str:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    parts = urlsplit(raw.strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        problems.error(name, f"not an http(s) URL: {raw!r}")
+        return default
+    if parts.query or parts.fragment:
+        problems.error(name, "a base URL takes no query or fragment")
+        return default
+    return raw.strip().rstrip("/")
+
+
+def _collect_keys(env: Mapping[str, str], name: str, problems: _Problems) -> list[ApiKey]:
+    """Keys of provider ``name`` in configuration order, each validated."""
+    prefix = name.upper()
+    found: list[tuple[str, str, str, str]] = []  # (variable, value, label, auth)
+    single = f"{prefix}_API_KEY"
+    if single in env:
+        found.append((single, env[single], "key", "key"))
+    numbered = []
+    pattern = re.compile(rf"^{re.escape(prefix)}_API_KEY_(\d+)$")
+    for var, value in env.items():
+        match = pattern.match(var)
+        if match:
+            numbered.append((int(match.group(1)), var, value))
+    for n, var, value in sorted(numbered):
+        found.append((var, value, str(n), "key"))
+    listed = f"{prefix}_API_KEYS"
+    if listed in env:
+        for i, value in enumerate(env[listed].split(",")):
+            if value.strip() or len(env[listed].split(",")) == 1:
+                found.append((f"{listed}[{i + 1}]", value.strip(), f"k{i + 1}", "key"))
+    if prefix == "ANTHROPIC" and "ANTHROPIC_AUTH_TOKEN" in env:
+        found.append(("ANTHROPIC_AUTH_TOKEN", env["ANTHROPIC_AUTH_TOKEN"], "token", "bearer"))
+
+    keys: list[ApiKey] = []
+    seen: dict[str, str] = {}
+    for var, value, label, auth in found:
+        if value == "":
+            problems.error(var, "is empty")
+            continue
+        if value != value.strip():
+            problems.error(var, "has leading or trailing whitespace")
+            continue
+        if any(ch.isspace() for ch in value):
+            problems.error(var, "contains whitespace")
+            continue
+        if value in seen:
+            problems.error(var, f"is the same key as {seen[value]}")
+            continue
+        seen[value] = var
+        # Keys of the openai-dialect providers always go out as Bearer.
+        keys.append(ApiKey(value, name, label, auth=auth))
+    return keys
+
+
+def _provider_names(env: Mapping[str, str]) -> list[str]:
+    """Built-in providers, then custom ones named by AI_PROVIDER / FALLBACK_ORDER / ENABLE_<X>."""
+    names = list(BUILTIN_ORDER)
+    mentioned: list[str] = []
+    if env.get("AI_PROVIDER", "").strip():
+        mentioned.append(env["AI_PROVIDER"].strip().lower())
+    mentioned += [p.strip().lower() for p in env.get("FALLBACK_ORDER", "").split(",") if p.strip()]
+    for var, value in env.items():
+        if var.startswith("ENABLE_") and value.strip().lower() in _TRUE:
+            mentioned.append(var[7:].lower())
+    for name in mentioned:
+        if name in names:
+            continue
+        if name in PRESETS or f"{name.upper()}_BASE_URL" in env:
+            if _NAME_RE.match(name):
+                names.append(name)
+    return names
+
+
+def _provider(env: Mapping[str, str], name: str, problems: _Problems) -> ProviderConfig:
+    prefix = name.upper()
+    preset = PRESETS.get(name)
+    dialect = env.get(f"{prefix}_DIALECT", "").strip().lower() or (preset.dialect if preset else "openai")
+    if dialect not in DIALECTS:
+        problems.error(f"{prefix}_DIALECT", f"must be one of {', '.join(DIALECTS)}, got {dialect!r}")
+        dialect = "openai"
+    default_url = preset.base_url if preset else ""
+    base_url = _url(env, f"{prefix}_BASE_URL", default_url, problems)
+    model = env.get(f"{prefix}_MODEL", "").strip() or (preset.model if preset else "")
+    keys = _collect_keys(env, name, problems)
+    if dialect == "openai":
+        keys = [ApiKey(k.reveal(), name, k.label, auth="bearer") for k in keys]
+    enable_flag = _bool(env, f"ENABLE_{prefix}", problems)
+    # Custom providers and the OpenAI preset are on only when asked for.
+    default_on = bool(keys) and (name in BUILTIN_ORDER or prefix in _named(env))
+    enabled = enable_flag if enable_flag is not None else default_on
+    headers: dict[str, str] = {}
+    if name == "openrouter":
+        if env.get("OPENROUTER_APP_URL"):
+            headers["HTTP-Referer"] = env["OPENROUTER_APP_URL"]
+        if env.get("OPENROUTER_APP_TITLE"):
+            headers["X-OpenRouter-Title"] = env["OPENROUTER_APP_TITLE"]
+    window = int(_number(env, f"{prefix}_CONTEXT_WINDOW", 0, problems, integer=False)) or _known_window(model)
+    config = ProviderConfig(name, dialect, base_url, model, keys, enabled, headers, window)
+    if enabled:
+        if not keys:
+            problems.error(
+                f"ENABLE_{prefix}",
+                f"{name} is enabled but has no keys: set {prefix}_API_KEY_1 (or {prefix}_API_KEY / {prefix}_API_KEYS)",
+            )
+        if not base_url:
+            problems.error(f"{prefix}_BASE_URL", f"custom provider {name} needs a base URL")
+        if not model:
+            problems.error(f"{prefix}_MODEL", f"custom provider {name} needs a model")
+        if preset and base_url == preset.base_url:
+            for key in keys:
+                if key.auth == "key" and not key.reveal().startswith(preset.key_prefix):
+                    problems.warnings.append(
+                        f"{key.fingerprint} does not look like a {name} key "
+                        f"(expected it to start {preset.key_prefix!r})"
+                    )
+    return config
+
+
+def _named(env: Mapping[str, str]) -> set[str]:
+    names = {env.get("AI_PROVIDER", "").strip().upper()}
+    names |= {p.strip().upper() for p in env.get("FALLBACK_ORDER", "").split(",")}
+    return names - {""}
+
+
+def _known_window(model: str) -> int | None:
+    for prefix, window in CONTEXT_WINDOWS:
+        if model.startswith(prefix):
+            return window
+    return None
+
+
+def _gateway_keys(env: Mapping[str, str], problems: _Problems) -> tuple[list[ApiKey], ApiKey | None]:
+    keys: list[ApiKey] = []
+    raw = env.get("KEYWHEEL_GATEWAY_KEYS", "")
+    for i, value in enumerate(v.strip() for v in raw.split(",")):
+        if value:
+            keys.append(ApiKey(value, "gateway", str(i + 1)))
+    admin_raw = env.get("KEYWHEEL_ADMIN_KEY", "").strip()
+    admin = ApiKey(admin_raw, "admin", "key") if admin_raw else None
+    if admin is not None and len(admin_raw) < 16:
+        problems.error("KEYWHEEL_ADMIN_KEY", "must be at least 16 characters")
+    return keys, admin
+
+
+def settings_from_env(env: Mapping[str, str]) -> Settings:
+    """Build and validate :class:`Settings` from a mapping of variables."""
+    problems = _Problems()
+    providers = {name: _provider(env, name, problems) for name in _provider_names(env)}
+    enabled = [name for name, p in providers.items() if p.enabled]
+
+    primary = env.get("AI_PROVIDER", "").strip().lower()
+    if primary:
+        if primary not in providers:
+            problems.error(
+                "AI_PROVIDER",
+                f"unknown provider {primary!r}: use one of {', '.join(BUILTIN_ORDER)}, "
+                f"or define a custom one with {primary.upper()}_BASE_URL",
+            )
+        elif not providers[primary].enabled:
+            why = "has no keys" if not providers[primary].keys else f"is disabled by ENABLE_{primary.upper()}"
+            problems.error("AI_PROVIDER", f"names {primary!r}, which {why}")
+    elif enabled:
+        primary = enabled[0]
+
+    fallbacks: list[str] = []
+    if env.get("FALLBACK_ORDER", "").strip():
+        for name in (p.strip().lower() for p in env["FALLBACK_ORDER"].split(",")):
+            if not name or name == primary or name in fallbacks:
+                continue
+            if name not in providers:
+                problems.error("FALLBACK_ORDER", f"unknown provider {name!r}")
+            elif not providers[name].enabled:
+                problems.warnings.append(f"FALLBACK_ORDER names {name!r}, which is not enabled; skipped")
+            else:
+                fallbacks.append(name)
+    else:
+        fallbacks = [name for name in enabled if name != primary]
+
+    if not enabled and not problems.errors:
+        problems.error(
+            "AI_PROVIDER",
+            "no provider has keys: set e.g. GEMINI_API_KEY_1, OPENROUTER_API_KEY_1 or ANTHROPIC_API_KEY "
+            "(in the environment or a .env file)",
+        )
+
+    state = env.get("KEYWHEEL_STATE", "memory").strip() or "memory"
+    if state != "memory":
+        problems.error("KEYWHEEL_STATE", f"only 'memory' is available in this version, got {state!r}")
+
+    gateway_keys, admin_key = _gateway_keys(env, problems)
+    settings = Settings(
+        primary=primary,
+        chain=([primary] if primary else []) + fallbacks,
+        providers=providers,
+        state=state,
+        timeout=_number(env, "KEYWHEEL_TIMEOUT", 300.0, problems),
+        attempt_timeout=_number(env, "KEYWHEEL_ATTEMPT_TIMEOUT", 120.0, problems),
+        stream_idle_timeout=_number(env, "KEYWHEEL_STREAM_IDLE_TIMEOUT", 120.0, problems),
+        max_wait=_number(env, "KEYWHEEL_MAX_WAIT", 10.0, problems),
+        provider_attempts=int(_number(env, "KEYWHEEL_PROVIDER_ATTEMPTS", 2, problems, integer=True)),
+        gateway_keys=gateway_keys,
+        admin_key=admin_key,
+        warnings=problems.warnings,
+    )
+    if problems.errors:
+        raise ConfigError(problems.errors)
+    for warning in problems.warnings:
+        log.warning("%s", warning)
+    return settings

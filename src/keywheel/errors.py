@@ -1,0 +1,163 @@
+"""Every error keywheel raises, in one tree.
+
+::
+
+    KeywheelError
+    ├── ConfigError                 bad configuration; names every offending variable
+    ├── UpstreamError               a provider answered badly (or not at all)
+    │   ├── KeyFault                this key is the problem: rotate to the next key
+    │   │   ├── RateLimited         rest the key for retry_after seconds
+    │   │   ├── KeyInvalid          401/403/API_KEY_INVALID: disable the key
+    │   │   └── QuotaExhausted      402, daily quota, out of credit: disable the key
+    │   ├── ProviderFault           the provider is the problem: back off, then fail over
+    │   │   ├── Overloaded          529/503
+    │   │   ├── ServerError         other 5xx
+    │   │   ├── Timeout
+    │   │   ├── NetworkError        connection refused/reset, stream cut short
+    │   │   └── ModelNotFound       404 for this provider's model: fail over, no retry
+    │   └── RequestFault            the request is the problem: would fail anywhere
+    │       ├── BadRequest
+    │       │   └── ContextTooLong  fails over only to a provider with a larger window
+    │       └── ContentFiltered
+    ├── NoKeyAvailable              every key is resting; retry_after says for how long
+    └── AllProvidersFailed          every provider in the chain was tried; attempts say how
+
+Every :class:`UpstreamError` carries the provider, the key *fingerprint*, the
+upstream status and request id.  No message here ever contains a key: messages
+are built from fingerprints and from upstream error texts, and upstream texts
+are passed through :func:`keywheel.secrets.redact` by the router.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, ClassVar
+
+if TYPE_CHECKING:
+    from keywheel.types import Attempt
+
+
+class KeywheelError(Exception):
+    """Base of every keywheel error."""
+
+
+class ConfigError(KeywheelError):
+    """Configuration is invalid.  ``problems`` maps variable name to what is wrong."""
+
+    def __init__(self, problems: dict[str, str]) -> None:
+        self.problems = dict(problems)
+        lines = [f"  {name}: {why}" for name, why in self.problems.items()]
+        super().__init__("invalid keywheel configuration:\n" + "\n".join(lines))
+
+
+class UpstreamError(KeywheelError):
+    """A provider's answer (or the lack of one) that was not a success."""
+
+    scope: ClassVar[str] = "provider"  # "key" | "provider" | "request"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str = "",
+        key: str = "",
+        status: int | None = None,
+        request_id: str | None = None,
+        retry_after: float | None = None,
+        body: bytes | None = None,
+    ) -> None:
+        self.message = message
+        self.provider = provider
+        self.key = key
+        self.status = status
+        self.request_id = request_id
+        self.retry_after = retry_after
+        # The upstream body, for pass-through of errors in the same dialect.
+        # Upstream error bodies do not echo keys; the gateway still redacts.
+        self.body = body
+        # Filled in by the router: every try that led here.
+        self.attempts: list[Attempt] = []
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        where = " ".join(p for p in (self.provider, self.key) if p)
+        status = f" HTTP {self.status}" if self.status is not None else ""
+        rid = f" request_id={self.request_id}" if self.request_id else ""
+        prefix = f"[{where}{status}{rid}] " if (where or status or rid) else ""
+        return f"{prefix}{self.message}"
+
+
+class KeyFault(UpstreamError):
+    scope = "key"
+
+
+class RateLimited(KeyFault):
+    """The key is rate limited.  ``retry_after`` is the provider's own figure, if any."""
+
+
+class KeyInvalid(KeyFault):
+    """The key is invalid, revoked or lacks permission."""
+
+
+class QuotaExhausted(KeyFault):
+    """The key's credit or daily quota is used up.  ``retry_after`` is the reset, if known."""
+
+
+class ProviderFault(UpstreamError):
+    scope = "provider"
+    retryable: ClassVar[bool] = True
+
+
+class Overloaded(ProviderFault):
+    pass
+
+
+class ServerError(ProviderFault):
+    pass
+
+
+class Timeout(ProviderFault):
+    pass
+
+
+class NetworkError(ProviderFault):
+    pass
+
+
+class ModelNotFound(ProviderFault):
+    retryable = False
+
+
+class RequestFault(UpstreamError):
+    scope = "request"
+
+
+class BadRequest(RequestFault):
+    pass
+
+
+class ContextTooLong(BadRequest):
+    pass
+
+
+class ContentFiltered(RequestFault):
+    pass
+
+
+class NoKeyAvailable(KeywheelError):
+    """Every usable key is resting.  ``retry_after`` is seconds until the earliest returns."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None, attempts: Sequence[Attempt] = ()) -> None:
+        self.retry_after = retry_after
+        self.attempts = list(attempts)
+        super().__init__(message)
+
+
+class AllProvidersFailed(KeywheelError):
+    """Every provider in the chain was tried and none answered."""
+
+    def __init__(self, attempts: Sequence[Attempt], last: KeywheelError | None = None) -> None:
+        self.attempts = list(attempts)
+        self.last = last
+        tried = "; ".join(str(a) for a in self.attempts) or "nothing could be tried"
+        super().__init__(f"all providers failed: {tried}")

@@ -1,0 +1,426 @@
+"""The OpenAI Chat Completions dialect: OpenRouter, OpenAI and any compatible endpoint.
+
+Builds ``POST {base}/chat/completions`` requests with Bearer auth, parses
+answers and SSE chunks (including OpenRouter's errors inside a 200 and its
+repeated-``finish_reason`` usage chunk), and classifies errors.  Attribution
+headers come from configuration through ``Endpoint.headers``, never from here.
+Pure: never sends anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from keywheel.errors import (
+    ContentFiltered,
+    ContextTooLong,
+    KeyInvalid,
+    NetworkError,
+    QuotaExhausted,
+    RateLimited,
+    ServerError,
+    UpstreamError,
+)
+from keywheel.providers._common import (
+    as_dict,
+    as_int,
+    as_list,
+    as_status,
+    as_str,
+    class_for_status,
+    dumps,
+    error_object,
+    header,
+    loads,
+    merge_extra,
+    merge_headers,
+    ordered_turns,
+    parse_tool_arguments,
+    truncate,
+    upstream_message,
+)
+from keywheel.providers.base import Endpoint, HttpRequest
+from keywheel.providers.timing import retry_after_from_headers
+from keywheel.secrets import ApiKey
+from keywheel.sse import SSEEvent
+from keywheel.types import (
+    ChatRequest,
+    Completion,
+    FinishReason,
+    ImagePart,
+    Part,
+    StreamEnd,
+    StreamEvent,
+    TextDelta,
+    TextPart,
+    ToolCall,
+    ToolCallDelta,
+    ToolResultPart,
+    Usage,
+)
+
+__all__ = ["OpenAICompatAdapter", "OpenAIStreamParser"]
+
+_FINISH: dict[str, FinishReason] = {
+    "stop": "stop",
+    "length": "length",
+    "tool_calls": "tool_calls",
+    "function_call": "tool_calls",
+    "content_filter": "content_filter",
+}
+_CONTEXT = ("context_length_exceeded", "maximum context length", "input token count")
+_FILTERED = ("content_policy_violation", "refusal", "content_filter")
+# Words in error.type / error.code / metadata.error_type -> HTTP status, for in-band errors without a numeric code.
+_KIND_STATUS = {
+    "invalid_request_error": 400,
+    "context_length_exceeded": 400,
+    "content_policy_violation": 400,
+    "refusal": 400,
+    "authentication": 401,
+    "invalid_api_key": 401,
+    "payment_required": 402,
+    "insufficient_quota": 429,
+    "rate_limit_exceeded": 429,
+    "server": 500,
+    "server_error": 500,
+    "provider_unavailable": 502,
+    "provider_overloaded": 503,
+    "timeout": 504,
+}
+
+
+# ------------------------------------------------------------------ requests
+
+
+def _image_url(image: ImagePart) -> str:
+    if image.data is not None:
+        return f"data:{image.media_type or 'image/png'};base64,{image.data}"
+    return image.url or ""
+
+
+def _user_content(parts: list[Part]) -> str | list[dict[str, Any]]:
+    only = parts[0] if len(parts) == 1 else None
+    if isinstance(only, TextPart):
+        return only.text
+    content: list[dict[str, Any]] = []
+    for part in parts:
+        if isinstance(part, TextPart):
+            content.append({"type": "text", "text": part.text})
+        elif isinstance(part, ImagePart):
+            content.append({"type": "image_url", "image_url": {"url": _image_url(part)}})
+    return content
+
+
+def _assistant(parts: list[Part]) -> dict[str, Any]:
+    text = "".join(p.text for p in parts if isinstance(p, TextPart))
+    message: dict[str, Any] = {"role": "assistant", "content": text or None}
+    calls = [p for p in parts if isinstance(p, ToolCall)]
+    if calls:
+        message["tool_calls"] = [
+            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": dumps(c.arguments).decode()}}
+            for c in calls
+        ]
+    return message
+
+
+def _messages(request: ChatRequest) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    if request.system:
+        out.append({"role": "system", "content": request.system})
+    for role, parts in ordered_turns(request.messages):
+        if role == "assistant":
+            out.append(_assistant(parts))
+            continue
+        rest: list[Part] = []
+        for part in parts:
+            if isinstance(part, ToolResultPart):
+                out.append({"role": "tool", "tool_call_id": part.tool_call_id, "content": part.content})
+            else:
+                rest.append(part)
+        if rest:
+            out.append({"role": "user", "content": _user_content(rest)})
+    return out
+
+
+def _tool_choice(choice: str) -> str | dict[str, Any]:
+    if choice in ("auto", "none", "required"):
+        return choice
+    return {"type": "function", "function": {"name": choice}}
+
+
+def build_body(request: ChatRequest, model: str, *, stream: bool) -> dict[str, Any]:
+    """The Chat Completions body for a canonical request."""
+    body: dict[str, Any] = {"model": model, "messages": _messages(request)}
+    if request.max_tokens is not None:
+        body["max_tokens"] = request.max_tokens
+    if request.temperature is not None:
+        body["temperature"] = request.temperature
+    if request.top_p is not None:
+        body["top_p"] = request.top_p
+    if request.stop:
+        body["stop"] = list(request.stop)
+    if request.tools:
+        body["tools"] = [
+            {
+                "type": "function",
+                "function": {
+                    "name": t.name,
+                    **({"description": t.description} if t.description else {}),
+                    "parameters": t.parameters,
+                },
+            }
+            for t in request.tools
+        ]
+    if request.tool_choice:
+        body["tool_choice"] = _tool_choice(request.tool_choice)
+    if stream:
+        body["stream"] = True
+        body["stream_options"] = {"include_usage": True}
+    return merge_extra(body, request.extra)
+
+
+def _headers(endpoint: Endpoint, key: ApiKey) -> dict[str, str]:
+    auth = {"Authorization": f"Bearer {key.reveal()}"}
+    return merge_headers({"content-type": "application/json"}, endpoint.headers, auth)
+
+
+def _url(endpoint: Endpoint, path: str) -> str:
+    return endpoint.base_url.rstrip("/") + path
+
+
+# ------------------------------------------------------------------ errors
+
+
+def _kinds(err: Mapping[str, Any]) -> set[str]:
+    """The words that name an error: type, non-numeric code and metadata.error_type."""
+    meta = as_dict(err.get("metadata"))
+    return {as_str(v) for v in (err.get("type"), err.get("code"), meta.get("error_type")) if as_str(v)}
+
+
+def classify(status: int, headers: Mapping[str, str], body: bytes) -> UpstreamError:
+    """An OpenAI-format error answer as a keywheel error."""
+    payload = loads(body)
+    err = error_object(payload) or {}
+    message = upstream_message(err, body, status)
+    lowered = message.lower()
+    kinds = _kinds(err)
+    meta = as_dict(err.get("metadata"))
+    retry_after = retry_after_from_headers(headers)
+    cls = class_for_status(status)
+    if status == 400:
+        if kinds & {"context_length_exceeded"} or any(s in lowered for s in _CONTEXT):
+            cls = ContextTooLong
+        elif kinds & set(_FILTERED):
+            cls = ContentFiltered
+        elif "api key not valid" in lowered or "API_KEY_INVALID" in message:  # Gemini's OpenAI-compatible door
+            cls = KeyInvalid
+    elif status == 402 and meta.get("limit_source") == "openrouter_in_flight_budget":
+        cls = RateLimited  # transient: OpenRouter's budget for requests in flight
+    elif status == 403 and ("reasons" in meta or "flagged_input" in meta):
+        cls = ContentFiltered  # OpenRouter moderation
+    elif status == 429 and "insufficient_quota" in kinds:
+        cls = QuotaExhausted
+    if cls is QuotaExhausted:
+        retry_after = None
+    request_id = (
+        header(headers, "x-request-id") or header(headers, "x-generation-id") or as_str(as_dict(payload).get("id"))
+    )
+    return cls(message, status=status, request_id=request_id or None, retry_after=retry_after, body=body)
+
+
+def _in_band_error(err: Mapping[str, Any], raw: bytes) -> UpstreamError:
+    """An error inside a 200 answer or stream; its ``code`` is HTTP-like on OpenRouter."""
+    status = as_status(err.get("code"))
+    if status is None:
+        status = next((_KIND_STATUS[k] for k in sorted(_kinds(err)) if k in _KIND_STATUS), 500)
+    return classify(status, {}, raw)
+
+
+def _choice_error(payload: Mapping[str, Any]) -> dict[str, Any] | None:
+    """OpenRouter's error in a 200: a top-level ``error``, or a choice that finished with ``error``."""
+    err = error_object(payload)
+    if err is not None:
+        return err
+    choice = as_dict(next(iter(as_list(payload.get("choices"))), None))
+    if choice.get("finish_reason") == "error":
+        return as_dict(choice.get("error")) or {"message": "the upstream provider failed"}
+    return None
+
+
+# ------------------------------------------------------------------ answers
+
+
+def _finish(reason: Any, has_calls: bool) -> FinishReason:
+    finish = _FINISH.get(as_str(reason), "other")
+    return "tool_calls" if has_calls and finish == "stop" else finish
+
+
+def _usage(raw: Any) -> Usage:
+    usage = as_dict(raw)
+    cost = usage.get("cost")
+    return Usage(
+        input_tokens=as_int(usage.get("prompt_tokens")),
+        output_tokens=as_int(usage.get("completion_tokens")),
+        cost=float(cost) if isinstance(cost, int | float) and not isinstance(cost, bool) else None,
+    )
+
+
+def _content_text(content: Any) -> str:
+    if isinstance(content, list):  # some servers answer with content parts
+        return "".join(as_str(as_dict(p).get("text")) for p in content)
+    return as_str(content)
+
+
+class OpenAIStreamParser:
+    """``chat.completion.chunk`` SSE events to canonical stream events."""
+
+    def __init__(self) -> None:
+        self._finish: str | None = None
+        self._refused = False
+        self._usage = Usage()
+        self._model = ""
+        self._id = ""
+        self._next_index = 0  # for servers that leave out tool_calls[].index
+        self._last_index = 0
+        self._ended = False
+
+    def feed(self, event: SSEEvent) -> list[StreamEvent]:
+        data = event.data.strip()
+        if self._ended or not data:
+            return []
+        if data == "[DONE]":
+            return [self._end()]
+        raw = data.encode()
+        payload = loads(raw)
+        if isinstance(payload, list) and error_object(payload) is not None:
+            raise _in_band_error(error_object(payload) or {}, raw)
+        if not isinstance(payload, dict):
+            raise ServerError(f"malformed stream chunk: {truncate(data, 200)}", body=raw)
+        if "error" in payload and payload["error"] is not None:
+            raise _in_band_error(error_object(payload) or {}, raw)
+        self._model = as_str(payload.get("model")) or self._model
+        self._id = as_str(payload.get("id")) or self._id
+        if payload.get("usage"):
+            self._usage = _usage(payload["usage"])
+        choice = as_dict(next(iter(as_list(payload.get("choices"))), None))
+        out = self._delta(as_dict(choice.get("delta")))
+        reason = choice.get("finish_reason")
+        if reason == "error":
+            raise _in_band_error(as_dict(choice.get("error")) or {"message": "the upstream provider failed"}, raw)
+        if reason:
+            self._finish = as_str(reason)  # recorded, so a repeat in the usage chunk changes nothing
+        return out
+
+    def _delta(self, delta: Mapping[str, Any]) -> list[StreamEvent]:
+        out: list[StreamEvent] = []
+        text = as_str(delta.get("content"))
+        if text:
+            out.append(TextDelta(text))
+        refusal = as_str(delta.get("refusal"))
+        if refusal:
+            self._refused = True
+            out.append(TextDelta(refusal))
+        for call in as_list(delta.get("tool_calls")):
+            call = as_dict(call)
+            function = as_dict(call.get("function"))
+            index = call.get("index")
+            if not isinstance(index, int):
+                index = self._next_index if call.get("id") else self._last_index
+            self._last_index, self._next_index = index, max(self._next_index, index + 1)
+            out.append(
+                ToolCallDelta(
+                    index,
+                    id=as_str(call.get("id")) or None,
+                    name=as_str(function.get("name")) or None,
+                    arguments=as_str(function.get("arguments")),
+                )
+            )
+        return out
+
+    def _end(self) -> StreamEnd:
+        self._ended = True
+        has_calls = self._next_index > 0
+        if self._finish is None:  # [DONE] without a finish_reason: the server still says it is complete
+            finish: FinishReason = "tool_calls" if has_calls else "stop"
+        else:
+            finish = _finish(self._finish, has_calls)
+        if self._refused and finish == "stop":
+            finish = "content_filter"
+        return StreamEnd(finish, self._usage, model=self._model, id=self._id)
+
+    def close(self) -> list[StreamEvent]:
+        if self._ended:
+            return []
+        if self._finish is None:
+            raise NetworkError("stream ended before a finish_reason")
+        return [self._end()]  # some servers never send [DONE]
+
+
+# ------------------------------------------------------------------ adapter
+
+
+class OpenAICompatAdapter:
+    """``POST {base}/chat/completions`` with Bearer auth."""
+
+    dialect = "openai"
+
+    def build_request(
+        self, endpoint: Endpoint, key: ApiKey, request: ChatRequest, model: str, *, stream: bool
+    ) -> HttpRequest:
+        body = build_body(request, model, stream=stream)
+        return HttpRequest("POST", _url(endpoint, "/chat/completions"), _headers(endpoint, key), dumps(body))
+
+    def build_raw_request(
+        self, endpoint: Endpoint, key: ApiKey, body: dict[str, Any], model: str, *, stream: bool
+    ) -> HttpRequest:
+        wire = {**body, "model": model, "stream": stream}
+        if stream and "stream_options" not in wire:
+            wire["stream_options"] = {"include_usage": True}
+        return HttpRequest("POST", _url(endpoint, "/chat/completions"), _headers(endpoint, key), dumps(wire))
+
+    def parse_response(self, body: bytes) -> Completion:
+        payload = loads(body)
+        err = error_object(payload)
+        if err is not None:
+            raise _in_band_error(err, body)
+        if not isinstance(payload, dict):
+            raise ServerError(f"unparseable response: {truncate(body.decode('utf-8', 'replace'), 200)}", body=body)
+        err = _choice_error(payload)
+        if err is not None:
+            raise _in_band_error(err, body)
+        choice = as_dict(next(iter(as_list(payload.get("choices"))), None))
+        message = as_dict(choice.get("message"))
+        calls = [
+            ToolCall(
+                as_str(call.get("id")) or f"call_{n}",
+                as_str(as_dict(call.get("function")).get("name")),
+                parse_tool_arguments(as_str(as_dict(call.get("function")).get("arguments"))),
+            )
+            for n, call in enumerate(as_dict(c) for c in as_list(message.get("tool_calls")))
+        ]
+        text = _content_text(message.get("content"))
+        refusal = as_str(message.get("refusal"))
+        finish = _finish(choice.get("finish_reason"), bool(calls))
+        if refusal:
+            finish, text = "content_filter", text or refusal
+        return Completion(
+            text=text,
+            tool_calls=calls,
+            finish_reason=finish,
+            usage=_usage(payload.get("usage")),
+            model=as_str(payload.get("model")),
+            id=as_str(payload.get("id")),
+        )
+
+    def stream_parser(self) -> OpenAIStreamParser:
+        return OpenAIStreamParser()
+
+    def classify_error(self, status: int, headers: Mapping[str, str], body: bytes) -> UpstreamError:
+        return classify(status, headers, body)
+
+    def probe_request(self, endpoint: Endpoint, key: ApiKey) -> HttpRequest:
+        # OpenRouter's /key answers for the key itself (and its credit); elsewhere, listing models is cheap.
+        path = "/key" if "openrouter" in endpoint.base_url.lower() else "/models"
+        headers = merge_headers(endpoint.headers, {"Authorization": f"Bearer {key.reveal()}"})
+        return HttpRequest("GET", _url(endpoint, path), headers)

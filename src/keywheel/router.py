@@ -1,0 +1,358 @@
+"""The attempt loop: which provider, which key, what to do with each failure.
+
+Per provider in the chain (primary first, then the fallbacks):
+
+- a key fault (rate limited, invalid, out of quota) rotates to the next key at once;
+- a provider fault (5xx, overloaded, timeout, connection error) retries with
+  jittered backoff up to ``provider_attempts`` tries, then fails over;
+- a request fault (bad request, content filtered) is raised at once — it would
+  fail everywhere — except a too-long prompt, which fails over only to a
+  provider whose model has a larger known context window.
+
+When every key of every provider rests, the router waits for the earliest to
+come back if that is within ``max_wait``; otherwise it raises
+:class:`NoKeyAvailable` with the time to wait.  Streams fail over only before
+their first event reaches the caller.  One deadline bounds the whole call.
+
+Never holds a lock: the key pools do their own locking, around memory only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from keywheel.config import ProviderConfig, Settings
+from keywheel.errors import (
+    AllProvidersFailed,
+    ContextTooLong,
+    KeywheelError,
+    NoKeyAvailable,
+    ProviderFault,
+    Timeout,
+    UpstreamError,
+)
+from keywheel.keys import PoolBackend
+from keywheel.providers import get_adapter
+from keywheel.providers.base import Adapter, Endpoint, HttpRequest
+from keywheel.secrets import ApiKey
+from keywheel.sse import SSEDecoder
+from keywheel.transport import StreamingResponse, Transport
+from keywheel.types import Attempt, ChatRequest, Completion, StreamEnd, StreamEvent, Usage
+
+T = TypeVar("T")
+
+
+@dataclass(slots=True)
+class Target:
+    """One provider of a call's chain, with the model to ask it for."""
+
+    provider: ProviderConfig
+    model: str
+    endpoint: Endpoint
+    adapter: Adapter
+
+
+@dataclass(slots=True)
+class Served:
+    """Which provider and key served a call, and every try before it."""
+
+    target: Target
+    key: ApiKey
+    attempts: list[Attempt]
+
+
+# What one attempt does with a chosen target and key; raises UpstreamError on failure.
+AttemptFn = Callable[[Target, ApiKey, float], Awaitable[T]]
+
+
+class Router:
+    def __init__(
+        self,
+        settings: Settings,
+        pools: Mapping[str, PoolBackend],
+        transport: Transport,
+        *,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.settings = settings
+        self.pools = pools
+        self.transport = transport
+        self._rng = rng or random.Random()
+
+    # ------------------------------------------------------------------ chains
+
+    def chain(self, provider: str | None = None, model: str | None = None, *, fallback: bool = True) -> list[Target]:
+        """The targets of one call: ``provider`` (default the primary) with ``model``, then the fallbacks."""
+        settings = self.settings
+        first = provider or settings.primary
+        if first not in settings.providers or not settings.providers[first].enabled:
+            raise KeyError(first)
+        names = [first]
+        if fallback:
+            names += [n for n in settings.chain if n != first]
+        targets = []
+        for i, name in enumerate(names):
+            cfg = settings.providers[name]
+            chosen = model if (i == 0 and model) else cfg.model
+            endpoint = Endpoint(cfg.name, cfg.base_url, chosen, cfg.headers)
+            targets.append(Target(cfg, chosen, endpoint, get_adapter(cfg.dialect)))
+        return targets
+
+    # ------------------------------------------------------------- the loop
+
+    async def execute(self, targets: list[Target], attempt: AttemptFn[T]) -> tuple[T, Served]:
+        """Run ``attempt`` over ``targets`` and their keys until one succeeds."""
+        settings = self.settings
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + settings.timeout
+        attempts: list[Attempt] = []
+        waited = 0.0
+        min_window: int | None = None  # set after a too-long prompt
+        last: KeywheelError | None = None
+        while True:
+            earliest: float | None = None
+            for target in targets:
+                if min_window is not None and (target.provider.context_window or 0) <= min_window:
+                    continue
+                pool = self.pools[target.provider.name]
+                key_faults = provider_faults = 0
+                while True:
+                    got = pool.acquire()
+                    if got is None:
+                        break
+                    if isinstance(got, float):
+                        earliest = got if earliest is None else min(earliest, got)
+                        break
+                    key = got
+                    remaining = deadline - loop.time()
+                    started = time.perf_counter()
+                    try:
+                        if remaining <= 0:
+                            raise Timeout(f"deadline of {settings.timeout:g} s passed")
+                        result = await attempt(target, key, min(settings.attempt_timeout, remaining))
+                    except UpstreamError as exc:
+                        latency = (time.perf_counter() - started) * 1000
+                        self._own(exc, target, key)
+                        pool.release(key, exc, latency)
+                        attempts.append(_attempt(target, key, exc, latency))
+                        last = exc
+                        if exc.scope == "request":
+                            if isinstance(exc, ContextTooLong) and target.provider.context_window:
+                                min_window = target.provider.context_window
+                                break
+                            exc.attempts = attempts
+                            raise
+                        if exc.scope == "key":
+                            key_faults += 1
+                            if key_faults >= max(len(pool.keys()), 1):
+                                break
+                            continue
+                        provider_faults += 1
+                        retry = isinstance(exc, ProviderFault) and exc.retryable
+                        if not retry or provider_faults >= settings.provider_attempts:
+                            break
+                        delay = min(0.2 * 2 ** (provider_faults - 1), 2.0) * (0.5 + self._rng.random() / 2)
+                        if loop.time() + delay >= deadline:
+                            break
+                        await asyncio.sleep(delay)
+                        continue
+                    except BaseException:
+                        pool.abandon(key)  # cancelled: free the slot, count nothing
+                        raise
+                    latency = (time.perf_counter() - started) * 1000
+                    attempts.append(Attempt(target.provider.name, key.fingerprint, "ok", latency, 200))
+                    return result, Served(target, key, attempts)
+            # Every target was tried or is resting.  Wait for a resting key if it is close.
+            if earliest is not None and waited + earliest <= settings.max_wait and (loop.time() + earliest < deadline):
+                await asyncio.sleep(earliest + 0.001)
+                waited += earliest
+                continue
+            if earliest is not None and all(a.outcome in _KEY_FAULTS for a in attempts):
+                raise NoKeyAvailable(
+                    f"every key is resting; the earliest is back in {earliest:.1f} s"
+                    + (f" (tried: {'; '.join(map(str, attempts))})" if attempts else ""),
+                    retry_after=earliest,
+                    attempts=attempts,
+                )
+            if not attempts:
+                raise NoKeyAvailable("no usable key: every key of every provider is disabled", attempts=attempts)
+            if isinstance(last, ContextTooLong):
+                last.attempts = attempts
+                raise last
+            raise AllProvidersFailed(attempts, last)
+
+    def _own(self, exc: UpstreamError, target: Target, key: ApiKey) -> None:
+        """Stamp provider and key on an error, and make sure it cannot carry the key."""
+        exc.provider, exc.key = target.provider.name, key.fingerprint
+        raw = key.reveal()
+        if raw in exc.message:
+            exc.message = exc.message.replace(raw, "[redacted]")
+            exc.args = (exc.message,)
+        if exc.body is not None and raw.encode() in exc.body:
+            exc.body = exc.body.replace(raw.encode(), b"[redacted]")
+
+    # ---------------------------------------------------------- one attempt
+
+    async def send(self, target: Target, request: HttpRequest, timeout: float) -> bytes:
+        """Send a non-streaming request; the 2xx body, or the classified error."""
+        resp = await self.transport.send(request, timeout)
+        if resp.status >= 300:
+            raise target.adapter.classify_error(resp.status, resp.headers, resp.body)
+        return resp.body
+
+    async def complete(self, targets: list[Target], request: ChatRequest) -> tuple[Completion, Served]:
+        async def attempt(target: Target, key: ApiKey, timeout: float) -> Completion:
+            http = target.adapter.build_request(target.endpoint, key, request, target.model, stream=False)
+            body = await self.send(target, http, timeout)
+            return target.adapter.parse_response(body)
+
+        completion, served = await self.execute(targets, attempt)
+        pool = self.pools[served.target.provider.name]
+        # execute() released nothing on success: record usage now.
+        pool.release(served.key, None, served.attempts[-1].latency_ms, completion.usage)
+        return completion, served
+
+    async def open_stream(self, targets: list[Target], request: ChatRequest) -> EventStream:
+        """Open a stream on the first target that yields a first event; fail over before that."""
+        settings = self.settings
+
+        async def attempt(target: Target, key: ApiKey, timeout: float) -> EventStream:
+            http = target.adapter.build_request(target.endpoint, key, request, target.model, stream=True)
+            return await EventStream.open(self.transport, target, http, timeout, settings.stream_idle_timeout)
+
+        stream, served = await self.execute(targets, attempt)
+        stream.bind(served, self.pools[served.target.provider.name])
+        return stream
+
+
+_KEY_FAULTS = frozenset({"RateLimited", "KeyInvalid", "QuotaExhausted"})
+
+
+def _attempt(target: Target, key: ApiKey, exc: UpstreamError, latency_ms: float) -> Attempt:
+    return Attempt(target.provider.name, key.fingerprint, type(exc).__name__, latency_ms, exc.status, exc.message[:200])
+
+
+class EventStream:
+    """A started upstream stream, read to its first event; iterate for the rest.
+
+    After the first event has been handed out, a failure ends the iteration with
+    the error — there is no failover, so two answers are never mixed.  Leaving
+    the iteration early (``aclose``) closes the upstream connection at once.
+    """
+
+    def __init__(
+        self,
+        cm: Any,
+        resp: StreamingResponse,
+        target: Target,
+        first: list[StreamEvent],
+        chunks: AsyncIterator[bytes],
+        decoder: SSEDecoder,
+        parser: Any,
+    ) -> None:
+        self._cm = cm
+        self.response = resp
+        self.target = target
+        self._first = first
+        self._chunks = chunks
+        self._decoder = decoder
+        self._parser = parser
+        self._served: Served | None = None
+        self._pool: PoolBackend | None = None
+        self._started = time.perf_counter()
+        self._closed = False
+
+    @classmethod
+    async def open(
+        cls, transport: Transport, target: Target, http: HttpRequest, timeout: float, idle_timeout: float
+    ) -> EventStream:
+        cm = transport.stream(http, timeout, min(idle_timeout, timeout))
+        resp = await cm.__aenter__()
+        try:
+            if resp.status >= 300:
+                body = await resp.read()
+                raise target.adapter.classify_error(resp.status, resp.headers, body)
+            decoder = SSEDecoder()
+            parser = target.adapter.stream_parser()
+            chunks = resp.chunks()
+            first: list[StreamEvent] = []
+            while not first:
+                chunk = await anext(chunks, None)
+                if chunk is None:
+                    for event in decoder.close():
+                        first.extend(parser.feed(event))
+                    first.extend(parser.close())
+                    break
+                for event in decoder.feed(chunk):
+                    first.extend(parser.feed(event))
+            return cls(cm, resp, target, first, chunks, decoder, parser)
+        except BaseException:
+            await cm.__aexit__(None, None, None)
+            raise
+
+    def bind(self, served: Served, pool: PoolBackend) -> None:
+        self._served, self._pool = served, pool
+
+    @property
+    def served(self) -> Served:
+        assert self._served is not None
+        return self._served
+
+    async def __aiter__(self) -> AsyncIterator[StreamEvent]:
+        error: UpstreamError | None = None
+        usage: Usage | None = None
+        finished = False
+        try:
+            for event in self._first:
+                if isinstance(event, StreamEnd):
+                    usage, finished = event.usage, True
+                yield event
+            while not finished:
+                chunk = await anext(self._chunks, None)
+                events: list[StreamEvent] = []
+                if chunk is None:
+                    for sse in self._decoder.close():
+                        events.extend(self._parser.feed(sse))
+                    if not any(isinstance(e, StreamEnd) for e in events):
+                        events.extend(self._parser.close())
+                else:
+                    for sse in self._decoder.feed(chunk):
+                        events.extend(self._parser.feed(sse))
+                for event in events:
+                    if isinstance(event, StreamEnd):
+                        usage, finished = event.usage, True
+                    yield event
+                if chunk is None:
+                    break
+        except UpstreamError as exc:
+            error = exc
+            if self._served is not None:
+                served = self._served
+                exc.provider, exc.key = served.target.provider.name, served.key.fingerprint
+                exc.attempts = served.attempts
+            raise
+        finally:
+            await self._finish(error, usage, finished)
+
+    async def _finish(self, error: UpstreamError | None, usage: Usage | None, finished: bool) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        await self._cm.__aexit__(None, None, None)
+        if self._pool is None or self._served is None:
+            return
+        latency = (time.perf_counter() - self._started) * 1000
+        if error is not None:
+            self._pool.release(self._served.key, error, latency)
+        elif finished:
+            self._pool.release(self._served.key, None, latency, usage)
+        else:
+            self._pool.abandon(self._served.key)
+
+    async def aclose(self) -> None:
+        await self._finish(None, None, False)

@@ -1,0 +1,191 @@
+"""What the fake upstream does with a request, per key: behaviour kinds, their
+parameters, the per-key script, and the retry-timing signals of a 429.
+
+A key's script is a permanent behaviour plus a FIFO queue of temporary ones
+(``times=N``).  The queue plays first, in the order it was set; when it runs
+dry the permanent behaviour applies again.  Setting a permanent behaviour
+clears the key's queue.
+
+Nothing here locks: :class:`BehaviourTable` is guarded by the owner's lock.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import formatdate
+from types import MappingProxyType
+
+_Number = (int, float)
+
+# kind -> {param name: (accepted types, default)}
+KINDS: Mapping[str, Mapping[str, tuple[tuple[type, ...], object]]] = {
+    "ok": {},
+    "rate_limit": {"retry_after": ((int, float, type(None)), 1.0), "style": ((str,), None)},
+    "quota": {"retry_after": ((int, float, type(None)), None), "limit_source": ((str,), "openrouter_credits")},
+    "invalid": {},
+    "forbidden": {},
+    "not_found": {},
+    "server_error": {},
+    "overloaded": {},
+    "bad_request": {"field": ((str,), None)},
+    "context_too_long": {},
+    "hang": {"seconds": (_Number, 30.0)},
+    "break_stream": {"after": ((int,), 3)},
+    "stream_error": {"after": ((int,), 3)},
+    "slow_stream": {"interval": (_Number, 0.2)},
+}
+
+#: Kinds answered with an HTTP error status before any reply is built.
+ERROR_KINDS = frozenset(
+    {
+        "rate_limit",
+        "quota",
+        "invalid",
+        "forbidden",
+        "not_found",
+        "server_error",
+        "overloaded",
+        "bad_request",
+        "context_too_long",
+    }
+)
+
+#: How a 429 says when to come back.  "retry-info" is Gemini's body field;
+#: the others are headers and are sent by every dialect when asked for.
+RETRY_STYLES = frozenset(
+    {"retry-after", "retry-after-ms", "http-date", "retry-info", "anthropic-reset", "openai-reset", "none"}
+)
+DEFAULT_RETRY_STYLE: Mapping[str, str] = {"anthropic": "retry-after", "gemini": "retry-info", "openai": "retry-after"}
+
+
+@dataclass(frozen=True, slots=True)
+class Behaviour:
+    """One behaviour kind with its parameters, defaults filled in."""
+
+    kind: str
+    params: Mapping[str, object] = field(default_factory=lambda: MappingProxyType({}))
+
+    @classmethod
+    def build(cls, kind: str, params: Mapping[str, object]) -> Behaviour:
+        """Validate ``kind`` and ``params``; raise ``ValueError`` naming the problem."""
+        spec = KINDS.get(kind)
+        if spec is None:
+            raise ValueError(f"unknown behaviour kind {kind!r}; expected one of {sorted(KINDS)}")
+        unknown = set(params) - set(spec)
+        if unknown:
+            raise ValueError(f"behaviour {kind!r} takes no parameter(s) {sorted(unknown)}; it takes {sorted(spec)}")
+        filled: dict[str, object] = {}
+        for name, (types, default) in spec.items():
+            value = params.get(name, default)
+            if value is not None and (not isinstance(value, types) or isinstance(value, bool)):
+                raise ValueError(f"behaviour {kind!r}: {name}={value!r} has the wrong type")
+            if isinstance(value, _Number) and value < 0:
+                raise ValueError(f"behaviour {kind!r}: {name} must not be negative")
+            filled[name] = value
+        style = filled.get("style")
+        if style is not None and style not in RETRY_STYLES:
+            raise ValueError(f"rate_limit style {style!r} is not one of {sorted(RETRY_STYLES)}")
+        return cls(kind, MappingProxyType(filled))
+
+    def number(self, name: str) -> float:
+        value = self.params[name]
+        assert isinstance(value, _Number)
+        return float(value)
+
+    def optional_number(self, name: str) -> float | None:
+        value = self.params.get(name)
+        return float(value) if isinstance(value, _Number) else None
+
+    def text(self, name: str) -> str | None:
+        value = self.params.get(name)
+        return value if isinstance(value, str) else None
+
+
+OK = Behaviour("ok")
+
+
+@dataclass(slots=True)
+class _Temporary:
+    behaviour: Behaviour
+    remaining: int
+
+
+@dataclass(slots=True)
+class _Script:
+    permanent: Behaviour = OK
+    queue: deque[_Temporary] = field(default_factory=deque)
+
+
+class BehaviourTable:
+    """Per-key scripts.  Not thread-safe by itself: the owner holds a lock."""
+
+    def __init__(self) -> None:
+        self._scripts: dict[str, _Script] = {}
+
+    def set(self, key: str, behaviour: Behaviour, times: int | None) -> None:
+        script = self._scripts.setdefault(key, _Script())
+        if times is None:
+            script.permanent = behaviour
+            script.queue.clear()
+        elif times > 0:
+            script.queue.append(_Temporary(behaviour, times))
+
+    def take(self, key: str) -> Behaviour:
+        """The behaviour for the next request carrying ``key`` (consumes one temporary use)."""
+        script = self._scripts.get(key)
+        if script is None:
+            return OK
+        if not script.queue:
+            return script.permanent
+        entry = script.queue[0]
+        entry.remaining -= 1
+        if entry.remaining <= 0:
+            script.queue.popleft()
+        return entry.behaviour
+
+    def clear(self) -> None:
+        self._scripts.clear()
+
+
+def _plain(value: float) -> str:
+    """``2`` for integral values, else the shortest float text (``1.5``)."""
+    return str(int(value)) if value == int(value) else repr(value)
+
+
+def go_duration(seconds: float) -> str:
+    """OpenAI's ``x-ratelimit-reset-*`` format: ``12ms``, ``1.5s``, ``6m0s``."""
+    if seconds < 1:
+        return f"{round(seconds * 1000)}ms"
+    minutes, rest = divmod(seconds, 60)
+    rest_text = _plain(round(rest, 3))
+    return f"{int(minutes)}m{rest_text}s" if minutes else f"{rest_text}s"
+
+
+def proto_duration(seconds: float) -> str:
+    """google.protobuf.Duration in JSON: ``59s``, ``1.5s``."""
+    return f"{_plain(round(seconds, 9))}s"
+
+
+def retry_headers(style: str, retry_after: float | None, *, now: float | None = None) -> dict[str, str]:
+    """Headers that carry ``retry_after`` in ``style`` (empty for body styles or no timing)."""
+    if retry_after is None or style in ("none", "retry-info"):
+        return {}
+    wall = time.time() if now is None else now
+    if style == "retry-after":
+        return {"retry-after": _plain(retry_after)}
+    if style == "retry-after-ms":
+        return {"retry-after-ms": _plain(round(retry_after * 1000, 3))}
+    if style == "http-date":
+        # an HTTP date has whole seconds: round up so the client never comes back early
+        return {"retry-after": formatdate(math.ceil(wall + retry_after), usegmt=True)}
+    if style == "anthropic-reset":
+        reset = datetime.fromtimestamp(math.ceil(wall + retry_after), UTC)
+        return {"anthropic-ratelimit-requests-reset": reset.strftime("%Y-%m-%dT%H:%M:%SZ")}
+    if style == "openai-reset":
+        return {"x-ratelimit-reset-requests": go_duration(retry_after)}
+    raise ValueError(f"unknown retry style {style!r}")

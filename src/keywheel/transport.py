@@ -1,0 +1,138 @@
+"""The one pooled HTTP client every adapter's requests go through.
+
+A small seam — :meth:`Transport.send` and :meth:`Transport.stream` — over
+``aiohttp``, chosen by measurement (../shared/PERF-NOTES.md: about a tenth of
+httpx's CPU per upstream call here).  One ``ClientSession`` (one connection
+pool) per event loop, since aiohttp sessions are bound to the loop that made
+them: the sync API's loop thread and an application's own loop each get theirs.
+
+Failures to reach the upstream are raised as :class:`keywheel.errors.Timeout`
+or :class:`keywheel.errors.NetworkError`; the router fills in provider and key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import aiohttp
+
+from keywheel.errors import NetworkError, Timeout
+from keywheel.providers.base import HttpRequest
+
+
+@dataclass(slots=True)
+class HttpResponse:
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+
+class StreamingResponse:
+    """An upstream answer whose body is read chunk by chunk."""
+
+    __slots__ = ("status", "headers", "_resp", "_idle_timeout")
+
+    def __init__(self, resp: aiohttp.ClientResponse, idle_timeout: float) -> None:
+        self.status = resp.status
+        self.headers: Mapping[str, str] = resp.headers
+        self._resp = resp
+        self._idle_timeout = idle_timeout
+
+    async def read(self) -> bytes:
+        try:
+            return await asyncio.wait_for(self._resp.read(), self._idle_timeout)
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise _wrap(exc) from None
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        content = self._resp.content
+        while True:
+            try:
+                chunk = await asyncio.wait_for(content.readany(), self._idle_timeout)
+            except (TimeoutError, aiohttp.ClientError) as exc:
+                raise _wrap(exc) from None
+            if not chunk:
+                return
+            yield chunk
+
+
+def _wrap(exc: BaseException) -> NetworkError | Timeout:
+    if isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError):
+        return Timeout("upstream did not answer in time")
+    # aiohttp's messages name host and port, never headers, so they hold no key.
+    return NetworkError(f"{type(exc).__name__}: {exc}")
+
+
+class Transport:
+    """Pooled async HTTP client; safe to share between event loops."""
+
+    def __init__(self, *, connect_timeout: float = 10.0, limit_per_host: int = 0) -> None:
+        self._connect_timeout = connect_timeout
+        self._limit_per_host = limit_per_host
+        self._sessions: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aiohttp.ClientSession] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def _session(self) -> aiohttp.ClientSession:
+        loop = asyncio.get_running_loop()
+        session = self._sessions.get(loop)
+        if session is None or session.closed:
+            connector = aiohttp.TCPConnector(
+                limit=0, limit_per_host=self._limit_per_host, ttl_dns_cache=300, enable_cleanup_closed=True
+            )
+            session = aiohttp.ClientSession(
+                connector=connector,
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=self._connect_timeout),
+                auto_decompress=True,
+                skip_auto_headers=("User-Agent",),
+            )
+            self._sessions[loop] = session
+        return session
+
+    async def send(self, request: HttpRequest, timeout: float) -> HttpResponse:
+        session = self._session()
+        try:
+            async with asyncio.timeout(timeout):
+                async with session.request(
+                    request.method, request.url, headers=request.headers, data=request.body
+                ) as resp:
+                    body = await resp.read()
+                    return HttpResponse(resp.status, resp.headers, body)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise _wrap(exc) from None
+
+    @asynccontextmanager
+    async def stream(
+        self, request: HttpRequest, timeout: float, idle_timeout: float
+    ) -> AsyncIterator[StreamingResponse]:
+        """Open a streaming request: ``timeout`` bounds the wait for the status line,
+        ``idle_timeout`` each wait for the next chunk."""
+        session = self._session()
+        try:
+            async with asyncio.timeout(timeout):
+                resp = await session.request(request.method, request.url, headers=request.headers, data=request.body)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise _wrap(exc) from None
+        try:
+            yield StreamingResponse(resp, idle_timeout)
+        finally:
+            # Closing (not releasing) drops the connection when the body was not
+            # read to the end, so a cancelled stream stops the upstream at once.
+            if resp.content.at_eof():
+                resp.release()
+            else:
+                resp.close()
+
+    async def aclose(self) -> None:
+        """Close the session of the running loop (others close with their loops)."""
+        loop = asyncio.get_running_loop()
+        session = self._sessions.pop(loop, None)
+        if session is not None:
+            await session.close()
+
+    def sessions(self) -> list[tuple[asyncio.AbstractEventLoop, aiohttp.ClientSession]]:
+        return list(self._sessions.items())
