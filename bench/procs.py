@@ -6,7 +6,6 @@ import os
 import signal
 import socket
 import subprocess
-import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -103,11 +102,3 @@ def rss_bytes(root: int) -> int:
                 total += int(line.split()[1]) * 1024
     return total
 
-
-def wait_for_exit(proc: subprocess.Popen[bytes], seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            return True
-        time.sleep(0.05)
-    return False

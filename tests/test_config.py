@@ -67,7 +67,11 @@ def test_auth_token_is_bearer_and_disabled_provider_is_left_out() -> None:
     [
         ({"AI_PROVIDER": "mistral"}, "AI_PROVIDER", "unknown provider"),
         ({"AI_PROVIDER": "openrouter"}, "AI_PROVIDER", "has no keys"),
-        ({"AI_PROVIDER": "gemini", "ENABLE_GEMINI": "false", "OPENROUTER_API_KEY": "x-test"}, "AI_PROVIDER", "disabled"),
+        (
+            {"AI_PROVIDER": "gemini", "ENABLE_GEMINI": "false", "OPENROUTER_API_KEY": "x-test"},
+            "AI_PROVIDER",
+            "disabled",
+        ),
         ({"ENABLE_OPENROUTER": "true"}, "ENABLE_OPENROUTER", "no keys"),
         ({"GEMINI_API_KEY_3": "test-gemini-key-1"}, "GEMINI_API_KEY_3", "same key as GEMINI_API_KEY_1"),
         ({"GEMINI_API_KEY_3": ""}, "GEMINI_API_KEY_3", "empty"),

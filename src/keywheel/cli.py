@@ -13,7 +13,7 @@ from rich.table import Table
 
 from keywheel.client import Wheel
 from keywheel.errors import ConfigError, KeywheelError
-from keywheel.types import TextDelta
+from keywheel.types import StreamEnd, TextDelta
 
 HOW_TO_CONFIGURE = """\
 keywheel found no API keys.  Put them in the environment or in a .env file here, e.g.:
@@ -92,12 +92,13 @@ def _ask(
                 if isinstance(event, TextDelta):
                     parts.append(event.text)
                     out.print(event.text, end="", markup=False)
+                elif isinstance(event, StreamEnd) and args.verbose:
+                    out.print()
+                    out.print(f"[dim]served by {event.provider} {event.key} ({event.model})[/dim]")
+                    for attempt in event.attempts:
+                        out.print(f"[dim]  tried {attempt}[/dim]")
             out.print()
             text = "".join(parts)
-            if args.verbose:
-                status = wheel.status()
-                used = [f"{p['provider']} {k['key']}" for p in status["providers"] for k in p["keys"] if k["requests"]]
-                out.print(f"[dim]keys used so far: {', '.join(used)}[/dim]")
     except KeywheelError as err:
         _console(stderr=True).print(f"[red]error:[/red] {err}", markup=True, highlight=False)
         return 1

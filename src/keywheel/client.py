@@ -12,7 +12,7 @@ import asyncio
 import logging
 import os
 import threading
-from collections.abc import AsyncIterator, Coroutine, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Coroutine, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -20,7 +20,7 @@ from keywheel.config import Settings, load_env, settings_from_env
 from keywheel.errors import BadRequest
 from keywheel.keys import KeyPool
 from keywheel.messages import from_openai, tool_choice_from_openai, tools_from_openai
-from keywheel.router import EventStream, Router, Served, Target
+from keywheel.router import EventStream, Router, Served, Target, translated
 from keywheel.secrets import ApiKey
 from keywheel.transport import Transport
 from keywheel.types import ChatRequest, ChatResponse, Completion, StreamEvent
@@ -151,7 +151,8 @@ class Wheel:
     async def acomplete(
         self, request: ChatRequest, *, model: str | None = None, provider: str | None = None, fallback: bool = True
     ) -> ChatResponse:
-        completion, served = await self.router.complete(self._targets(provider, model, fallback), request)
+        targets = self._targets(provider, model, fallback)
+        completion, _, served = await self.router.complete(targets, translated(request))
         return _response(completion, served)
 
     def chat(self, messages: Sequence[Mapping[str, Any]], **kwargs: Any) -> ChatResponse:
@@ -162,7 +163,7 @@ class Wheel:
         self, request: ChatRequest, *, model: str | None = None, provider: str | None = None, fallback: bool = True
     ) -> EventStream:
         """Open a stream (failing over until a first event arrives); iterate it for events."""
-        return await self.router.open_stream(self._targets(provider, model, fallback), request)
+        return await self.router.open_stream(self._targets(provider, model, fallback), translated(request))
 
     async def astream(
         self,
@@ -172,7 +173,7 @@ class Wheel:
         provider: str | None = None,
         fallback: bool = True,
         **options: Any,
-    ) -> AsyncIterator[StreamEvent]:
+    ) -> AsyncGenerator[StreamEvent, None]:
         """Stream events: ``TextDelta``, ``ToolCallDelta``, and a final ``StreamEnd``."""
         request = self.request(messages, **options)
         stream = await self.open_stream(request, model=model, provider=provider, fallback=fallback)
@@ -181,7 +182,8 @@ class Wheel:
             async for event in events:
                 yield event
         finally:
-            await events.aclose()  # type: ignore[attr-defined]
+            await events.aclose()
+            await stream.aclose()
 
     def stream(self, messages: Sequence[Mapping[str, Any]], **kwargs: Any) -> Iterator[StreamEvent]:
         """Sync :meth:`astream`: events are pulled one by one from the wheel's loop."""
@@ -189,7 +191,7 @@ class Wheel:
         try:
             while True:
                 try:
-                    yield self._portal.run(agen.__anext__())
+                    yield self._portal.run(_next(agen))
                 except StopAsyncIteration:
                     return
         finally:
@@ -264,6 +266,10 @@ class Wheel:
     ) -> None:
         await self.aclose()
         self.close()
+
+
+async def _next(agen: AsyncGenerator[StreamEvent, None]) -> StreamEvent:
+    return await agen.__anext__()
 
 
 def _response(completion: Completion, served: Served) -> ChatResponse:

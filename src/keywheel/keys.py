@@ -117,9 +117,13 @@ class KeyPool:
             if now < self._provider_until:
                 return self._provider_until - now
             cooling = self._cooling
-            while cooling and cooling[0][0] <= now:
-                _, _, rec = heapq.heappop(cooling)
-                if rec.state == COOLING and rec.until <= now:
+            while cooling:
+                until, _, rec = cooling[0]
+                stale = rec.state != COOLING or rec.until != until  # enabled, disabled or extended since
+                if not stale and until > now:
+                    break
+                heapq.heappop(cooling)
+                if not stale:
                     rec.state, rec.reason = ACTIVE, ""
                     if not rec.in_ring:
                         rec.in_ring = True

@@ -22,9 +22,10 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from keywheel.config import ProviderConfig, Settings
 from keywheel.errors import (
@@ -38,7 +39,7 @@ from keywheel.errors import (
 )
 from keywheel.keys import PoolBackend
 from keywheel.providers import get_adapter
-from keywheel.providers.base import Adapter, Endpoint, HttpRequest
+from keywheel.providers.base import Adapter, Endpoint, HttpRequest, StreamParser
 from keywheel.secrets import ApiKey
 from keywheel.sse import SSEDecoder
 from keywheel.transport import StreamingResponse, Transport
@@ -68,6 +69,8 @@ class Served:
 
 # What one attempt does with a chosen target and key; raises UpstreamError on failure.
 AttemptFn = Callable[[Target, ApiKey, float], Awaitable[T]]
+# Builds the upstream HTTP request of one attempt: (target, key, stream).
+RequestBuilder = Callable[[Target, ApiKey, bool], HttpRequest]
 
 
 class Router:
@@ -149,7 +152,8 @@ class Router:
                             raise
                         if exc.scope == "key":
                             key_faults += 1
-                            if key_faults >= max(len(pool.keys()), 1):
+                            # Next key at once; the bound only stops keys that 429 with no rest at all.
+                            if key_faults > len(pool.keys()):
                                 break
                             continue
                         provider_faults += 1
@@ -205,29 +209,41 @@ class Router:
             raise target.adapter.classify_error(resp.status, resp.headers, resp.body)
         return resp.body
 
-    async def complete(self, targets: list[Target], request: ChatRequest) -> tuple[Completion, Served]:
-        async def attempt(target: Target, key: ApiKey, timeout: float) -> Completion:
-            http = target.adapter.build_request(target.endpoint, key, request, target.model, stream=False)
-            body = await self.send(target, http, timeout)
-            return target.adapter.parse_response(body)
-
-        completion, served = await self.execute(targets, attempt)
+    def settle(self, served: Served, usage: Usage | None) -> None:
+        """Record the success of a non-streaming call (execute() leaves the key in flight)."""
         pool = self.pools[served.target.provider.name]
-        # execute() released nothing on success: record usage now.
-        pool.release(served.key, None, served.attempts[-1].latency_ms, completion.usage)
-        return completion, served
+        pool.release(served.key, None, served.attempts[-1].latency_ms, usage)
 
-    async def open_stream(self, targets: list[Target], request: ChatRequest) -> EventStream:
+    async def complete(self, targets: list[Target], build: RequestBuilder) -> tuple[Completion, bytes, Served]:
+        """A non-streaming call: the parsed completion, the raw upstream body, and who served it."""
+
+        async def attempt(target: Target, key: ApiKey, timeout: float) -> tuple[Completion, bytes]:
+            body = await self.send(target, build(target, key, False), timeout)
+            return target.adapter.parse_response(body), body
+
+        (completion, body), served = await self.execute(targets, attempt)
+        self.settle(served, completion.usage)
+        return completion, body, served
+
+    async def open_stream(self, targets: list[Target], build: RequestBuilder) -> EventStream:
         """Open a stream on the first target that yields a first event; fail over before that."""
-        settings = self.settings
+        idle = self.settings.stream_idle_timeout
 
         async def attempt(target: Target, key: ApiKey, timeout: float) -> EventStream:
-            http = target.adapter.build_request(target.endpoint, key, request, target.model, stream=True)
-            return await EventStream.open(self.transport, target, http, timeout, settings.stream_idle_timeout)
+            return await EventStream.open(self.transport, target, build(target, key, True), timeout, idle)
 
         stream, served = await self.execute(targets, attempt)
         stream.bind(served, self.pools[served.target.provider.name])
         return stream
+
+
+def translated(request: ChatRequest) -> RequestBuilder:
+    """Build each attempt's upstream request by translating the canonical ``request``."""
+
+    def build(target: Target, key: ApiKey, stream: bool) -> HttpRequest:
+        return target.adapter.build_request(target.endpoint, key, request, target.model, stream=stream)
+
+    return build
 
 
 _KEY_FAULTS = frozenset({"RateLimited", "KeyInvalid", "QuotaExhausted"})
@@ -241,30 +257,36 @@ class EventStream:
     """A started upstream stream, read to its first event; iterate for the rest.
 
     After the first event has been handed out, a failure ends the iteration with
-    the error — there is no failover, so two answers are never mixed.  Leaving
-    the iteration early (``aclose``) closes the upstream connection at once.
+    the error — there is no failover, so two answers are never mixed.  An error
+    event that arrives in the same read as the first events is held back and
+    raised right after them.  Leaving early (``aclose``) closes the upstream
+    connection at once and frees the key's in-flight slot.
+
+    Iterate it for canonical events, or call :meth:`raw` to get the upstream's
+    own bytes (pass-through) while they are still parsed for usage and errors.
     """
 
     def __init__(
         self,
-        cm: Any,
+        cm: AbstractAsyncContextManager[StreamingResponse],
         resp: StreamingResponse,
         target: Target,
-        first: list[StreamEvent],
-        chunks: AsyncIterator[bytes],
-        decoder: SSEDecoder,
-        parser: Any,
+        parser: StreamParser,
     ) -> None:
         self._cm = cm
         self.response = resp
         self.target = target
-        self._first = first
-        self._chunks = chunks
-        self._decoder = decoder
         self._parser = parser
+        self._decoder = SSEDecoder()
+        self._chunks = resp.chunks()
+        self._first: list[StreamEvent] = []
+        self._first_raw: list[bytes] = []
+        self._held: UpstreamError | None = None  # an error that came right behind the first events
         self._served: Served | None = None
         self._pool: PoolBackend | None = None
         self._started = time.perf_counter()
+        self._usage: Usage | None = None
+        self._finished = False
         self._closed = False
 
     @classmethod
@@ -277,69 +299,115 @@ class EventStream:
             if resp.status >= 300:
                 body = await resp.read()
                 raise target.adapter.classify_error(resp.status, resp.headers, body)
-            decoder = SSEDecoder()
-            parser = target.adapter.stream_parser()
-            chunks = resp.chunks()
-            first: list[StreamEvent] = []
-            while not first:
-                chunk = await anext(chunks, None)
-                if chunk is None:
-                    for event in decoder.close():
-                        first.extend(parser.feed(event))
-                    first.extend(parser.close())
-                    break
-                for event in decoder.feed(chunk):
-                    first.extend(parser.feed(event))
-            return cls(cm, resp, target, first, chunks, decoder, parser)
+            stream = cls(cm, resp, target, target.adapter.stream_parser())
+            while not stream._first and not stream._finished:
+                chunk = await anext(stream._chunks, None)
+                if chunk is not None:
+                    stream._first_raw.append(chunk)
+                stream._first.extend(stream._parse(chunk, hold=True))
+            return stream
         except BaseException:
             await cm.__aexit__(None, None, None)
             raise
 
+    def _parse(self, chunk: bytes | None, *, hold: bool = False) -> list[StreamEvent]:
+        """Events of one chunk (``None``: the connection ended).  With ``hold``, an error
+        after events of the same chunk is kept for later instead of raised."""
+        events: list[StreamEvent] = []
+        parser = self._parser
+        sse_events = self._decoder.feed(chunk) if chunk is not None else self._decoder.close()
+        try:
+            for sse in sse_events:
+                events.extend(parser.feed(sse))
+            if chunk is None and not any(isinstance(e, StreamEnd) for e in events):
+                events.extend(parser.close())
+        except UpstreamError as exc:
+            if not (hold and events):
+                raise
+            self._held = exc
+        for event in events:
+            if isinstance(event, StreamEnd):
+                self._usage, self._finished = event.usage, True
+                self._stamp(event)
+        return events
+
     def bind(self, served: Served, pool: PoolBackend) -> None:
         self._served, self._pool = served, pool
+        for event in self._first:
+            if isinstance(event, StreamEnd):
+                self._stamp(event)
 
     @property
     def served(self) -> Served:
-        assert self._served is not None
+        assert self._served is not None, "EventStream used before the router bound it"
         return self._served
 
-    async def __aiter__(self) -> AsyncIterator[StreamEvent]:
+    async def __aiter__(self) -> AsyncGenerator[StreamEvent, None]:
         error: UpstreamError | None = None
-        usage: Usage | None = None
-        finished = False
         try:
             for event in self._first:
-                if isinstance(event, StreamEnd):
-                    usage, finished = event.usage, True
                 yield event
-            while not finished:
+            self._raise_held()
+            while not self._finished:
                 chunk = await anext(self._chunks, None)
-                events: list[StreamEvent] = []
-                if chunk is None:
-                    for sse in self._decoder.close():
-                        events.extend(self._parser.feed(sse))
-                    if not any(isinstance(e, StreamEnd) for e in events):
-                        events.extend(self._parser.close())
-                else:
-                    for sse in self._decoder.feed(chunk):
-                        events.extend(self._parser.feed(sse))
-                for event in events:
-                    if isinstance(event, StreamEnd):
-                        usage, finished = event.usage, True
+                for event in self._parse(chunk):
                     yield event
                 if chunk is None:
                     break
         except UpstreamError as exc:
-            error = exc
-            if self._served is not None:
-                served = self._served
-                exc.provider, exc.key = served.target.provider.name, served.key.fingerprint
-                exc.attempts = served.attempts
+            error = self._own(exc)
             raise
         finally:
-            await self._finish(error, usage, finished)
+            await self._finish(error)
 
-    async def _finish(self, error: UpstreamError | None, usage: Usage | None, finished: bool) -> None:
+    async def raw(self) -> AsyncGenerator[bytes, None]:
+        """The upstream's bytes as they come.  An upstream error event is passed on in
+        its bytes and ends the iteration; a broken connection raises."""
+        error: UpstreamError | None = None
+        try:
+            if self._first_raw:
+                yield b"".join(self._first_raw)
+            if self._held is not None:
+                error = self._own(self._held)
+                return
+            while not self._finished:
+                chunk = await anext(self._chunks, None)
+                try:
+                    self._parse(chunk)
+                except UpstreamError as exc:
+                    error = self._own(exc)
+                    if chunk is not None:
+                        yield chunk  # the error event, in the caller's own dialect
+                        return
+                    raise
+                if chunk is None:
+                    break
+                yield chunk
+        except UpstreamError as exc:
+            error = self._own(exc)
+            raise
+        finally:
+            await self._finish(error)
+
+    def _raise_held(self) -> None:
+        if self._held is not None:
+            held, self._held = self._held, None
+            raise held
+
+    def _own(self, exc: UpstreamError) -> UpstreamError:
+        if self._served is not None:
+            exc.provider, exc.key = self._served.target.provider.name, self._served.key.fingerprint
+            exc.attempts = self._served.attempts
+        return exc
+
+    def _stamp(self, end: StreamEnd) -> None:
+        if self._served is not None:
+            end.provider = self._served.target.provider.name
+            end.key = self._served.key.fingerprint
+            end.attempts = self._served.attempts
+            end.model = end.model or self._served.target.model
+
+    async def _finish(self, error: UpstreamError | None) -> None:
         if self._closed:
             return
         self._closed = True
@@ -349,10 +417,11 @@ class EventStream:
         latency = (time.perf_counter() - self._started) * 1000
         if error is not None:
             self._pool.release(self._served.key, error, latency)
-        elif finished:
-            self._pool.release(self._served.key, None, latency, usage)
+        elif self._finished:
+            self._pool.release(self._served.key, None, latency, self._usage)
         else:
             self._pool.abandon(self._served.key)
 
     async def aclose(self) -> None:
-        await self._finish(None, None, False)
+        """Stop reading: close the upstream connection and free the key."""
+        await self._finish(None)

@@ -164,12 +164,19 @@ class ToolCallDelta:
 
 @dataclass(slots=True)
 class StreamEnd:
-    """The last event of every successful stream."""
+    """The last event of every successful stream.
+
+    ``provider``, ``key`` (fingerprint) and ``attempts`` are filled in by the
+    router: who served the stream and what was tried before.
+    """
 
     finish_reason: FinishReason
     usage: Usage
     model: str = ""
     id: str = ""
+    provider: str = ""
+    key: str = ""
+    attempts: list[Attempt] = field(default_factory=list)
 
 
 StreamEvent = TextDelta | ToolCallDelta | StreamEnd

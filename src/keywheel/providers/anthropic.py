@@ -149,7 +149,8 @@ def _tool_choice(choice: str) -> dict[str, str]:
 
 def build_body(request: ChatRequest, model: str, *, stream: bool) -> dict[str, Any]:
     """The Messages API body for a canonical request."""
-    body: dict[str, Any] = {"model": model, "max_tokens": request.max_tokens or DEFAULT_MAX_TOKENS}
+    max_tokens = DEFAULT_MAX_TOKENS if request.max_tokens is None else request.max_tokens
+    body: dict[str, Any] = {"model": model, "max_tokens": max_tokens}
     if request.system:
         body["system"] = request.system
     body["messages"] = _messages(request)

@@ -34,7 +34,7 @@ class Endpoint:
 class HttpRequest:
     method: str
     url: str
-    headers: dict[str, str]
+    headers: dict[str, str] = field(repr=False)  # they carry the key
     body: bytes | None = None
 
 

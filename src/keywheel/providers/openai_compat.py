@@ -198,10 +198,13 @@ def _kinds(err: Mapping[str, Any]) -> set[str]:
     return {as_str(v) for v in (err.get("type"), err.get("code"), meta.get("error_type")) if as_str(v)}
 
 
-def classify(status: int, headers: Mapping[str, str], body: bytes) -> UpstreamError:
-    """An OpenAI-format error answer as a keywheel error."""
+def classify(
+    status: int, headers: Mapping[str, str], body: bytes, err: Mapping[str, Any] | None = None
+) -> UpstreamError:
+    """An OpenAI-format error answer as a keywheel error; ``err`` if the error object is not at the top."""
     payload = loads(body)
-    err = error_object(payload) or {}
+    if err is None:
+        err = error_object(payload) or {}
     message = upstream_message(err, body, status)
     lowered = message.lower()
     kinds = _kinds(err)
@@ -234,7 +237,7 @@ def _in_band_error(err: Mapping[str, Any], raw: bytes) -> UpstreamError:
     status = as_status(err.get("code"))
     if status is None:
         status = next((_KIND_STATUS[k] for k in sorted(_kinds(err)) if k in _KIND_STATUS), 500)
-    return classify(status, {}, raw)
+    return classify(status, {}, raw, err)
 
 
 def _choice_error(payload: Mapping[str, Any]) -> dict[str, Any] | None:

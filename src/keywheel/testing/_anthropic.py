@@ -16,7 +16,9 @@ from keywheel.testing.dialects import (
     Incoming,
     Json,
     Reply,
+    Streamed,
     Tool,
+    Turn,
     bearer,
     new_id,
     pieces_of,
@@ -26,17 +28,19 @@ from keywheel.testing.dialects import (
 )
 
 MODELS = (
-    ("claude-sonnet-4-5", "Claude Sonnet 4.5", "2025-09-29T00:00:00Z"),
+    ("claude-opus-4-7", "Claude Opus 4.7", "2026-09-16T00:00:00Z"),
+    ("claude-sonnet-4-6", "Claude Sonnet 4.6", "2026-02-17T00:00:00Z"),
     ("claude-haiku-4-5", "Claude Haiku 4.5", "2025-10-01T00:00:00Z"),
-    ("claude-opus-4-1", "Claude Opus 4.1", "2025-08-05T00:00:00Z"),
 )
 # Under this version the API rejects sampling parameters even at their defaults.
 STRICT_VERSION = "2026-10-21"
 SAMPLING_PARAMS = ("temperature", "top_p", "top_k")
 
 
-def _error(status: int, kind: str, message: str, headers: dict[str, str] | None = None) -> Answer:
-    request_id = new_id("req_")
+def _error(
+    status: int, kind: str, message: str, headers: dict[str, str] | None = None, request_id: str | None = None
+) -> Answer:
+    request_id = request_id or new_id("req_")
     body = {"type": "error", "error": {"type": kind, "message": message}, "request_id": request_id}
     return Answer(status, body, {"request-id": request_id, **(headers or {})})
 
@@ -48,6 +52,7 @@ def _blocks(message: Json) -> list[Json]:
 
 class AnthropicDialect(Dialect):
     name: ClassVar[DialectName] = "anthropic"
+    tool_call_prefix: ClassVar[str] = "toolu_"
 
     def credential(self, incoming: Incoming) -> str | None:
         return incoming.headers.get("x-api-key") or bearer(incoming.headers)
@@ -61,7 +66,7 @@ class AnthropicDialect(Dialect):
             return _error(400, "invalid_request_error", "anthropic-version: header is required")
         body = incoming.body
         if not isinstance(body, dict):
-            return _error(400, "invalid_request_error", "There was an issue with the request body: expected a JSON object")
+            return _error(400, "invalid_request_error", "There was an issue with the request body: not a JSON object")
         for required in ("model", "max_tokens", "messages"):
             if required not in body:
                 return _error(400, "invalid_request_error", f"{required}: Field required")
@@ -101,9 +106,6 @@ class AnthropicDialect(Dialect):
         schema = tools[0].get("input_schema")
         return Tool(tools[0]["name"], schema if isinstance(schema, dict) else {})
 
-    def tool_call_prefix(self) -> str:
-        return "toolu_"
-
     @staticmethod
     def _usage(reply: Reply, output_tokens: int) -> dict[str, Json]:
         return {
@@ -126,16 +128,18 @@ class AnthropicDialect(Dialect):
             "usage": self._usage(reply, output_tokens),
         }
 
-    def response(self, reply: Reply, incoming: Incoming) -> Answer:
+    def response(self, turn: Turn) -> Answer:
+        reply = turn.reply
         call = reply.tool_call
         if call is not None:
             block: Json = {"type": "tool_use", "id": call.id, "name": call.name, "input": dict(call.arguments)}
         else:
             block = {"type": "text", "text": reply.text}
         body = self._message(reply, [block], "tool_use" if call else "end_turn", reply.output_tokens)
-        return Answer(200, body, {"request-id": new_id("req_")})
+        return Answer(200, body, {"request-id": "req_" + reply.response_id})
 
-    def stream(self, reply: Reply, incoming: Incoming) -> list[Frame]:
+    def stream(self, turn: Turn) -> Streamed:
+        reply = turn.reply
         start = {"type": "message_start", "message": self._message(reply, [], None, 1)}
         frames = [Frame(sse(start, "message_start"))]
         call = reply.tool_call
@@ -146,7 +150,8 @@ class AnthropicDialect(Dialect):
         else:
             block = {"type": "text", "text": ""}
             deltas = [{"type": "text_delta", "text": p} for p in reply.pieces]
-        frames.append(Frame(sse({"type": "content_block_start", "index": 0, "content_block": block}, "content_block_start")))
+        opening = {"type": "content_block_start", "index": 0, "content_block": block}
+        frames.append(Frame(sse(opening, "content_block_start")))
         frames.append(Frame(sse({"type": "ping"}, "ping")))
         for delta in deltas:
             event = {"type": "content_block_delta", "index": 0, "delta": delta}
@@ -157,18 +162,16 @@ class AnthropicDialect(Dialect):
         del usage["service_tier"]
         frames.append(Frame(sse({"type": "message_delta", "delta": stop, "usage": usage}, "message_delta")))
         frames.append(Frame(sse({"type": "message_stop"}, "message_stop")))
-        return frames
+        headers = {"request-id": "req_" + reply.response_id, "cache-control": "no-cache"}
+        return Streamed("text/event-stream", frames, headers)
 
-    def stream_error(self, reply: Reply, incoming: Incoming, sent: int) -> list[Frame]:
+    def stream_error(self, turn: Turn) -> list[Frame]:
         error = {
             "type": "error",
             "error": {"type": "overloaded_error", "message": "Overloaded"},
-            "request_id": new_id("req_"),
+            "request_id": "req_" + turn.reply.response_id,
         }
         return [Frame(sse(error, "error"))]
-
-    def failed_response(self, reply: Reply, incoming: Incoming) -> Answer:
-        return _error(529, "overloaded_error", "Overloaded")
 
     def error(self, behaviour: Behaviour, incoming: Incoming) -> Answer:
         kind = behaviour.kind
@@ -186,7 +189,8 @@ class AnthropicDialect(Dialect):
         if kind == "invalid":
             return _error(401, "authentication_error", "invalid x-api-key")
         if kind == "forbidden":
-            return _error(403, "permission_error", "Your API key does not have permission to use the specified resource.")
+            message = "Your API key does not have permission to use the specified resource."
+            return _error(403, "permission_error", message)
         if kind == "not_found":
             model = incoming.body.get("model") if isinstance(incoming.body, dict) else None
             return _error(404, "not_found_error", f"model: {model}")
@@ -204,7 +208,7 @@ class AnthropicDialect(Dialect):
     def missing_key(self) -> Answer:
         return _error(401, "authentication_error", "x-api-key header is required")
 
-    def models(self, incoming: Incoming) -> Answer:
+    def models(self) -> Answer:
         data = [{"type": "model", "id": i, "display_name": d, "created_at": c} for i, d, c in MODELS]
         body = {"data": data, "has_more": False, "first_id": MODELS[0][0], "last_id": MODELS[-1][0]}
         return Answer(200, body, {"request-id": new_id("req_")})

@@ -125,11 +125,29 @@ class Answer:
     headers: Mapping[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class Streamed:
+    """A streamed HTTP 200 answer: its media type, headers and every frame, terminal ones included."""
+
+    media_type: str
+    frames: list[Frame]
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Turn:
+    """One chat request and the reply decided for it, while it is being answered."""
+
+    incoming: Incoming
+    reply: Reply
+    sent: int = 0  # content frames written so far; the server keeps it current
+
+
 class Dialect(ABC):
     """One provider's wire format, as seen from the server side."""
 
     name: ClassVar[DialectName]
-    stream_media_type: ClassVar[str] = "text/event-stream"
+    tool_call_prefix: ClassVar[str] = "call_"
 
     @abstractmethod
     def credential(self, incoming: Incoming) -> str | None:
@@ -147,19 +165,18 @@ class Dialect(ABC):
         """Model, input size, the tool to call (if any) and the last tool result."""
 
     @abstractmethod
-    def response(self, reply: Reply, incoming: Incoming) -> Answer: ...
+    def response(self, turn: Turn) -> Answer: ...
 
     @abstractmethod
-    def stream(self, reply: Reply, incoming: Incoming) -> list[Frame]:
-        """Every frame of a streamed answer, terminal frames included."""
+    def stream(self, turn: Turn) -> Streamed: ...
 
     @abstractmethod
-    def stream_error(self, reply: Reply, incoming: Incoming, sent: int) -> list[Frame]:
-        """The in-band error that ends a stream after HTTP 200 and ``sent`` content frames."""
+    def stream_error(self, turn: Turn) -> list[Frame]:
+        """The in-band error that ends a stream after HTTP 200 and ``turn.sent`` content frames."""
 
-    @abstractmethod
-    def failed_response(self, reply: Reply, incoming: Incoming) -> Answer:
-        """What ``stream_error`` means for a non-streaming request."""
+    def failed_response(self, turn: Turn) -> Answer:
+        """What ``stream_error`` means for a non-streaming request: the provider is overloaded."""
+        return self.error(Behaviour.build("overloaded", {}), turn.incoming)
 
     @abstractmethod
     def error(self, behaviour: Behaviour, incoming: Incoming) -> Answer:
@@ -169,19 +186,17 @@ class Dialect(ABC):
     def missing_key(self) -> Answer: ...
 
     @abstractmethod
-    def models(self, incoming: Incoming) -> Answer:
+    def models(self) -> Answer:
         """The model list (``GET …/models``)."""
 
-    def plan(self, incoming: Incoming, n: int) -> Reply:
+    def plan(self, incoming: Incoming, n: int) -> Turn:
         """Decide the answer: a call to the offered tool, or a text reply."""
         talk = self.read(incoming)
-        if talk.tool is not None:
-            call = ToolCall(new_id(self.tool_call_prefix()), talk.tool.name, arguments_for(talk.tool.schema))
-            return Reply(n=n, model=talk.model, input_tokens=talk.input_tokens, tool_call=call)
-        return Reply(n=n, model=talk.model, input_tokens=talk.input_tokens, text=reply_text(n, self.name, talk.tool_result))
-
-    def tool_call_prefix(self) -> str:
-        return "call_"
+        if talk.tool is None:
+            text = reply_text(n, self.name, talk.tool_result)
+            return Turn(incoming, Reply(n=n, model=talk.model, input_tokens=talk.input_tokens, text=text))
+        call = ToolCall(new_id(self.tool_call_prefix), talk.tool.name, arguments_for(talk.tool.schema))
+        return Turn(incoming, Reply(n=n, model=talk.model, input_tokens=talk.input_tokens, tool_call=call))
 
 
 def reply_text(n: int, dialect: str, tool_result: str | None = None) -> str:

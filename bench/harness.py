@@ -1,0 +1,247 @@
+"""Benchmark keywheel's gateway against nginx itself, a minimal pass-through (the floor) and LiteLLM.
+
+The targets run interleaved, round after round (direct, floor, keywheel, litellm, direct, ...),
+because this machine's speed drifts over minutes: only ratios within one run mean anything.
+See bench/README.md for what is measured and how to read the table.
+
+    .venv/bin/python bench/harness.py            # full run (BENCH_SECONDS, BENCH_ROUNDS, ...)
+    .venv/bin/python bench/harness.py --smoke    # every available target, briefly, < 30 s
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import loadgen
+import nginx_upstream
+import procs
+import report
+import stream_client
+from targets import ALL_TARGETS, SCENARIOS, Direct, Scenario, Target
+
+RESULTS = Path(__file__).resolve().parent / "results"
+CHAT_SCENARIOS = ["chat", "stream"]
+
+
+@dataclass(frozen=True)
+class Settings:
+    seconds: int  # per wrk run
+    warmup: int  # seconds of unmeasured wrk load before a scenario's measured runs
+    rounds: int
+    seq_requests: int  # sequential requests per scenario (TTFB / total; also the correctness check)
+    targets: list[str]
+    scenarios: list[str]
+    wrk_scenarios: list[str]  # scenarios loaded with wrk at 16 connections; the rest are only checked and timed
+    latency_scenarios: list[str]  # scenarios also run with wrk at 1 connection
+    smoke: bool
+
+
+def parse_args(argv: list[str]) -> tuple[Settings, Path | None]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--smoke", action="store_true", help="short run of every available target, no thresholds")
+    parser.add_argument("--seconds", type=int, default=int(os.environ.get("BENCH_SECONDS", "10")))
+    parser.add_argument("--warmup", type=int, default=int(os.environ.get("BENCH_WARMUP", "2")))
+    parser.add_argument("--rounds", type=int, default=int(os.environ.get("BENCH_ROUNDS", "2")))
+    parser.add_argument("--seq-requests", type=int, default=int(os.environ.get("BENCH_SEQ_REQUESTS", "200")))
+    parser.add_argument("--targets", default=os.environ.get("BENCH_TARGETS", "direct,floor,keywheel,litellm"))
+    parser.add_argument("--scenarios", default=os.environ.get("BENCH_SCENARIOS", ",".join(CHAT_SCENARIOS)),
+                        help=f"comma list of {', '.join(SCENARIOS)}; 'all' for every one")
+    parser.add_argument("--json", type=Path, help="where to write the results (default: bench/results/<time>.json;"
+                                                  " none in smoke mode)")
+    args = parser.parse_args(argv)
+    scenarios = list(SCENARIOS) if args.scenarios == "all" else _names(args.scenarios, SCENARIOS)
+    targets = _names(args.targets, {t.name for t in ALL_TARGETS})
+    if args.smoke:
+        settings = Settings(seconds=1, warmup=0, rounds=1, seq_requests=20, targets=targets,
+                            scenarios=list(SCENARIOS), wrk_scenarios=CHAT_SCENARIOS, latency_scenarios=["chat"],
+                            smoke=True)
+        return settings, args.json
+    settings = Settings(seconds=args.seconds, warmup=args.warmup, rounds=args.rounds,
+                        seq_requests=args.seq_requests, targets=targets, scenarios=scenarios,
+                        wrk_scenarios=scenarios, latency_scenarios=scenarios, smoke=False)
+    json_path = args.json or RESULTS / f"{datetime.now().strftime('%Y%m%d-%H%M%S')}.json"
+    return settings, json_path
+
+
+def _names(text: str, known: Any) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        sys.exit(f"unknown name(s): {', '.join(unknown)}; known: {', '.join(known)}")
+    return names
+
+
+def isolate_network(argv: list[str]) -> None:
+    """Re-run this harness in a network namespace that has only loopback, when root can.
+
+    Nothing it starts can then reach past 127.0.0.1 (LiteLLM, for one, fetches a price list
+    from the internet at start unless told not to).
+    """
+    if "BENCH_NETNS" in os.environ or os.geteuid() != 0 or not shutil.which("unshare") or not shutil.which("ip"):
+        return
+    if subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode != 0:
+        os.environ["BENCH_NETNS"] = "unavailable"
+        return
+    os.environ["BENCH_NETNS"] = "loopback-only"
+    script = 'ip link set lo up && exec "$@"'
+    os.execvp("unshare", ["unshare", "-n", "--", "sh", "-c", script, "sh", sys.executable, __file__, *argv])
+
+
+# --- One target in one round --------------------------------------------------------------------
+
+@dataclass
+class TargetRun:
+    round: int
+    target: str
+    startup_s: float | None = None
+    rss_mb: float | None = None
+    error: str | None = None
+    scenarios: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def measure_scenario(req: stream_client.Request, pid: int, settings: Settings, name: str) -> dict[str, Any]:
+    seq = stream_client.run(req, settings.seq_requests)
+    result: dict[str, Any] = {
+        "seq": {"ok": len(seq.total_s), "failures": len(seq.failures), "first_failure": next(iter(seq.failures), None),
+                "ttfb_p50_ms": seq.median_ms(seq.ttfb_s), "total_p50_ms": seq.median_ms(seq.total_s)},
+    }
+    if seq.failures:
+        return result  # a target that answers wrongly is not worth loading
+    if settings.warmup and name in settings.wrk_scenarios:
+        loadgen.wrk(req, 16, settings.warmup, pid)  # fill connection pools and lazy imports before measuring
+    for label, connections, wanted in (("c16", 16, settings.wrk_scenarios), ("c1", 1, settings.latency_scenarios)):
+        if name in wanted:
+            run = loadgen.wrk(req, connections, settings.seconds, pid)
+            result[label] = {**asdict(run), "cpu_per_request_ms": run.cpu_per_request_ms}
+    return result
+
+
+def run_scenarios(target: Target, base_url: str, pid: int, settings: Settings, out: TargetRun) -> None:
+    for name in settings.scenarios:
+        scenario: Scenario = SCENARIOS[name]
+        req = target.request(base_url, scenario)
+        if req is None:
+            continue
+        out.scenarios[name] = measure_scenario(req, pid, settings, name)
+        say(f"    {name:<17} {report.scenario_line(out.scenarios[name])}")
+    out.rss_mb = procs.rss_bytes(pid) / 2**20
+
+
+def run_gateway(target: Target, round_no: int, upstream: str, workdir: Path, settings: Settings) -> TargetRun:
+    out = TargetRun(round_no, target.name)
+    port = procs.free_port()
+    cmd, env = target.command(port, upstream, workdir)
+    log = workdir / f"{target.name}-round{round_no}.log"
+    base_url = f"http://127.0.0.1:{port}"
+    proc = procs.spawn(cmd, env, log)
+    try:
+        first = target.request(base_url, SCENARIOS["chat"])
+        assert first is not None
+        out.startup_s = stream_client.first_good_answer(first, lambda: proc.poll() is None, target.start_timeout)
+        say(f"  {target.name}: first good answer after {out.startup_s:.2f} s")
+        run_scenarios(target, base_url, proc.pid, settings, out)
+    except (RuntimeError, OSError) as exc:
+        out.error = f"{exc}\n{procs.tail(log)}".strip()
+        say(f"  {target.name}: FAILED: {out.error}")
+    finally:
+        procs.stop(proc)
+    return out
+
+
+# --- The whole run --------------------------------------------------------------------------------
+
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
+def available_targets(settings: Settings) -> tuple[list[Target], dict[str, str]]:
+    chosen, skipped = [], {}
+    for target in ALL_TARGETS:
+        if target.name not in settings.targets:
+            continue
+        reason = target.unavailable_reason()
+        if reason:
+            skipped[target.name] = reason
+            say(f"skipping {target.name}: {reason}")
+        else:
+            chosen.append(target)
+    return chosen, skipped
+
+
+def run_rounds(targets: list[Target], settings: Settings, workdir: Path, nginx: Any, port: int) -> list[TargetRun]:
+    upstream = f"http://127.0.0.1:{port}"
+    runs = []
+    for round_no in range(1, settings.rounds + 1):
+        say(f"round {round_no}/{settings.rounds}")
+        for target in targets:
+            if isinstance(target, Direct):
+                out = TargetRun(round_no, target.name)
+                say("  direct: nginx itself")
+                run_scenarios(target, upstream, nginx.pid, settings, out)
+                runs.append(out)
+            else:
+                runs.append(run_gateway(target, round_no, upstream, workdir, settings))
+    return runs
+
+
+def environment() -> dict[str, Any]:
+    def version(cmd: list[str]) -> str:
+        try:
+            out = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            return "unknown"
+        return (out.stdout + out.stderr).strip().splitlines()[0] if (out.stdout + out.stderr).strip() else "unknown"
+
+    litellm_python = Path(__file__).resolve().parent / ".venv-litellm" / "bin" / "python"
+    return {
+        "cpus": os.cpu_count(), "python": platform.python_version(), "kernel": platform.release(),
+        "nginx": version(["nginx", "-v"]), "wrk": version(["wrk", "-v"]),
+        "litellm": version([str(litellm_python), "-c", "import importlib.metadata as m; print(m.version('litellm'))"])
+        if litellm_python.exists() else "absent",
+        "network": os.environ.get("BENCH_NETNS", "host (not root or no unshare)"),
+    }
+
+
+def main(argv: list[str]) -> int:
+    settings, json_path = parse_args(argv)
+    isolate_network(argv)
+    started = time.monotonic()
+    if reason := nginx_upstream.unavailable_reason():
+        sys.exit(reason)
+    targets, skipped = available_targets(settings)
+    say(f"settings: {settings}")
+    with tempfile.TemporaryDirectory(prefix="keywheel-bench-") as tmp, ExitStack() as stack:
+        workdir = Path(tmp)
+        nginx, port = nginx_upstream.start(workdir / "nginx")
+        stack.callback(procs.stop, nginx)
+        probe = Direct().request(f"http://127.0.0.1:{port}", SCENARIOS["chat"])
+        assert probe is not None
+        nginx_start = stream_client.first_good_answer(probe, lambda: nginx.poll() is None, 10)
+        say(f"nginx stand-in on 127.0.0.1:{port} (answered after {nginx_start:.2f} s)")
+        runs = run_rounds(targets, settings, workdir, nginx, port)
+    results = report.build(settings=asdict(settings), environment=environment(), skipped=skipped,
+                           runs=[asdict(r) for r in runs], nginx_start_s=nginx_start,
+                           duration_s=time.monotonic() - started)
+    report.print_tables(results)
+    if json_path:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(report.to_json(results))
+        say(f"results written to {json_path}")
+    failed = [r for r in runs if r.error]
+    return 1 if failed or any(report.errors_of(r) for r in results["runs"]) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

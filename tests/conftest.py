@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from keywheel import Wheel
+from keywheel.config import settings_from_env
+from keywheel.testing import FakeUpstream
+from tests.helpers import WheelFactory, fake_env
+
+
+@pytest.fixture(scope="session")
+def fake_server() -> Iterator[FakeUpstream]:
+    with FakeUpstream() as fake:
+        yield fake
+
+
+@pytest.fixture
+def fake(fake_server: FakeUpstream) -> Iterator[FakeUpstream]:
+    fake_server.reset()
+    yield fake_server
+    fake_server.reset()
+
+
+@pytest.fixture
+def make_wheel(fake: FakeUpstream) -> Iterator[WheelFactory]:
+    made: list[Wheel] = []
+
+    def factory(**kwargs: object) -> Wheel:
+        extra = {k: str(v) for k, v in kwargs.items() if k.isupper()}
+        counts = {k: int(v) for k, v in kwargs.items() if k in ("gemini", "openrouter", "anthropic")}  # type: ignore[call-overload]
+        wheel = Wheel(settings_from_env(fake_env(fake, **counts, **extra)))
+        made.append(wheel)
+        return wheel
+
+    yield factory
+    for wheel in made:
+        wheel.close()

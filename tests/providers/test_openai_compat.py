@@ -1,0 +1,570 @@
+import orjson
+import pytest
+
+from keywheel.errors import (
+    BadRequest,
+    ContentFiltered,
+    ContextTooLong,
+    KeyInvalid,
+    ModelNotFound,
+    NetworkError,
+    Overloaded,
+    QuotaExhausted,
+    RateLimited,
+    ServerError,
+    Timeout,
+    UpstreamError,
+)
+from keywheel.providers.base import Endpoint
+from keywheel.providers.openai_compat import OpenAICompatAdapter
+from keywheel.secrets import ApiKey
+from keywheel.sse import SSEDecoder
+from keywheel.types import (
+    ChatRequest,
+    ImagePart,
+    Message,
+    StreamEnd,
+    StreamEvent,
+    TextDelta,
+    TextPart,
+    Tool,
+    ToolCall,
+    ToolCallDelta,
+    ToolResultPart,
+    Usage,
+)
+
+ADAPTER = OpenAICompatAdapter()
+KEY = ApiKey("test-openrouter-key-1", "openrouter", "1")
+OPENROUTER = Endpoint(
+    "openrouter",
+    "https://openrouter.ai/api/v1",
+    "meta-llama/llama-3.3-70b-instruct:free",
+    {"HTTP-Referer": "https://example.app", "X-OpenRouter-Title": "ExampleApp"},
+)
+OPENAI = Endpoint("openai", "https://api.openai.com/v1", "gpt-4.1-mini")
+CALC = Tool("calc", "math", {"type": "object", "properties": {"expr": {"type": "string"}}})
+
+
+def body_of(request: ChatRequest, *, stream: bool = False, model: str = "gpt-4.1-mini") -> dict[str, object]:
+    http = ADAPTER.build_request(OPENAI, KEY, request, model, stream=stream)
+    assert http.body is not None
+    parsed: dict[str, object] = orjson.loads(http.body)
+    return parsed
+
+
+def user(text: str) -> Message:
+    return Message("user", [TextPart(text)])
+
+
+def run_stream(raw: bytes, step: int = 11) -> list[StreamEvent]:
+    parser = ADAPTER.stream_parser()
+    decoder = SSEDecoder()
+    out: list[StreamEvent] = []
+    for i in range(0, len(raw), step):
+        for event in decoder.feed(raw[i : i + step]):
+            out.extend(parser.feed(event))
+    for event in decoder.close():
+        out.extend(parser.feed(event))
+    out.extend(parser.close())
+    return out
+
+
+def sse(*chunks: object) -> bytes:
+    return b"".join(b"data: " + (c if isinstance(c, bytes) else orjson.dumps(c)) + b"\n\n" for c in chunks)
+
+
+# ------------------------------------------------------------------ requests
+
+
+def test_openrouter_example_request() -> None:
+    request = ChatRequest([user("What is 2+2?")], system="Be brief.", max_tokens=256)
+    http = ADAPTER.build_request(OPENROUTER, KEY, request, "meta-llama/llama-3.3-70b-instruct:free", stream=True)
+    assert (http.method, http.url) == ("POST", "https://openrouter.ai/api/v1/chat/completions")
+    assert http.headers == {
+        "content-type": "application/json",
+        "HTTP-Referer": "https://example.app",
+        "X-OpenRouter-Title": "ExampleApp",
+        "Authorization": "Bearer test-openrouter-key-1",
+    }
+    assert http.body is not None
+    assert orjson.loads(http.body) == {
+        "model": "meta-llama/llama-3.3-70b-instruct:free",
+        "max_tokens": 256,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is 2+2?"}],
+    }
+
+
+def test_openai_example_request_with_image_and_tools() -> None:
+    message = Message("user", [TextPart("Describe:"), ImagePart(media_type="image/png", data="iVBOR…")])
+    request = ChatRequest([message], system="Be brief.", max_tokens=256, temperature=0.2, stop=["END"], tools=[CALC])
+    assert body_of(request, stream=True) == {
+        "model": "gpt-4.1-mini",
+        "max_tokens": 256,
+        "temperature": 0.2,
+        "stop": ["END"],
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "messages": [
+            {"role": "system", "content": "Be brief."},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "Describe:"},
+                    {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBOR…"}},
+                ],
+            },
+        ],
+        "tools": [
+            {
+                "type": "function",
+                "function": {
+                    "name": "calc",
+                    "description": "math",
+                    "parameters": {"type": "object", "properties": {"expr": {"type": "string"}}},
+                },
+            }
+        ],
+    }
+
+
+def test_bearer_whatever_the_key_auth() -> None:
+    token = ApiKey("test-openai-key-1", "openai", "1", auth="bearer")
+    for key in (KEY, token):
+        headers = ADAPTER.build_request(OPENAI, key, ChatRequest([user("hi")]), "m", stream=False).headers
+        assert headers["Authorization"] == f"Bearer {key.reveal()}"
+
+
+def test_non_streaming_body_has_no_stream_fields_and_url_image() -> None:
+    body = body_of(ChatRequest([Message("user", [ImagePart(url="https://example.com/cat.png")])], top_p=0.3))
+    assert "stream" not in body and "stream_options" not in body
+    assert body["top_p"] == 0.3
+    assert body["messages"] == [
+        {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}]}
+    ]
+
+
+def test_tool_round_trip() -> None:
+    request = ChatRequest(
+        [
+            user("What is 2+2?"),
+            Message("assistant", [ToolCall("call_1", "calc", {"expr": "2+2"}), ToolCall("call_2", "calc", {})]),
+            Message("user", [TextPart("(both done)"), ToolResultPart("call_1", "4"), ToolResultPart("call_2", "0")]),
+            Message("assistant", [TextPart("It is 4.")]),
+        ]
+    )
+    assert body_of(request)["messages"] == [
+        {"role": "user", "content": "What is 2+2?"},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {"id": "call_1", "type": "function", "function": {"name": "calc", "arguments": '{"expr":"2+2"}'}},
+                {"id": "call_2", "type": "function", "function": {"name": "calc", "arguments": "{}"}},
+            ],
+        },
+        {"role": "tool", "tool_call_id": "call_1", "content": "4"},
+        {"role": "tool", "tool_call_id": "call_2", "content": "0"},
+        {"role": "user", "content": "(both done)"},
+        {"role": "assistant", "content": "It is 4."},
+    ]
+
+
+@pytest.mark.parametrize(
+    ("choice", "wire"),
+    [
+        ("auto", "auto"),
+        ("none", "none"),
+        ("required", "required"),
+        ("calc", {"type": "function", "function": {"name": "calc"}}),
+    ],
+)
+def test_tool_choice(choice: str, wire: object) -> None:
+    assert body_of(ChatRequest([user("hi")], tools=[CALC], tool_choice=choice))["tool_choice"] == wire
+
+
+def test_extra_is_merged_last() -> None:
+    extra = {"max_completion_tokens": 100, "provider": {"order": ["openai"]}, "stream_options": {"x": 1}}
+    body = body_of(ChatRequest([user("hi")], max_tokens=5, extra=extra), stream=True)
+    assert body["max_completion_tokens"] == 100
+    assert body["provider"] == {"order": ["openai"]}
+    assert body["stream_options"] == {"include_usage": True, "x": 1}
+
+
+def test_build_raw_request() -> None:
+    raw = {"model": "x", "messages": [], "reasoning": {"effort": "low"}}
+    http = ADAPTER.build_raw_request(OPENROUTER, KEY, raw, "openai/gpt-4o", stream=True)
+    assert http.body is not None
+    assert orjson.loads(http.body) == {
+        **raw,
+        "model": "openai/gpt-4o",
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    assert raw == {"model": "x", "messages": [], "reasoning": {"effort": "low"}}
+    own = {**raw, "stream_options": {"include_usage": False}}
+    http = ADAPTER.build_raw_request(OPENROUTER, KEY, own, "openai/gpt-4o", stream=True)
+    assert orjson.loads(http.body or b"")["stream_options"] == {"include_usage": False}
+    http = ADAPTER.build_raw_request(OPENROUTER, KEY, raw, "openai/gpt-4o", stream=False)
+    assert orjson.loads(http.body or b"")["stream"] is False
+    assert "stream_options" not in orjson.loads(http.body or b"")
+    assert http.headers["Authorization"] == "Bearer test-openrouter-key-1"
+
+
+def test_probe_requests() -> None:
+    http = ADAPTER.probe_request(OPENROUTER, KEY)
+    assert (http.method, http.url, http.body) == ("GET", "https://openrouter.ai/api/v1/key", None)
+    assert http.headers["Authorization"] == "Bearer test-openrouter-key-1"
+    assert ADAPTER.probe_request(OPENAI, KEY).url == "https://api.openai.com/v1/models"
+
+
+# ------------------------------------------------------------------ responses
+
+
+def test_parse_openrouter_example() -> None:
+    body = (
+        b'{"id":"gen-abc","object":"chat.completion","created":1764100000,"model":"openai/gpt-4o","provider":"OpenAI",'
+        b'"choices":[{"index":0,"message":{"role":"assistant","content":"4"},"finish_reason":"stop",'
+        b'"native_finish_reason":"stop"}],"usage":{"prompt_tokens":20,"completion_tokens":1,"total_tokens":21,'
+        b'"cost":0.00006}}'
+    )
+    completion = ADAPTER.parse_response(body)
+    assert completion.text == "4"
+    assert completion.finish_reason == "stop"
+    assert completion.usage == Usage(20, 1, cost=0.00006)
+    assert (completion.model, completion.id) == ("openai/gpt-4o", "gen-abc")
+
+
+def test_parse_openai_tool_call_example() -> None:
+    body = (
+        b'{"id":"chatcmpl-1","object":"chat.completion","created":1764100000,"model":"gpt-4.1-mini",'
+        b'"choices":[{"index":0,"message":{"role":"assistant","content":null,"tool_calls":[{"id":"call_1",'
+        b'"type":"function","function":{"name":"calc","arguments":"{\\"expr\\":\\"2+2\\"}"}}]},'
+        b'"finish_reason":"tool_calls"}],"usage":{"prompt_tokens":60,"completion_tokens":15,"total_tokens":75}}'
+    )
+    completion = ADAPTER.parse_response(body)
+    assert completion.text == ""
+    assert completion.tool_calls == [ToolCall("call_1", "calc", {"expr": "2+2"})]
+    assert completion.finish_reason == "tool_calls"
+    assert completion.usage == Usage(60, 15)
+
+
+def test_invalid_tool_arguments_are_kept_raw() -> None:
+    call = {"id": "c", "type": "function", "function": {"name": "calc", "arguments": '{"expr": "2+'}}
+    body = orjson.dumps({"choices": [{"message": {"tool_calls": [call]}, "finish_reason": "tool_calls"}]})
+    assert ADAPTER.parse_response(body).tool_calls == [ToolCall("c", "calc", {"_raw": '{"expr": "2+'})]
+
+
+@pytest.mark.parametrize(
+    ("reason", "finish"),
+    [
+        ("stop", "stop"),
+        ("length", "length"),
+        ("tool_calls", "tool_calls"),
+        ("content_filter", "content_filter"),
+        ("function_call", "tool_calls"),
+        ("something_else", "other"),
+    ],
+)
+def test_finish_reasons(reason: str, finish: str) -> None:
+    body = orjson.dumps({"choices": [{"message": {"role": "assistant", "content": "x"}, "finish_reason": reason}]})
+    assert ADAPTER.parse_response(body).finish_reason == finish
+
+
+def test_refusal_is_content_filter() -> None:
+    message = {"role": "assistant", "content": None, "refusal": "I can't help with that."}
+    completion = ADAPTER.parse_response(orjson.dumps({"choices": [{"message": message, "finish_reason": "stop"}]}))
+    assert completion.finish_reason == "content_filter"
+    assert completion.text == "I can't help with that."
+
+
+def test_openrouter_error_in_a_200_choice() -> None:
+    body = orjson.dumps(
+        {
+            "id": "gen-x",
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": ""},
+                    "finish_reason": "error",
+                    "error": {"code": 502, "message": "Provider returned error", "metadata": {"provider_name": "X"}},
+                }
+            ],
+        }
+    )
+    with pytest.raises(ServerError) as caught:
+        ADAPTER.parse_response(body)
+    assert caught.value.status == 502
+    assert caught.value.message == "Provider returned error"
+
+
+def test_top_level_error_in_a_200() -> None:
+    body = b'{"error":{"code":429,"message":"Rate limit exceeded","metadata":{"error_type":"rate_limit_exceeded"}}}'
+    with pytest.raises(RateLimited):
+        ADAPTER.parse_response(body)
+
+
+# ------------------------------------------------------------------ streams
+
+
+def test_stream_openrouter_example_counts_finish_once() -> None:
+    raw = b": OPENROUTER PROCESSING\n\n" + sse(
+        b'{"id":"gen-abc","object":"chat.completion.chunk","created":1764100000,"model":"openai/gpt-4o",'
+        b'"choices":[{"index":0,"delta":{"role":"assistant","content":"4"},"finish_reason":null}]}',
+        b'{"id":"gen-abc","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":""},'
+        b'"finish_reason":"stop","native_finish_reason":"stop"}]}',
+        b'{"id":"gen-abc","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":""},'
+        b'"finish_reason":"stop","native_finish_reason":"stop"}],'
+        b'"usage":{"prompt_tokens":20,"completion_tokens":1,"total_tokens":21,"cost":0.00006}}',
+        b"[DONE]",
+    )
+    assert run_stream(raw) == [
+        TextDelta("4"),
+        StreamEnd("stop", Usage(20, 1, cost=0.00006), model="openai/gpt-4o", id="gen-abc"),
+    ]
+
+
+def test_stream_openai_tool_call_example() -> None:
+    raw = sse(
+        b'{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1764100000,"model":"gpt-4.1-mini",'
+        b'"choices":[{"index":0,"delta":{"role":"assistant","content":null,"tool_calls":[{"index":0,"id":"call_1",'
+        b'"type":"function","function":{"name":"calc","arguments":""}}]},"finish_reason":null}],"usage":null}',
+        b'{"id":"chatcmpl-1","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"tool_calls":'
+        b'[{"index":0,"function":{"arguments":"{\\"expr\\":\\"2+2\\"}"}}]},"finish_reason":null}],"usage":null}',
+        b'{"id":"chatcmpl-1","object":"chat.completion.chunk","choices":[{"index":0,"delta":{},'
+        b'"finish_reason":"tool_calls"}],"usage":null}',
+        b'{"id":"chatcmpl-1","object":"chat.completion.chunk","choices":[],'
+        b'"usage":{"prompt_tokens":60,"completion_tokens":15,"total_tokens":75}}',
+        b"[DONE]",
+    )
+    assert run_stream(raw) == [
+        ToolCallDelta(0, id="call_1", name="calc", arguments=""),
+        ToolCallDelta(0, arguments='{"expr":"2+2"}'),
+        StreamEnd("tool_calls", Usage(60, 15), model="gpt-4.1-mini", id="chatcmpl-1"),
+    ]
+
+
+def test_stream_tool_calls_without_index() -> None:
+    raw = sse(
+        {"choices": [{"delta": {"tool_calls": [{"id": "a", "function": {"name": "f", "arguments": "{}"}}]}}]},
+        {"choices": [{"delta": {"tool_calls": [{"id": "b", "function": {"name": "g", "arguments": "{"}}]}}]},
+        {"choices": [{"delta": {"tool_calls": [{"function": {"arguments": "}"}}]}, "finish_reason": "stop"}]},
+        b"[DONE]",
+    )
+    assert run_stream(raw) == [
+        ToolCallDelta(0, id="a", name="f", arguments="{}"),
+        ToolCallDelta(1, id="b", name="g", arguments="{"),
+        ToolCallDelta(1, arguments="}"),
+        StreamEnd("tool_calls", Usage()),
+    ]
+
+
+def test_stream_without_done_ends_at_close_if_finished() -> None:
+    raw = sse({"choices": [{"delta": {"content": "hi"}, "finish_reason": "length"}]})
+    assert run_stream(raw) == [TextDelta("hi"), StreamEnd("length", Usage())]
+
+
+def test_stream_cut_short_is_a_network_error() -> None:
+    with pytest.raises(NetworkError):
+        run_stream(sse({"choices": [{"delta": {"content": "hi"}, "finish_reason": None}]}))
+
+
+def test_stream_mid_stream_error_from_openrouter() -> None:
+    raw = sse(
+        {"choices": [{"delta": {"content": "partial"}}]},
+        b'{"id":"gen-1","object":"chat.completion.chunk","error":{"code":429,"message":"Rate limit exceeded",'
+        b'"metadata":{"error_type":"rate_limit_exceeded"}},'
+        b'"choices":[{"index":0,"delta":{"content":""},"finish_reason":"error"}]}',
+    )
+    with pytest.raises(RateLimited) as caught:
+        run_stream(raw)
+    assert caught.value.status == 429
+    assert caught.value.message == "Rate limit exceeded"
+
+
+@pytest.mark.parametrize(
+    ("error", "cls"),
+    [
+        (
+            {"code": 502, "message": "Provider returned error", "metadata": {"error_type": "provider_unavailable"}},
+            ServerError,
+        ),
+        ({"code": 503, "message": "overloaded", "metadata": {"error_type": "provider_overloaded"}}, Overloaded),
+        ({"message": "slow down", "metadata": {"error_type": "rate_limit_exceeded"}}, RateLimited),
+        ({"message": "too long", "type": "invalid_request_error", "code": "context_length_exceeded"}, ContextTooLong),
+        ({"message": "The server had an error", "type": "server_error"}, ServerError),
+        ({"message": "???"}, ServerError),
+    ],
+)
+def test_stream_error_chunk_classes(error: dict[str, object], cls: type[UpstreamError]) -> None:
+    with pytest.raises(cls) as caught:
+        run_stream(sse({"error": error}))
+    assert type(caught.value) is cls
+
+
+# ------------------------------------------------------------------ errors
+
+
+def or_error(code: int, message: str, **metadata: object) -> bytes:
+    return orjson.dumps({"error": {"code": code, "message": message, "metadata": metadata}})
+
+
+def oa_error(message: str, kind: str, code: str | None) -> bytes:
+    return orjson.dumps({"error": {"message": message, "type": kind, "param": None, "code": code}})
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "cls"),
+    [
+        (400, oa_error("Invalid value for 'temperature'", "invalid_request_error", None), BadRequest),
+        (
+            400,
+            oa_error(
+                "This model's maximum context length is 128000 tokens. However, you requested 130000 tokens.",
+                "invalid_request_error",
+                "context_length_exceeded",
+            ),
+            ContextTooLong,
+        ),
+        (
+            400,
+            or_error(400, "Input too long for the selected model", error_type="context_length_exceeded"),
+            ContextTooLong,
+        ),
+        (400, or_error(400, "This endpoint's maximum context length is 8192 tokens."), ContextTooLong),
+        (400, or_error(400, "Blocked by policy", error_type="content_policy_violation"), ContentFiltered),
+        (400, or_error(400, "The model refused", error_type="refusal"), ContentFiltered),
+        (401, oa_error("Incorrect API key provided", "invalid_request_error", "invalid_api_key"), KeyInvalid),
+        (401, or_error(401, "User not found.", error_type="authentication"), KeyInvalid),
+        (402, or_error(402, "Insufficient credits", limit_source="openrouter_credits"), QuotaExhausted),
+        (402, or_error(402, "Key limit exceeded", limit_source="openrouter_key_limit"), QuotaExhausted),
+        (
+            403,
+            or_error(403, "Input was flagged", reasons=["violence"], flagged_input="...", provider_name="OpenAI"),
+            ContentFiltered,
+        ),
+        (403, oa_error("Country, region, or territory not supported", "request_forbidden", None), KeyInvalid),
+        (404, oa_error("The model `gpt-9` does not exist", "invalid_request_error", "model_not_found"), ModelNotFound),
+        (408, or_error(408, "Request timed out"), Timeout),
+        (
+            429,
+            oa_error(
+                "You exceeded your current quota, please check your plan and billing details.",
+                "insufficient_quota",
+                "insufficient_quota",
+            ),
+            QuotaExhausted,
+        ),
+        (429, oa_error("Rate limit reached for gpt-4.1-mini", "requests", "rate_limit_exceeded"), RateLimited),
+        (500, oa_error("The server had an error", "server_error", None), ServerError),
+        (502, or_error(502, "Provider returned error", error_type="provider_unavailable"), ServerError),
+        (503, or_error(503, "No provider meets the routing rules", error_type="provider_overloaded"), Overloaded),
+        (504, or_error(504, "Gateway timeout", error_type="timeout"), Timeout),
+    ],
+)
+def test_error_table(status: int, body: bytes, cls: type[UpstreamError]) -> None:
+    error = ADAPTER.classify_error(status, {}, body)
+    assert type(error) is cls
+    assert error.status == status
+    assert error.message == orjson.loads(body)["error"]["message"]
+    assert error.body == body
+
+
+def test_openai_quota_example_is_not_retried() -> None:
+    body = (
+        b'{"error":{"message":"You exceeded your current quota, please check your plan and billing details.",'
+        b'"type":"insufficient_quota","param":null,"code":"insufficient_quota"}}'
+    )
+    error = ADAPTER.classify_error(429, {"retry-after": "20"}, body)
+    assert type(error) is QuotaExhausted
+    assert error.retry_after is None
+
+
+def test_openrouter_402_example() -> None:
+    body = b'{"error":{"code":402,"message":"Insufficient credits","metadata":{"limit_source":"openrouter_credits"}}}'
+    assert type(ADAPTER.classify_error(402, {}, body)) is QuotaExhausted
+
+
+def test_in_flight_budget_402_is_transient() -> None:
+    body = or_error(402, "In-flight budget exceeded", limit_source="openrouter_in_flight_budget")
+    error = ADAPTER.classify_error(402, {"Retry-After": "3"}, body)
+    assert type(error) is RateLimited
+    assert error.retry_after == 3.0
+
+
+@pytest.mark.parametrize(
+    ("headers", "retry_after"),
+    [
+        ({"Retry-After": "12"}, 12.0),
+        ({"retry-after-ms": "750"}, 0.75),
+        (
+            {
+                "x-ratelimit-reset-requests": "1s",
+                "x-ratelimit-reset-tokens": "6m0s",
+                "x-ratelimit-remaining-requests": "0",
+            },
+            1.0,
+        ),
+        ({"x-ratelimit-reset-tokens": "1m30.5s"}, 90.5),
+        ({}, None),
+    ],
+)
+def test_429_retry_timing(headers: dict[str, str], retry_after: float | None) -> None:
+    error = ADAPTER.classify_error(429, headers, or_error(429, "Rate limit exceeded", error_type="rate_limit_exceeded"))
+    assert type(error) is RateLimited
+    assert error.retry_after == retry_after
+
+
+def test_gemini_compat_array_error_with_bad_key() -> None:
+    body = (
+        b'[{"error":{"code":400,"message":"API key not valid. Please pass a valid API key.",'
+        b'"status":"INVALID_ARGUMENT"}}]'
+    )
+    error = ADAPTER.classify_error(400, {}, body)
+    assert type(error) is KeyInvalid
+    assert error.message == "API key not valid. Please pass a valid API key."
+
+
+def test_request_ids() -> None:
+    body = oa_error("boom", "server_error", None)
+    assert ADAPTER.classify_error(500, {"x-request-id": "req_1"}, body).request_id == "req_1"
+    assert ADAPTER.classify_error(500, {"X-Generation-Id": "gen-2"}, body).request_id == "gen-2"
+    with_id = orjson.dumps({"id": "gen-3", "error": {"code": 500, "message": "boom"}})
+    assert ADAPTER.classify_error(500, {}, with_id).request_id == "gen-3"
+    assert ADAPTER.classify_error(500, {}, body).request_id is None
+
+
+def test_stream_choice_level_error_without_top_level_error() -> None:
+    chunk = {
+        "choices": [
+            {
+                "index": 0,
+                "delta": {"content": ""},
+                "finish_reason": "error",
+                "error": {"code": 503, "message": "Provider overloaded", "metadata": {}},
+            }
+        ]
+    }
+    with pytest.raises(Overloaded) as caught:
+        run_stream(sse(chunk))
+    assert caught.value.message == "Provider overloaded"
+
+
+def test_stream_refusal_is_content_filter() -> None:
+    raw = sse(
+        {"choices": [{"delta": {"role": "assistant", "refusal": "I can't"}}]},
+        {"choices": [{"delta": {}, "finish_reason": "stop"}]},
+        b"[DONE]",
+    )
+    assert run_stream(raw) == [TextDelta("I can't"), StreamEnd("content_filter", Usage())]
+
+
+def test_events_after_done_are_ignored() -> None:
+    parser = ADAPTER.stream_parser()
+    decoder = SSEDecoder()
+    events = decoder.feed(sse({"choices": [{"delta": {"content": "a"}, "finish_reason": "stop"}]}, b"[DONE]"))
+    out = [e for event in events for e in parser.feed(event)]
+    assert out == [TextDelta("a"), StreamEnd("stop", Usage())]
+    assert parser.close() == []
