@@ -158,8 +158,55 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(requests=args.requests, concurrency=args.concurrency, console=_console())
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    import os
+
+    import uvicorn
+
+    from keywheel.gateway import Gateway
+    from keywheel.gateway.app import _is_loopback
+
+    try:
+        wheel = _wheel(args.env_file)
+    except ConfigError as err:
+        return _config_failed(err)
+    settings = wheel.settings
+    stderr = _console(stderr=True)
+    if not _is_loopback(args.host) and not settings.gateway_keys:
+        stderr.print(
+            f"[red]refusing to serve on {args.host}:[/red] no KEYWHEEL_GATEWAY_KEYS are set, so anyone who can "
+            "reach this address could spend your keys.  Set KEYWHEEL_GATEWAY_KEYS=k1,k2 or bind 127.0.0.1."
+        )
+        wheel.close()
+        return 2
+    for warning in settings.warnings:
+        stderr.print(f"[yellow]warning:[/yellow] {warning}")
+    keys = sum(len(settings.providers[n].keys) for n in settings.chain)
+    stderr.print(
+        f"keywheel gateway on http://{args.host}:{args.port}  chain {' → '.join(settings.chain)} ({keys} keys), "
+        f"{len(settings.gateway_keys)} gateway keys, {args.workers} worker(s)"
+    )
+    common: dict[str, Any] = {
+        "host": args.host,
+        "port": args.port,
+        "loop": "uvloop",
+        "http": "httptools",
+        "access_log": False,
+        "log_level": args.log_level.lower(),
+        "lifespan": "on",
+        "timeout_graceful_shutdown": 5,
+    }
+    if args.workers > 1:
+        wheel.close()
+        os.environ["KEYWHEEL_ENV_FILE"] = args.env_file
+        uvicorn.run("keywheel.gateway:app_from_env", factory=True, workers=args.workers, **common)
+    else:
+        uvicorn.run(Gateway(wheel), **common)
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
-    """The main job: with keys configured, an interactive chat; without, the demo."""
+    """The main job: with keys configured, the gateway; without, the demo."""
     try:
         _wheel(args.env_file).close()
     except ConfigError as err:
@@ -167,8 +214,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             _console().print("No API keys configured (see .env.example), so here is the demo.\n")
             return run_demo_default()
         return _config_failed(err)
-    chat_args = build_parser().parse_args(["--env-file", args.env_file, "chat"])
-    return cmd_chat(chat_args)
+    serve_args = build_parser().parse_args(["--env-file", args.env_file, "serve"])
+    return cmd_serve(serve_args)
 
 
 def run_demo_default() -> int:
@@ -180,7 +227,9 @@ def run_demo_default() -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="keywheel", description="Many LLM keys and providers behind one door.")
     parser.add_argument("--env-file", default=".env", help="the .env file to read (default: ./.env)")
-    parser.add_argument("--log-level", default="WARNING", help="DEBUG, INFO, WARNING (default), ERROR")
+    parser.add_argument(
+        "--log-level", default=None, help="DEBUG, INFO, WARNING, ERROR (default: INFO for serve, WARNING otherwise)"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     chat = sub.add_parser("chat", help="ask a question (no prompt: interactive)")
@@ -202,13 +251,23 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--concurrency", type=int, default=6, help="concurrent requests (default 6)")
     demo.set_defaults(func=cmd_demo)
 
-    run = sub.add_parser("run", help="the main job: chat with the configured keys, or the demo without any")
+    serve = sub.add_parser("serve", help="run the HTTP gateway (OpenAI, Anthropic and Gemini dialects)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8787, help="port (default 8787)")
+    serve.add_argument(
+        "--workers", type=int, default=1, help="worker processes (default 1; each has its own key state)"
+    )
+    serve.set_defaults(func=cmd_serve)
+
+    run = sub.add_parser("run", help="the main job: the gateway with the configured keys, or the demo without any")
     run.set_defaults(func=cmd_run)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.log_level is None:
+        args.log_level = "INFO" if args.command in ("serve", "run") else "WARNING"
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         code: int = args.func(args)

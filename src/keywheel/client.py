@@ -240,6 +240,17 @@ class Wheel:
         self._secrets.append(key)
         return api_key.fingerprint
 
+    def asgi_app(self) -> Any:
+        """This wheel as an ASGI app speaking the OpenAI, Anthropic and Gemini dialects.
+
+        Mount it in-process, e.g. ``openai.AsyncOpenAI(base_url="http://kw/v1",
+        http_client=httpx2.AsyncClient(transport=httpx2.ASGITransport(app)))`` (the openai and anthropic
+        SDKs run on httpx2; plain httpx works the same way for other clients).
+        """
+        from keywheel.gateway.app import Gateway
+
+        return Gateway(self)
+
     def secrets(self) -> list[str]:
         """Every secret this wheel holds (for log redaction and leak tests)."""
         return list(self._secrets)

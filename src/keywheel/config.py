@@ -44,7 +44,7 @@ class Preset:
 
 
 PRESETS: Mapping[str, Preset] = {
-    "anthropic": Preset("anthropic", "https://api.anthropic.com", "claude-sonnet-4-5", "sk-ant-"),
+    "anthropic": Preset("anthropic", "https://api.anthropic.com", "claude-sonnet-4-6", "sk-ant-"),
     "gemini": Preset("gemini", "https://generativelanguage.googleapis.com", "gemini-2.5-flash", "AIza"),
     "openrouter": Preset("openai", "https://openrouter.ai/api/v1", "openai/gpt-4o-mini", "sk-or-"),
     "openai": Preset("openai", "https://api.openai.com/v1", "gpt-4.1-mini", "sk-"),
@@ -94,6 +94,8 @@ class Settings:
     provider_attempts: int = 2  # tries of one provider on provider faults before failing over
     gateway_keys: list[ApiKey] = field(default_factory=list)
     admin_key: ApiKey | None = None
+    max_body_bytes: int = 20 * 1024 * 1024  # gateway: larger request bodies get 413
+    body_timeout: float = 30.0  # gateway: a body not received in this time gets 408
     warnings: list[str] = field(default_factory=list)
 
     def secrets(self) -> list[str]:
@@ -385,6 +387,8 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
         provider_attempts=int(_number(env, "KEYWHEEL_PROVIDER_ATTEMPTS", 2, problems, integer=True)),
         gateway_keys=gateway_keys,
         admin_key=admin_key,
+        max_body_bytes=int(_number(env, "KEYWHEEL_MAX_BODY_BYTES", 20 * 1024 * 1024, problems, integer=True)),
+        body_timeout=_number(env, "KEYWHEEL_BODY_TIMEOUT", 30.0, problems),
         warnings=problems.warnings,
     )
     if problems.errors:

@@ -7,7 +7,7 @@ Every client points at the loopback fake with made-up keys and no retries.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import anthropic
@@ -146,7 +146,10 @@ def test_openai_tool_choice_is_honoured(fake: FakeUpstream) -> None:
     client = openai_client(fake, "openai")
     messages: list[Any] = [{"role": "user", "content": "hi"}]
     named = client.chat.completions.create(
-        model="m", messages=messages, tools=[CALC_OPENAI, OTHER_OPENAI], tool_choice={"type": "function", "function": {"name": "other"}}
+        model="m",
+        messages=messages,
+        tools=[CALC_OPENAI, OTHER_OPENAI],
+        tool_choice={"type": "function", "function": {"name": "other"}},
     )
     assert named.choices[0].message.tool_calls is not None
     assert named.choices[0].message.tool_calls[0].function.name == "other"
@@ -208,7 +211,9 @@ def test_openai_error_codes(fake: FakeUpstream) -> None:
 def test_openrouter_credits_gone_is_402(fake: FakeUpstream) -> None:
     fake.set(OPENAI_KEY, "quota")
     with pytest.raises(openai.APIStatusError) as caught:
-        openai_client(fake, "openrouter").chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}])
+        openai_client(fake, "openrouter").chat.completions.create(
+            model="m", messages=[{"role": "user", "content": "x"}]
+        )
     assert caught.value.status_code == 402
     assert isinstance(caught.value.body, dict)
     assert caught.value.body["metadata"]["limit_source"] == "openrouter_credits"
@@ -233,7 +238,7 @@ def test_openrouter_failed_choice_without_streaming(fake: FakeUpstream) -> None:
     completion = openai_client(fake, "openrouter").chat.completions.create(
         model="m", messages=[{"role": "user", "content": "x"}]
     )
-    assert completion.choices[0].finish_reason == "error"  # type: ignore[comparison-overlap]
+    assert completion.choices[0].finish_reason == "error"
     assert (completion.choices[0].model_extra or {})["error"]["code"] == 503
 
 
@@ -253,7 +258,8 @@ def test_openai_models_list(fake: FakeUpstream) -> None:
     for flavour in FLAVOURS:
         models = list(openai_client(fake, flavour).models.list())
         assert models and all(m.object == "model" and m.owned_by for m in models)
-    assert [r.dialect for r in fake.requests] == ["openai", "openai"]
+    assert openai_client(fake, "openai").models.retrieve("gpt-4.1-mini").id == "gpt-4.1-mini"
+    assert [r.dialect for r in fake.requests] == ["openai", "openai", "openai"]
 
 
 async def test_async_openai_client(fake: FakeUpstream) -> None:
@@ -274,7 +280,11 @@ def anthropic_client(fake: FakeUpstream, **kwargs: Any) -> anthropic.Anthropic:
     return anthropic.Anthropic(base_url=fake.anthropic_base_url, api_key=ANTHROPIC_KEY, max_retries=0, **kwargs)
 
 
-CALC_ANTHROPIC: Any = {"name": "calc", "description": "arithmetic", "input_schema": CALC_OPENAI["function"]["parameters"]}
+CALC_ANTHROPIC: Any = {
+    "name": "calc",
+    "description": "arithmetic",
+    "input_schema": CALC_OPENAI["function"]["parameters"],
+}
 
 
 def test_anthropic_messages(fake: FakeUpstream) -> None:
@@ -360,7 +370,7 @@ def test_anthropic_errors(fake: FakeUpstream, kind: str, error: type[Exception],
 def test_anthropic_in_band_stream_error(fake: FakeUpstream) -> None:
     fake.set(ANTHROPIC_KEY, "stream_error", after=2)
     pieces: list[str] = []
-    with pytest.raises(anthropic.APIStatusError) as caught:  # noqa: PT012
+    with pytest.raises(anthropic.APIStatusError) as caught:
         with anthropic_client(fake).messages.stream(
             model=CLAUDE, max_tokens=10, messages=[{"role": "user", "content": "x"}]
         ) as stream:
@@ -385,7 +395,11 @@ def test_anthropic_strict_version_rejects_temperature(fake: FakeUpstream) -> Non
 def test_anthropic_models_list(fake: FakeUpstream) -> None:
     models = list(anthropic_client(fake).models.list())
     assert models and all(m.type == "model" and m.display_name for m in models)
-    assert fake.requests[0].dialect == "anthropic"
+    assert anthropic_client(fake).models.retrieve(CLAUDE).id == CLAUDE
+    assert [(r.dialect, r.path) for r in fake.requests] == [
+        ("anthropic", "/v1/models"),
+        ("anthropic", f"/v1/models/{CLAUDE}"),
+    ]
 
 
 # -- Gemini ----------------------------------------------------------------------------------------------------------
@@ -398,12 +412,21 @@ def gemini_client(fake: FakeUpstream, api_version: str | None) -> genai.Client:
     return genai.Client(api_key=GEMINI_KEY, http_options=options)
 
 
-def gemini_models(fake: FakeUpstream, api_version: str | None) -> Any:
-    """``client.models``, with the client kept alive: google-genai closes its HTTP client when the Client is collected."""
-    client = gemini_client(fake, api_version)
-    models = client.models
-    models._keep_client_alive = client  # noqa: SLF001
-    return models
+GeminiFactory = Callable[[str | None], genai.Client]
+
+
+@pytest.fixture
+def gemini(fake: FakeUpstream) -> Iterator[GeminiFactory]:
+    """Makes clients and keeps them alive: google-genai closes its HTTP client when a Client is collected."""
+    clients: list[genai.Client] = []
+
+    def make(api_version: str | None) -> genai.Client:
+        clients.append(gemini_client(fake, api_version))
+        return clients[-1]
+
+    yield make
+    for client in clients:
+        client.close()
 
 
 CALC_GEMINI = types.Tool(
@@ -426,8 +449,8 @@ CALC_GEMINI = types.Tool(
 
 
 @pytest.mark.parametrize("api_version", API_VERSIONS)
-def test_gemini_generate_content(fake: FakeUpstream, api_version: str | None) -> None:
-    response = gemini_models(fake, api_version).generate_content(
+def test_gemini_generate_content(fake: FakeUpstream, gemini: GeminiFactory, api_version: str | None) -> None:
+    response = gemini(api_version).models.generate_content(
         model=GEMINI,
         contents="What is two plus two?",
         config=types.GenerateContentConfig(system_instruction="Be brief."),
@@ -445,8 +468,8 @@ def test_gemini_generate_content(fake: FakeUpstream, api_version: str | None) ->
 
 
 @pytest.mark.parametrize("api_version", API_VERSIONS)
-def test_gemini_stream(fake: FakeUpstream, api_version: str | None) -> None:
-    chunks = list(gemini_models(fake, api_version).generate_content_stream(model=GEMINI, contents="hello"))
+def test_gemini_stream(fake: FakeUpstream, gemini: GeminiFactory, api_version: str | None) -> None:
+    chunks = list(gemini(api_version).models.generate_content_stream(model=GEMINI, contents="hello"))
     assert len(chunks) > 5
     text = "".join(c.text or "" for c in chunks)
     assert text.endswith(f"from fake gemini: {FOX}")
@@ -458,8 +481,8 @@ def test_gemini_stream(fake: FakeUpstream, api_version: str | None) -> None:
 
 
 @pytest.mark.parametrize("api_version", API_VERSIONS)
-def test_gemini_function_call_round_trip(fake: FakeUpstream, api_version: str | None) -> None:
-    client = gemini_client(fake, api_version)  # kept alive by this local
+def test_gemini_function_call_round_trip(fake: FakeUpstream, gemini: GeminiFactory, api_version: str | None) -> None:
+    client = gemini(api_version)
     config = types.GenerateContentConfig(tools=[CALC_GEMINI])
     question = types.Content(role="user", parts=[types.Part(text="compute 2+2")])
     first = client.models.generate_content(model=GEMINI, contents=[question], config=config)
@@ -468,15 +491,17 @@ def test_gemini_function_call_round_trip(fake: FakeUpstream, api_version: str | 
     assert first.candidates and first.candidates[0].finish_reason == types.FinishReason.STOP
     model_turn = first.candidates[0].content
     assert model_turn is not None
-    answer = types.Content(role="user", parts=[types.Part.from_function_response(name="calc", response={"result": "4"})])
+    answer = types.Content(
+        role="user", parts=[types.Part.from_function_response(name="calc", response={"result": "4"})]
+    )
     second = client.models.generate_content(model=GEMINI, contents=[question, model_turn, answer], config=config)
     assert second.text is not None and second.text.endswith("from fake gemini: the tool said 4")
     assert fake.requests[0].body["tools"][0]["functionDeclarations"][0]["name"] == "calc"
 
 
-def test_gemini_streamed_function_call(fake: FakeUpstream) -> None:
+def test_gemini_streamed_function_call(fake: FakeUpstream, gemini: GeminiFactory) -> None:
     config = types.GenerateContentConfig(tools=[CALC_GEMINI])
-    chunks = list(gemini_models(fake, "v1beta").generate_content_stream(model=GEMINI, contents="c", config=config))
+    chunks = list(gemini("v1beta").models.generate_content_stream(model=GEMINI, contents="c", config=config))
     assert len(chunks) == 1 and chunks[0].function_calls and chunks[0].function_calls[0].args == CALC_ARGS
 
 
@@ -501,17 +526,17 @@ GEMINI_ERRORS: list[tuple[str, type[genai_errors.APIError], int, str]] = [
 
 @pytest.mark.parametrize(("kind", "error", "code", "status"), GEMINI_ERRORS)
 def test_gemini_errors(
-    fake: FakeUpstream, kind: str, error: type[genai_errors.APIError], code: int, status: str
+    fake: FakeUpstream, gemini: GeminiFactory, kind: str, error: type[genai_errors.APIError], code: int, status: str
 ) -> None:
     fake.set(GEMINI_KEY, kind)
     with pytest.raises(error) as caught:
-        gemini_models(fake, "v1beta").generate_content(model=GEMINI, contents="x")
+        gemini("v1beta").models.generate_content(model=GEMINI, contents="x")
     assert (caught.value.code, caught.value.status) == (code, status)
     assert GEMINI_KEY not in str(caught.value)
 
 
-def test_gemini_error_details(fake: FakeUpstream) -> None:
-    client = gemini_client(fake, "v1beta")  # kept alive by this local
+def test_gemini_error_details(fake: FakeUpstream, gemini: GeminiFactory) -> None:
+    client = gemini("v1beta")
     details_of: dict[str, list[dict[str, Any]]] = {}
     for kind, params in [("rate_limit", {"retry_after": 1.5}), ("quota", {}), ("invalid", {})]:
         fake.set(GEMINI_KEY, kind, **params)
@@ -529,32 +554,41 @@ def test_gemini_error_details(fake: FakeUpstream) -> None:
     assert find("invalid", "ErrorInfo")["reason"] == "API_KEY_INVALID"
 
 
-def test_gemini_in_band_stream_error(fake: FakeUpstream) -> None:
+def test_gemini_in_band_stream_error(fake: FakeUpstream, gemini: GeminiFactory) -> None:
     fake.set(GEMINI_KEY, "stream_error", after=3)
     texts: list[str] = []
     with pytest.raises(genai_errors.ServerError) as caught:
-        for chunk in gemini_models(fake, "v1beta").generate_content_stream(model=GEMINI, contents="x"):
+        for chunk in gemini("v1beta").models.generate_content_stream(model=GEMINI, contents="x"):
             texts.append(chunk.text or "")
     assert len(texts) == 3 and caught.value.code == 503
 
 
-def test_gemini_models_list(fake: FakeUpstream) -> None:
+def test_gemini_models_list(fake: FakeUpstream, gemini: GeminiFactory) -> None:
     for api_version in API_VERSIONS:
-        models = list(gemini_models(fake, api_version).list())
+        models = list(gemini(api_version).models.list())
         assert models and all(m.name and m.name.startswith("models/") for m in models)
-    assert [(r.dialect, r.path) for r in fake.requests] == [("gemini", "/v1beta/models"), ("gemini", "/v1/models")]
+        model = gemini(api_version).models.get(model=GEMINI)
+        assert model.name == f"models/{GEMINI}" and model.input_token_limit
+    assert [(r.dialect, r.path) for r in fake.requests] == [
+        ("gemini", "/v1beta/models"),
+        ("gemini", f"/v1beta/models/{GEMINI}"),
+        ("gemini", "/v1/models"),
+        ("gemini", f"/v1/models/{GEMINI}"),
+    ]
 
 
 # -- every SDK, one fake ---------------------------------------------------------------------------------------------
 
 
-def test_answers_are_numbered_and_never_echo_the_key(fake: FakeUpstream) -> None:
+def test_answers_are_numbered_and_never_echo_the_key(fake: FakeUpstream, gemini: GeminiFactory) -> None:
     calls: list[Callable[[], str | None]] = [
-        lambda: openai_client(fake, "openai")
-        .chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}])
-        .choices[0]
-        .message.content,
-        lambda: gemini_models(fake, "v1beta").generate_content(model=GEMINI, contents="x").text,
+        lambda: (
+            openai_client(fake, "openai")
+            .chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}])
+            .choices[0]
+            .message.content
+        ),
+        lambda: gemini("v1beta").models.generate_content(model=GEMINI, contents="x").text,
     ]
     texts = [call() for call in calls]
     assert texts[0] != texts[1]

@@ -209,6 +209,14 @@ class AnthropicDialect(Dialect):
         return _error(401, "authentication_error", "x-api-key header is required")
 
     def models(self) -> Answer:
-        data = [{"type": "model", "id": i, "display_name": d, "created_at": c} for i, d, c in MODELS]
+        data = [_model_entry(*model) for model in MODELS]
         body = {"data": data, "has_more": False, "first_id": MODELS[0][0], "last_id": MODELS[-1][0]}
         return Answer(200, body, {"request-id": new_id("req_")})
+
+    def model(self, name: str) -> Answer:
+        known = next((m for m in MODELS if m[0] == name), (name, name, "2026-01-01T00:00:00Z"))
+        return Answer(200, _model_entry(*known), {"request-id": new_id("req_")})
+
+
+def _model_entry(model_id: str, display_name: str, created_at: str) -> Json:
+    return {"type": "model", "id": model_id, "display_name": display_name, "created_at": created_at}

@@ -129,7 +129,9 @@ class GeminiDialect(Dialect):
             return None
         allowed = config.get("allowedFunctionNames") or []
         declarations = [d for d in declarations if d["name"] in allowed] or declarations
-        schema = declarations[0].get("parametersJsonSchema") or declarations[0].get("parameters")
+        # proto3 JSON: the real API takes camelCase and snake_case, and google-genai sends parameters_json_schema
+        first = declarations[0]
+        schema = first.get("parametersJsonSchema") or first.get("parameters_json_schema") or first.get("parameters")
         return Tool(declarations[0]["name"], schema if isinstance(schema, dict) else {})
 
     @staticmethod
@@ -247,21 +249,25 @@ class GeminiDialect(Dialect):
         return _error(403, "PERMISSION_DENIED", message)
 
     def models(self) -> Answer:
-        models = [
-            {
-                "name": f"models/{model}",
-                "version": "001",
-                "displayName": display,
-                "description": f"Fake {display}",
-                "inputTokenLimit": 1048576,
-                "outputTokenLimit": 65536,
-                "supportedGenerationMethods": ["generateContent", "countTokens", "createCachedContent"],
-                "temperature": 1,
-                "topP": 0.95,
-                "topK": 64,
-                "maxTemperature": 2,
-                "thinking": True,
-            }
-            for model, display in MODELS
-        ]
-        return Answer(200, {"models": models})
+        return Answer(200, {"models": [_model_entry(model, display) for model, display in MODELS]})
+
+    def model(self, name: str) -> Answer:
+        display = next((d for m, d in MODELS if m == name), name)
+        return Answer(200, _model_entry(name, display))
+
+
+def _model_entry(model: str, display: str) -> Json:
+    return {
+        "name": f"models/{model}",
+        "version": "001",
+        "displayName": display,
+        "description": f"Fake {display}",
+        "inputTokenLimit": 1048576,
+        "outputTokenLimit": 65536,
+        "supportedGenerationMethods": ["generateContent", "countTokens", "createCachedContent"],
+        "temperature": 1,
+        "topP": 0.95,
+        "topK": 64,
+        "maxTemperature": 2,
+        "thinking": True,
+    }

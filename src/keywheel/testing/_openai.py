@@ -348,6 +348,10 @@ class OpenAIDialect(Dialect):
             data = [{"id": m, "object": "model", "created": CREATED, "owned_by": o} for m, o in OPENAI_MODELS]
         return Answer(200, {"object": "list", "data": data})
 
+    def model(self, name: str) -> Answer:
+        owner = name.split("/", 1)[0] if self.openrouter and "/" in name else "system"
+        return Answer(200, {"id": name, "object": "model", "created": CREATED, "owned_by": owner})
+
     @staticmethod
     def key_info(credit: KeyCredit) -> Answer:
         """OpenRouter's ``GET /api/v1/key`` body for one key."""

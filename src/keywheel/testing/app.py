@@ -81,6 +81,7 @@ class FakeApp:
         route.add_get("/api/v1/key", self._openrouter_key)
         route.add_get("/api/v1/auth/key", self._openrouter_key)  # the older path, same body
         route.add_post("/{version:v1beta|v1}/models/{target:[^/]+}", self._gemini_generate)
+        route.add_get("/{version:v1beta|v1}/models/{target:[^/]+}", self._one_model)
         route.add_get("/v1beta/models", self._gemini_models)
         return app
 
@@ -101,14 +102,23 @@ class FakeApp:
             raise web.HTTPNotFound()
         return await self._serve(request, self.gemini, "chat")
 
-    async def _v1_models(self, request: web.Request) -> web.StreamResponse:
-        # One path, three providers: tell them apart by how they authenticate.
+    def _v1_dialect(self, request: web.Request) -> Dialect:
+        """``/v1/models…`` is served to all three providers: tell them apart by how they authenticate."""
         headers = request.headers
         if "anthropic-version" in headers or "x-api-key" in headers:
-            return await self._serve(request, self.anthropic, "models")
+            return self.anthropic
         if "x-goog-api-key" in headers or "key" in request.query:
-            return await self._serve(request, self.gemini, "models")
-        return await self._serve(request, self.openai, "models")
+            return self.gemini
+        return self.openai
+
+    async def _v1_models(self, request: web.Request) -> web.StreamResponse:
+        return await self._serve(request, self._v1_dialect(request), "models")
+
+    async def _one_model(self, request: web.Request) -> web.StreamResponse:
+        if ":" in request.match_info["target"]:
+            raise web.HTTPMethodNotAllowed("GET", ["POST"])
+        v1beta = request.match_info["version"] == "v1beta"
+        return await self._serve(request, self.gemini if v1beta else self._v1_dialect(request), "model")
 
     async def _gemini_models(self, request: web.Request) -> web.StreamResponse:
         return await self._serve(request, self.gemini, "models")
@@ -139,6 +149,8 @@ class FakeApp:
             return self._cut(request)
         if endpoint == "models":
             return _respond(dialect.models())
+        if endpoint == "model":
+            return _respond(dialect.model(request.match_info["target"]))
         if endpoint == "key":
             return _respond(OpenAIDialect.key_info(self.state.credit(key)))
         problem = dialect.check(incoming)
@@ -212,7 +224,8 @@ class FakeApp:
 
     @staticmethod
     async def _abort(request: web.Request, response: web.StreamResponse) -> web.StreamResponse:
-        """Drop the connection mid-body (RST, no final chunk) once what was written has left."""
+        """Abort the connection mid-body once what was written has left: no terminating chunk,
+        so the client sees a truncated body, never a clean end."""
         transport = request.transport
         if transport is not None:
             for _ in range(100):  # at most ~1 s for the socket buffer to drain

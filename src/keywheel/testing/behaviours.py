@@ -21,18 +21,19 @@ from email.utils import formatdate
 from types import MappingProxyType
 
 _Number = (int, float)
+_Maybe = type(None)
 
 # kind -> {param name: (accepted types, default)}
 KINDS: Mapping[str, Mapping[str, tuple[tuple[type, ...], object]]] = {
     "ok": {},
-    "rate_limit": {"retry_after": ((int, float, type(None)), 1.0), "style": ((str,), None)},
-    "quota": {"retry_after": ((int, float, type(None)), None), "limit_source": ((str,), "openrouter_credits")},
+    "rate_limit": {"retry_after": ((*_Number, _Maybe), 1.0), "style": ((str, _Maybe), None)},
+    "quota": {"retry_after": ((*_Number, _Maybe), None), "limit_source": ((str,), "openrouter_credits")},
     "invalid": {},
     "forbidden": {},
     "not_found": {},
     "server_error": {},
     "overloaded": {},
-    "bad_request": {"field": ((str,), None)},
+    "bad_request": {"field": ((str, _Maybe), None)},
     "context_too_long": {},
     "hang": {"seconds": (_Number, 30.0)},
     "break_stream": {"after": ((int,), 3)},
@@ -82,7 +83,7 @@ class Behaviour:
         filled: dict[str, object] = {}
         for name, (types, default) in spec.items():
             value = params.get(name, default)
-            if value is not None and (not isinstance(value, types) or isinstance(value, bool)):
+            if not isinstance(value, types) or isinstance(value, bool):
                 raise ValueError(f"behaviour {kind!r}: {name}={value!r} has the wrong type")
             if isinstance(value, _Number) and value < 0:
                 raise ValueError(f"behaviour {kind!r}: {name} must not be negative")

@@ -189,6 +189,10 @@ class Dialect(ABC):
     def models(self) -> Answer:
         """The model list (``GET …/models``)."""
 
+    @abstractmethod
+    def model(self, name: str) -> Answer:
+        """One model (``GET …/models/{name}``); every name exists."""
+
     def plan(self, incoming: Incoming, n: int) -> Turn:
         """Decide the answer: a call to the offered tool, or a text reply."""
         talk = self.read(incoming)

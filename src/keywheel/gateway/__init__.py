@@ -1,0 +1,16 @@
+"""The HTTP gateway: OpenAI-, Anthropic- and Gemini-compatible endpoints over the key pools."""
+
+from __future__ import annotations
+
+import os
+
+from keywheel.client import Wheel
+from keywheel.gateway.app import Gateway
+
+
+def app_from_env() -> Gateway:
+    """ASGI app factory for ``uvicorn --factory`` (and ``keywheel serve --workers N``)."""
+    return Gateway(Wheel.from_env(env_file=os.environ.get("KEYWHEEL_ENV_FILE", ".env")))
+
+
+__all__ = ["Gateway", "app_from_env"]

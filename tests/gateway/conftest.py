@@ -1,0 +1,94 @@
+"""A real ``keywheel serve`` process over the fake upstream, for the SDK tests."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from keywheel.testing import FakeUpstream
+from tests.helpers import fake_env
+
+GATEWAY_KEY = "test-gateway-key-1"
+ADMIN_KEY = "test-admin-key-0123456789"
+
+
+@dataclass
+class Served:
+    url: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def start_gateway(env: dict[str, str], log_path: Path, *args: str) -> Served:
+    port = free_port()
+    full = {"PATH": os.environ["PATH"], "HOME": str(log_path.parent), **env}
+    log = log_path.open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "keywheel.cli", "--env-file", "/nonexistent", *args, "serve", "--port", str(port)],
+        env=full,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"keywheel serve exited: {log_path.read_text()}")
+        try:
+            with urllib.request.urlopen(url + "/health", timeout=1) as resp:
+                if resp.status == 200:
+                    return Served(url, process, log_path)
+        except OSError:
+            time.sleep(0.05)
+    process.kill()
+    raise RuntimeError(f"keywheel serve did not come up: {log_path.read_text()}")
+
+
+GatewayFactory = Callable[..., Served]
+
+
+@pytest.fixture
+def gateway(fake: FakeUpstream, tmp_path: Path) -> Iterator[GatewayFactory]:
+    """Start a gateway whose providers all point at the fake upstream; keyword args override the env."""
+    started: list[Served] = []
+
+    def factory(*args: str, **overrides: str) -> Served:
+        counts = {k: int(overrides.pop(k)) for k in ("gemini", "openrouter", "anthropic") if k in overrides}
+        env = fake_env(fake, **counts)  # type: ignore[arg-type]
+        env.update({"KEYWHEEL_GATEWAY_KEYS": GATEWAY_KEY, "KEYWHEEL_ADMIN_KEY": ADMIN_KEY})
+        env.update(overrides)
+        served = start_gateway(env, tmp_path / f"gateway-{len(started)}.log", *args)
+        started.append(served)
+        return served
+
+    yield factory
+    for served in started:
+        served.stop()
