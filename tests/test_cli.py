@@ -63,4 +63,5 @@ def test_demo_runs_with_no_keys(tmp_path: Path) -> None:
     result = run(["demo", "--requests", "30", "--concurrency", "4"], {"COLUMNS": "160"}, tmp_path, timeout=120)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert "30 answered, 0 failed" in result.stdout
+    assert "gemini#4 (revoked) received 1 request(s), then none" in result.stdout
     assert "test-gemini-key" not in result.stdout

@@ -108,17 +108,18 @@ def _ask(
 
 
 def key_table(status: dict[str, Any], title: str = "keys") -> Table:
-    table = Table(title=title, expand=False)
-    for column in ("provider", "key", "state", "rest (s)", "requests", "ok", "failures", "tokens in/out", "last error"):
-        table.add_column(column, overflow="fold")
+    table = Table(title=title, caption="* primary provider", expand=False)
+    for column in ("provider", "key", "state", "rest s", "reqs", "ok", "failures", "tokens in/out"):
+        table.add_column(column, no_wrap=True, min_width=len(column))
+    table.add_column("last error", overflow="ellipsis", no_wrap=True, max_width=36)
     colors = {"active": "green", "cooling": "yellow", "disabled": "red"}
     for provider in status["providers"]:
-        name = provider["provider"] + (" (primary)" if provider.get("primary") else "")
+        name = provider["provider"] + (" *" if provider.get("primary") else "")
         if provider.get("throttled_for"):
             name += f" throttled {provider['throttled_for']:.1f}s"
         for key in provider["keys"]:
             state = key["state"]
-            failures = ", ".join(f"{k} {v}" for k, v in sorted(key["failures"].items())) or "-"
+            failures = " ".join(f"{k} {v}" for k, v in sorted(key["failures"].items())) or "-"
             table.add_row(
                 name,
                 key["key"],

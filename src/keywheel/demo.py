@@ -108,9 +108,21 @@ async def _demo(fake: FakeUpstream, total: int, concurrency: int, console: Conso
         live.update(view())
     await wheel.aclose()
     wheel.close()
-    console.print(
-        f"\nDone: {sum(served.values())} answered, {len(failed)} failed.  "
-        "Key 2 rested exactly as long as it was told, key 4 was disabled after one try, "
-        "and while Gemini was overloaded, traffic went to OpenRouter."
-    )
+    console.print(f"\nDone: {sum(served.values())} answered, {len(failed)} failed.")
+    for line in _findings(fake, failovers=sum(1 for e in events if "openrouter" in e and "gemini" in e)):
+        console.print(f"  • {line}")
     return 0 if not failed else 1
+
+
+def _findings(fake: FakeUpstream, failovers: int) -> list[str]:
+    """What the fake upstream itself saw: measured, not claimed."""
+    out = []
+    times = fake.times("test-gemini-key-2")
+    if len(times) >= 2:
+        out.append(f"gemini#2 was told to rest 3.0 s; its next request came {times[1] - times[0]:.2f} s later")
+    elif times:
+        out.append("gemini#2 was told to rest 3.0 s and had not been needed again when the demo ended")
+    out.append(f"gemini#4 (revoked) received {fake.count('test-gemini-key-4')} request(s), then none")
+    out.append(f"openrouter#3 (out of credit) received {fake.count('test-openrouter-key-3')} request(s), then none")
+    out.append(f"{failovers} requests failed over from Gemini to OpenRouter while Gemini was overloaded")
+    return out

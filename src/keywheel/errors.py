@@ -80,11 +80,12 @@ class UpstreamError(KeywheelError):
         super().__init__(message)
 
     def __str__(self) -> str:
-        where = " ".join(p for p in (self.provider, self.key) if p)
-        status = f" HTTP {self.status}" if self.status is not None else ""
-        rid = f" request_id={self.request_id}" if self.request_id else ""
-        prefix = f"[{where}{status}{rid}] " if (where or status or rid) else ""
-        return f"{prefix}{self.message}"
+        parts = [p for p in (self.provider, self.key) if p]
+        if self.status is not None:
+            parts.append(f"HTTP {self.status}")
+        if self.request_id:
+            parts.append(f"request_id={self.request_id}")
+        return f"[{' '.join(parts)}] {self.message}" if parts else self.message
 
 
 class KeyFault(UpstreamError):

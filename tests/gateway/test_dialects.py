@@ -394,7 +394,8 @@ def captured_genai_body(contents: Any, config: gtypes.GenerateContentConfig) -> 
         bodies.append(orjson.loads(request.content))
         return httpx2.Response(200, content=orjson.dumps(GEMINI.render_response(RESPONSE, "m")))
 
-    genai_client(transport(capture)).models.generate_content(model="m", contents=contents, config=config)
+    client = genai_client(transport(capture))  # held while in use: genai.Client.__del__ closes its HTTP client
+    client.models.generate_content(model="m", contents=contents, config=config)
     return bodies[0]
 
 
@@ -977,17 +978,18 @@ def test_sdks_raise_the_right_exception(
         status, headers, body = dialect.render_error(exc)
         return serve(status, body, {"content-type": "application/json", **headers})
 
+    oclient, aclient, gclient = (
+        openai_client(client_for(OPENAI)),
+        anthropic_client(client_for(ANTHROPIC)),
+        genai_client(client_for(GEMINI)),
+    )
     with pytest.raises(openai_cls) as caught_openai:
-        openai_client(client_for(OPENAI)).chat.completions.create(
-            model="m", messages=[{"role": "user", "content": "x"}]
-        )
+        oclient.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}])
     assert caught_openai.value.message.endswith(exc.args[0])
     with pytest.raises(anthropic_cls):
-        anthropic_client(client_for(ANTHROPIC)).messages.create(
-            model="m", max_tokens=1, messages=[{"role": "user", "content": "x"}]
-        )
+        aclient.messages.create(model="m", max_tokens=1, messages=[{"role": "user", "content": "x"}])
     with pytest.raises(genai_cls) as caught_genai:
-        genai_client(client_for(GEMINI)).models.generate_content(model="m", contents="x")
+        gclient.models.generate_content(model="m", contents="x")
     assert caught_genai.value.message == exc.args[0]
 
 
@@ -1014,7 +1016,8 @@ def test_model_lists() -> None:
     body = GEMINI.render_models(MODELS)
     # genai's own list path (its _Model_from_mldev copies the whole wire object into tuned_model_info,
     # so strict model_validate of its converted dict fails for any model: go through the pager instead)
-    models = list(genai_client(serve(200, orjson.dumps(body))).models.list())
+    gclient = genai_client(serve(200, orjson.dumps(body)))
+    models = list(gclient.models.list())
     assert [m.name for m in models] == ["models/auto", "models/gemini/gemini-2.5-flash"]
     assert models[1].supported_actions == ["generateContent", "streamGenerateContent"]
     assert models[1].display_name == "gemini/gemini-2.5-flash"

@@ -107,7 +107,10 @@ class Gateway:
             status = await self._route(scope, method, path, headers, dialect, receive, send, served)
         except HttpError as err:
             status = err.status
-            code, extra, body = dialect.render_simple_error(err.status, err.message)
+            if err.status == 401:
+                code, extra, body = dialect.render_auth_error(err.message)
+            else:
+                code, extra, body = dialect.render_simple_error(err.status, err.message)
             await _respond(send, code, body, {**extra, **err.headers})
         except KeywheelError as err:
             status, extra, body = dialect.render_error(err)
