@@ -108,7 +108,7 @@ def test_bearer_key_and_compatible_host() -> None:
     endpoint = Endpoint("glm", "https://api.z.ai/api/anthropic/", "glm-4.6", {"anthropic-beta": "x"})
     http = ADAPTER.build_request(endpoint, TOKEN, ChatRequest([user("hi")]), "glm-4.6", stream=True)
     assert http.url == "https://api.z.ai/api/anthropic/v1/messages"
-    assert http.headers["Authorization"] == "Bearer test-anthropic-token-1"
+    assert http.headers["authorization"] == "Bearer test-anthropic-token-1"
     assert "x-api-key" not in http.headers
     assert http.headers["anthropic-beta"] == "x"
     assert http.headers["anthropic-version"] == "2023-06-01"
@@ -117,8 +117,8 @@ def test_bearer_key_and_compatible_host() -> None:
 def test_endpoint_headers_override_case_insensitively() -> None:
     endpoint = Endpoint("anthropic", "https://api.anthropic.com", "m", {"Anthropic-Version": "2026-10-21"})
     headers = ADAPTER.build_request(endpoint, KEY, ChatRequest([user("hi")]), "m", stream=False).headers
-    assert [k for k in headers if k.lower() == "anthropic-version"] == ["Anthropic-Version"]
-    assert headers["Anthropic-Version"] == "2026-10-21"
+    assert [k for k in headers if k.lower() == "anthropic-version"] == ["anthropic-version"]
+    assert headers["anthropic-version"] == "2026-10-21"
 
 
 def test_defaults_and_options() -> None:
@@ -228,7 +228,7 @@ def test_build_raw_request_replaces_only_model_stream_and_auth() -> None:
     assert http.body is not None
     assert orjson.loads(http.body) == {**raw, "model": "claude-sonnet-4-5", "stream": True}
     assert raw["model"] == "claude-x"  # the caller's dict is not changed
-    assert http.headers["Authorization"] == "Bearer test-anthropic-token-1"
+    assert http.headers["authorization"] == "Bearer test-anthropic-token-1"
     assert http.url == "https://api.anthropic.com/v1/messages"
 
 

@@ -115,7 +115,7 @@ def test_versioned_base_and_prefixed_model() -> None:
 def test_bearer_token_goes_in_authorization() -> None:
     token = ApiKey("test-gemini-token-1", "gemini", "token", auth="bearer")
     headers = ADAPTER.build_request(ENDPOINT, token, ChatRequest([user("hi")]), "m", stream=False).headers
-    assert headers["Authorization"] == "Bearer test-gemini-token-1"
+    assert headers["authorization"] == "Bearer test-gemini-token-1"
     assert "x-goog-api-key" not in headers
 
 

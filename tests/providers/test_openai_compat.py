@@ -83,9 +83,9 @@ def test_openrouter_example_request() -> None:
     assert (http.method, http.url) == ("POST", "https://openrouter.ai/api/v1/chat/completions")
     assert http.headers == {
         "content-type": "application/json",
-        "HTTP-Referer": "https://example.app",
-        "X-OpenRouter-Title": "ExampleApp",
-        "Authorization": "Bearer test-openrouter-key-1",
+        "http-referer": "https://example.app",
+        "x-openrouter-title": "ExampleApp",
+        "authorization": "Bearer test-openrouter-key-1",
     }
     assert http.body is not None
     assert orjson.loads(http.body) == {
@@ -134,7 +134,7 @@ def test_bearer_whatever_the_key_auth() -> None:
     token = ApiKey("test-openai-key-1", "openai", "1", auth="bearer")
     for key in (KEY, token):
         headers = ADAPTER.build_request(OPENAI, key, ChatRequest([user("hi")]), "m", stream=False).headers
-        assert headers["Authorization"] == f"Bearer {key.reveal()}"
+        assert headers["authorization"] == f"Bearer {key.reveal()}"
 
 
 def test_non_streaming_body_has_no_stream_fields_and_url_image() -> None:
@@ -210,13 +210,13 @@ def test_build_raw_request() -> None:
     http = ADAPTER.build_raw_request(OPENROUTER, KEY, raw, "openai/gpt-4o", stream=False)
     assert orjson.loads(http.body or b"")["stream"] is False
     assert "stream_options" not in orjson.loads(http.body or b"")
-    assert http.headers["Authorization"] == "Bearer test-openrouter-key-1"
+    assert http.headers["authorization"] == "Bearer test-openrouter-key-1"
 
 
 def test_probe_requests() -> None:
     http = ADAPTER.probe_request(OPENROUTER, KEY)
     assert (http.method, http.url, http.body) == ("GET", "https://openrouter.ai/api/v1/key", None)
-    assert http.headers["Authorization"] == "Bearer test-openrouter-key-1"
+    assert http.headers["authorization"] == "Bearer test-openrouter-key-1"
     assert ADAPTER.probe_request(OPENAI, KEY).url == "https://api.openai.com/v1/models"
 
 

@@ -117,13 +117,11 @@ def header(headers: Mapping[str, str], name: str) -> str | None:
 
 
 def merge_headers(*layers: Mapping[str, str]) -> dict[str, str]:
-    """Later layers override earlier ones, comparing names case-insensitively."""
+    """Later layers override earlier ones; names come out lower-case (HTTP names are case-blind)."""
     merged: dict[str, str] = {}
     for layer in layers:
         for name, value in layer.items():
-            for old in [k for k in merged if k.lower() == name.lower()]:
-                del merged[old]
-            merged[name] = value
+            merged[name.lower()] = value
     return merged
 
 
