@@ -34,19 +34,37 @@ OPENAI_USAGE = {"prompt_tokens": 20, "completion_tokens": 7, "total_tokens": 27,
 
 
 def openai_chat() -> str:
-    return _compact({
-        "id": "gen-bench-1", "object": "chat.completion", "created": CREATED, "model": OPENAI_MODEL,
-        "provider": "OpenAI",
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": TEXT},
-                     "finish_reason": "stop", "native_finish_reason": "stop", "logprobs": None}],
-        "usage": OPENAI_USAGE,
-    })
+    return _compact(
+        {
+            "id": "gen-bench-1",
+            "object": "chat.completion",
+            "created": CREATED,
+            "model": OPENAI_MODEL,
+            "provider": "OpenAI",
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": TEXT},
+                    "finish_reason": "stop",
+                    "native_finish_reason": "stop",
+                    "logprobs": None,
+                }
+            ],
+            "usage": OPENAI_USAGE,
+        }
+    )
 
 
 def openai_stream() -> str:
     def chunk(delta: dict[str, str], finish: str | None = None, **extra: object) -> str:
-        body = {"id": "gen-bench-1", "object": "chat.completion.chunk", "created": CREATED, "model": OPENAI_MODEL,
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **extra}
+        body = {
+            "id": "gen-bench-1",
+            "object": "chat.completion.chunk",
+            "created": CREATED,
+            "model": OPENAI_MODEL,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            **extra,
+        }
         return "data: " + _compact(body)
 
     events = [": OPENROUTER PROCESSING", chunk({"role": "assistant", "content": ""})]
@@ -59,32 +77,52 @@ def openai_stream() -> str:
 
 # --- Anthropic ---------------------------------------------------------------------------------
 
+
 def anthropic_message() -> str:
-    return _compact({
-        "id": "msg_bench1", "type": "message", "role": "assistant", "model": ANTHROPIC_MODEL,
-        "content": [{"type": "text", "text": TEXT}], "stop_reason": "end_turn", "stop_sequence": None,
-        "usage": {"input_tokens": 20, "output_tokens": 7},
-    })
+    return _compact(
+        {
+            "id": "msg_bench1",
+            "type": "message",
+            "role": "assistant",
+            "model": ANTHROPIC_MODEL,
+            "content": [{"type": "text", "text": TEXT}],
+            "stop_reason": "end_turn",
+            "stop_sequence": None,
+            "usage": {"input_tokens": 20, "output_tokens": 7},
+        }
+    )
 
 
 def anthropic_stream() -> str:
     def event(name: str, **data: object) -> str:
         return f"event: {name}\ndata: " + _compact({"type": name, **data})
 
-    start = {"id": "msg_bench1", "type": "message", "role": "assistant", "model": ANTHROPIC_MODEL, "content": [],
-             "stop_reason": None, "stop_sequence": None, "usage": {"input_tokens": 20, "output_tokens": 1}}
-    events = [event("message_start", message=start),
-              event("content_block_start", index=0, content_block={"type": "text", "text": ""}),
-              event("ping")]
+    start = {
+        "id": "msg_bench1",
+        "type": "message",
+        "role": "assistant",
+        "model": ANTHROPIC_MODEL,
+        "content": [],
+        "stop_reason": None,
+        "stop_sequence": None,
+        "usage": {"input_tokens": 20, "output_tokens": 1},
+    }
+    events = [
+        event("message_start", message=start),
+        event("content_block_start", index=0, content_block={"type": "text", "text": ""}),
+        event("ping"),
+    ]
     events += [event("content_block_delta", index=0, delta={"type": "text_delta", "text": w}) for w in WORDS]
-    events += [event("content_block_stop", index=0),
-               event("message_delta", delta={"stop_reason": "end_turn", "stop_sequence": None},
-                     usage={"output_tokens": 7}),
-               event("message_stop")]
+    events += [
+        event("content_block_stop", index=0),
+        event("message_delta", delta={"stop_reason": "end_turn", "stop_sequence": None}, usage={"output_tokens": 7}),
+        event("message_stop"),
+    ]
     return _sse(events)
 
 
 # --- Gemini ------------------------------------------------------------------------------------
+
 
 def _gemini_response(text: str, usage_tokens: int, finish: bool) -> dict[str, object]:
     candidate: dict[str, object] = {"content": {"role": "model", "parts": [{"text": text}]}, "index": 0}
@@ -92,9 +130,13 @@ def _gemini_response(text: str, usage_tokens: int, finish: bool) -> dict[str, ob
         candidate["finishReason"] = "STOP"
     return {
         "candidates": [candidate],
-        "usageMetadata": {"promptTokenCount": 20, "candidatesTokenCount": usage_tokens,
-                          "totalTokenCount": 20 + usage_tokens},
-        "modelVersion": GEMINI_MODEL, "responseId": "bench-gemini-1",
+        "usageMetadata": {
+            "promptTokenCount": 20,
+            "candidatesTokenCount": usage_tokens,
+            "totalTokenCount": 20 + usage_tokens,
+        },
+        "modelVersion": GEMINI_MODEL,
+        "responseId": "bench-gemini-1",
     }
 
 
@@ -110,16 +152,32 @@ def gemini_stream() -> str:
 
 # --- OpenRouter key info -------------------------------------------------------------------------
 
+
 def openrouter_key() -> str:
-    return _compact({"data": {
-        "label": "sk-or-v1-ben...ch", "limit": None, "limit_reset": None, "limit_remaining": None,
-        "include_byok_in_limit": False, "usage": 0.25, "usage_daily": 0.01, "usage_weekly": 0.05,
-        "usage_monthly": 0.25, "is_free_tier": False, "is_management_key": False, "is_provisioning_key": False,
-        "expires_at": None, "free_model_daily_requests": {"used": 0, "limit": 1000, "remaining": 1000},
-    }})
+    return _compact(
+        {
+            "data": {
+                "label": "sk-or-v1-ben...ch",
+                "limit": None,
+                "limit_reset": None,
+                "limit_remaining": None,
+                "include_byok_in_limit": False,
+                "usage": 0.25,
+                "usage_daily": 0.01,
+                "usage_weekly": 0.05,
+                "usage_monthly": 0.25,
+                "is_free_tier": False,
+                "is_management_key": False,
+                "is_provisioning_key": False,
+                "expires_at": None,
+                "free_model_daily_requests": {"used": 0, "limit": 1000, "remaining": 1000},
+            }
+        }
+    )
 
 
 # --- What clients send ---------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Dialect:
@@ -131,26 +189,37 @@ class Dialect:
     ok: Callable[[bytes, bool], bool]
 
 
-def _openai_body(stream: bool) -> bytes:
-    body: dict[str, object] = {"model": OPENAI_MODEL, "max_tokens": 64, "messages": [
-        {"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is 2+2?"}]}
+def openai_body(stream: bool, model: str = OPENAI_MODEL) -> bytes:
+    body: dict[str, object] = {
+        "model": model,
+        "max_tokens": 64,
+        "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is 2+2?"}],
+    }
     if stream:
         body["stream"] = True
     return _compact(body).encode()
 
 
 def _anthropic_body(stream: bool) -> bytes:
-    body: dict[str, object] = {"model": ANTHROPIC_MODEL, "max_tokens": 64, "system": "Be brief.",
-                               "messages": [{"role": "user", "content": "What is 2+2?"}]}
+    body: dict[str, object] = {
+        "model": ANTHROPIC_MODEL,
+        "max_tokens": 64,
+        "system": "Be brief.",
+        "messages": [{"role": "user", "content": "What is 2+2?"}],
+    }
     if stream:
         body["stream"] = True
     return _compact(body).encode()
 
 
 def _gemini_body(_stream: bool) -> bytes:
-    return _compact({"contents": [{"role": "user", "parts": [{"text": "What is 2+2?"}]}],
-                     "systemInstruction": {"parts": [{"text": "Be brief."}]},
-                     "generationConfig": {"maxOutputTokens": 64}}).encode()
+    return _compact(
+        {
+            "contents": [{"role": "user", "parts": [{"text": "What is 2+2?"}]}],
+            "systemInstruction": {"parts": [{"text": "Be brief."}]},
+            "generationConfig": {"maxOutputTokens": 64},
+        }
+    ).encode()
 
 
 def _gemini_path(stream: bool) -> str:
@@ -185,7 +254,7 @@ def _gemini_ok(body: bytes, stream: bool) -> bool:
 
 
 DIALECTS = {
-    "openai": Dialect("openai", _openai_body, lambda _stream: "/v1/chat/completions", _openai_ok),
+    "openai": Dialect("openai", openai_body, lambda _stream: "/v1/chat/completions", _openai_ok),
     "anthropic": Dialect("anthropic", _anthropic_body, lambda _stream: "/v1/messages", _anthropic_ok),
     "gemini": Dialect("gemini", _gemini_body, _gemini_path, _gemini_ok),
 }

@@ -19,7 +19,8 @@ import uvicorn
 def make_app(upstream: str, keys: list[str], gateway_key: str) -> Any:
     expected_auth = f"Bearer {gateway_key}".encode()
     upstream_headers = itertools.cycle(
-        [{"Authorization": f"Bearer {key}", "Content-Type": "application/json"} for key in keys])
+        [{"Authorization": f"Bearer {key}", "Content-Type": "application/json"} for key in keys]
+    )
     session: list[aiohttp.ClientSession] = []  # made at lifespan start: it must live on uvicorn's loop
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -73,8 +74,16 @@ def main() -> None:
     parser.add_argument("--gateway-key", required=True)
     args = parser.parse_args()
     app = make_app(args.upstream.rstrip("/"), args.key, args.gateway_key)
-    uvicorn.run(app, host="127.0.0.1", port=args.port, loop="uvloop", http="httptools", lifespan="on",
-                access_log=False, log_level="warning")
+    uvicorn.run(
+        app,
+        host="127.0.0.1",
+        port=args.port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        log_level="warning",
+    )
 
 
 if __name__ == "__main__":

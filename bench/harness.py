@@ -33,6 +33,8 @@ from targets import ALL_TARGETS, SCENARIOS, Direct, Scenario, Target
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CHAT_SCENARIOS = ["chat", "stream"]
+MEASUREMENT_ERRORS = (RuntimeError, OSError, subprocess.TimeoutExpired)
+EXIT_MISSING_TOOLS = 3  # nothing measured: nginx, njs or wrk is not installed (callers may skip on it)
 
 
 @dataclass(frozen=True)
@@ -56,21 +58,42 @@ def parse_args(argv: list[str]) -> tuple[Settings, Path | None]:
     parser.add_argument("--rounds", type=int, default=int(os.environ.get("BENCH_ROUNDS", "2")))
     parser.add_argument("--seq-requests", type=int, default=int(os.environ.get("BENCH_SEQ_REQUESTS", "200")))
     parser.add_argument("--targets", default=os.environ.get("BENCH_TARGETS", "direct,floor,keywheel,litellm"))
-    parser.add_argument("--scenarios", default=os.environ.get("BENCH_SCENARIOS", ",".join(CHAT_SCENARIOS)),
-                        help=f"comma list of {', '.join(SCENARIOS)}; 'all' for every one")
-    parser.add_argument("--json", type=Path, help="where to write the results (default: bench/results/<time>.json;"
-                                                  " none in smoke mode)")
+    parser.add_argument(
+        "--scenarios",
+        default=os.environ.get("BENCH_SCENARIOS"),
+        help=f"comma list of {', '.join(SCENARIOS)}, or 'all' (default chat,stream; smoke: all)",
+    )
+    parser.add_argument(
+        "--json", type=Path, help="where to write the results (default: bench/results/<time>.json; none in smoke mode)"
+    )
     args = parser.parse_args(argv)
-    scenarios = list(SCENARIOS) if args.scenarios == "all" else _names(args.scenarios, SCENARIOS)
-    targets = _names(args.targets, {t.name for t in ALL_TARGETS})
+    scenarios_text = args.scenarios or ("all" if args.smoke else ",".join(CHAT_SCENARIOS))
+    scenarios = list(SCENARIOS) if scenarios_text == "all" else _names(scenarios_text, SCENARIOS)
+    targets = _names(args.targets, [t.name for t in ALL_TARGETS])
     if args.smoke:
-        settings = Settings(seconds=1, warmup=0, rounds=1, seq_requests=20, targets=targets,
-                            scenarios=list(SCENARIOS), wrk_scenarios=CHAT_SCENARIOS, latency_scenarios=["chat"],
-                            smoke=True)
+        settings = Settings(
+            seconds=1,
+            warmup=0,
+            rounds=1,
+            seq_requests=20,
+            targets=targets,
+            scenarios=scenarios,
+            wrk_scenarios=CHAT_SCENARIOS,
+            latency_scenarios=["chat"],
+            smoke=True,
+        )
         return settings, args.json
-    settings = Settings(seconds=args.seconds, warmup=args.warmup, rounds=args.rounds,
-                        seq_requests=args.seq_requests, targets=targets, scenarios=scenarios,
-                        wrk_scenarios=scenarios, latency_scenarios=scenarios, smoke=False)
+    settings = Settings(
+        seconds=args.seconds,
+        warmup=args.warmup,
+        rounds=args.rounds,
+        seq_requests=args.seq_requests,
+        targets=targets,
+        scenarios=scenarios,
+        wrk_scenarios=scenarios,
+        latency_scenarios=scenarios,
+        smoke=False,
+    )
     json_path = args.json or RESULTS / f"{datetime.now().strftime('%Y%m%d-%H%M%S')}.json"
     return settings, json_path
 
@@ -101,6 +124,7 @@ def isolate_network(argv: list[str]) -> None:
 
 # --- One target in one round --------------------------------------------------------------------
 
+
 @dataclass
 class TargetRun:
     round: int
@@ -114,8 +138,13 @@ class TargetRun:
 def measure_scenario(req: stream_client.Request, pid: int, settings: Settings, name: str) -> dict[str, Any]:
     seq = stream_client.run(req, settings.seq_requests)
     result: dict[str, Any] = {
-        "seq": {"ok": len(seq.total_s), "failures": len(seq.failures), "first_failure": next(iter(seq.failures), None),
-                "ttfb_p50_ms": seq.median_ms(seq.ttfb_s), "total_p50_ms": seq.median_ms(seq.total_s)},
+        "seq": {
+            "ok": len(seq.total_s),
+            "failures": len(seq.failures),
+            "first_failure": next(iter(seq.failures), None),
+            "ttfb_p50_ms": seq.median_ms(seq.ttfb_s),
+            "total_p50_ms": seq.median_ms(seq.total_s),
+        },
     }
     if seq.failures:
         return result  # a target that answers wrongly is not worth loading
@@ -148,11 +177,11 @@ def run_gateway(target: Target, round_no: int, upstream: str, workdir: Path, set
     proc = procs.spawn(cmd, env, log)
     try:
         first = target.request(base_url, SCENARIOS["chat"])
-        assert first is not None
+        assert first is not None  # every target speaks OpenAI chat
         out.startup_s = stream_client.first_good_answer(first, lambda: proc.poll() is None, target.start_timeout)
         say(f"  {target.name}: first good answer after {out.startup_s:.2f} s")
         run_scenarios(target, base_url, proc.pid, settings, out)
-    except (RuntimeError, OSError) as exc:
+    except MEASUREMENT_ERRORS as exc:
         out.error = f"{exc}\n{procs.tail(log)}".strip()
         say(f"  {target.name}: FAILED: {out.error}")
     finally:
@@ -160,7 +189,19 @@ def run_gateway(target: Target, round_no: int, upstream: str, workdir: Path, set
     return out
 
 
+def run_direct(target: Direct, round_no: int, upstream: str, nginx_pid: int, settings: Settings) -> TargetRun:
+    out = TargetRun(round_no, target.name)
+    say("  direct: nginx itself")
+    try:
+        run_scenarios(target, upstream, nginx_pid, settings, out)
+    except MEASUREMENT_ERRORS as exc:
+        out.error = str(exc)
+        say(f"  direct: FAILED: {exc}")
+    return out
+
+
 # --- The whole run --------------------------------------------------------------------------------
+
 
 def say(text: str) -> None:
     print(text, flush=True)
@@ -187,13 +228,16 @@ def run_rounds(targets: list[Target], settings: Settings, workdir: Path, nginx: 
         say(f"round {round_no}/{settings.rounds}")
         for target in targets:
             if isinstance(target, Direct):
-                out = TargetRun(round_no, target.name)
-                say("  direct: nginx itself")
-                run_scenarios(target, upstream, nginx.pid, settings, out)
-                runs.append(out)
+                runs.append(run_direct(target, round_no, upstream, nginx.pid, settings))
             else:
                 runs.append(run_gateway(target, round_no, upstream, workdir, settings))
     return runs
+
+
+def missing_tools() -> str | None:
+    if not shutil.which("wrk"):
+        return "wrk is not installed (bash bench/run.sh installs it)"
+    return nginx_upstream.unavailable_reason()
 
 
 def environment() -> dict[str, Any]:
@@ -202,14 +246,19 @@ def environment() -> dict[str, Any]:
             out = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
         except (OSError, subprocess.TimeoutExpired):
             return "unknown"
-        return (out.stdout + out.stderr).strip().splitlines()[0] if (out.stdout + out.stderr).strip() else "unknown"
+        lines = (out.stdout + out.stderr).strip().splitlines()  # nginx -v prints to stderr
+        return lines[0] if lines else "unknown"
 
     litellm_python = Path(__file__).resolve().parent / ".venv-litellm" / "bin" / "python"
     return {
-        "cpus": os.cpu_count(), "python": platform.python_version(), "kernel": platform.release(),
-        "nginx": version(["nginx", "-v"]), "wrk": version(["wrk", "-v"]),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+        "nginx": version(["nginx", "-v"]),
+        "wrk": version(["wrk", "-v"]),
         "litellm": version([str(litellm_python), "-c", "import importlib.metadata as m; print(m.version('litellm'))"])
-        if litellm_python.exists() else "absent",
+        if litellm_python.exists()
+        else "absent",
         "network": os.environ.get("BENCH_NETNS", "host (not root or no unshare)"),
     }
 
@@ -218,8 +267,9 @@ def main(argv: list[str]) -> int:
     settings, json_path = parse_args(argv)
     isolate_network(argv)
     started = time.monotonic()
-    if reason := nginx_upstream.unavailable_reason():
-        sys.exit(reason)
+    if reason := missing_tools():
+        print(reason, file=sys.stderr)
+        return EXIT_MISSING_TOOLS
     targets, skipped = available_targets(settings)
     say(f"settings: {settings}")
     with tempfile.TemporaryDirectory(prefix="keywheel-bench-") as tmp, ExitStack() as stack:
@@ -231,9 +281,14 @@ def main(argv: list[str]) -> int:
         nginx_start = stream_client.first_good_answer(probe, lambda: nginx.poll() is None, 10)
         say(f"nginx stand-in on 127.0.0.1:{port} (answered after {nginx_start:.2f} s)")
         runs = run_rounds(targets, settings, workdir, nginx, port)
-    results = report.build(settings=asdict(settings), environment=environment(), skipped=skipped,
-                           runs=[asdict(r) for r in runs], nginx_start_s=nginx_start,
-                           duration_s=time.monotonic() - started)
+    results = report.build(
+        settings=asdict(settings),
+        environment=environment(),
+        skipped=skipped,
+        runs=[asdict(r) for r in runs],
+        nginx_start_s=nginx_start,
+        duration_s=time.monotonic() - started,
+    )
     report.print_tables(results)
     if json_path:
         json_path.parent.mkdir(parents=True, exist_ok=True)

@@ -34,16 +34,30 @@ class WrkResult:
 def wrk(req: Request, connections: int, seconds: int, target_pid: int) -> WrkResult:
     """Load ``req`` at ``connections`` open connections for ``seconds``, metering ``target_pid``'s tree."""
     threads = min(2, connections)
-    headers = [arg for name, value in {"Content-Type": "application/json", **req.headers}.items()
-               for arg in ("-H", f"{name}: {value}")]
+    headers = [
+        arg
+        for name, value in {"Content-Type": "application/json", **req.headers}.items()
+        for arg in ("-H", f"{name}: {value}")
+    ]
     with tempfile.NamedTemporaryFile(prefix="bench-body-", suffix=".json") as body:
         body.write(req.body)
         body.flush()
-        cmd = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s",
-               "-s", str(POST_LUA), *headers, req.url]
+        cmd = [
+            "wrk",
+            f"-t{threads}",
+            f"-c{connections}",
+            f"-d{seconds}s",
+            "--timeout",
+            "10s",
+            "-s",
+            str(POST_LUA),
+            *headers,
+            req.url,
+        ]
         cpu_before = procs.cpu_seconds(target_pid)
-        out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "BENCH_BODY": body.name},
-                             timeout=seconds + 60)
+        out = subprocess.run(
+            cmd, capture_output=True, text=True, env={**os.environ, "BENCH_BODY": body.name}, timeout=seconds + 60
+        )
         cpu = procs.cpu_seconds(target_pid) - cpu_before
     return _parse(out, connections, cpu)
 
@@ -55,8 +69,12 @@ def _parse(out: subprocess.CompletedProcess[str], connections: int, cpu_s: float
     data = json.loads(line.removeprefix("BENCH_JSON "))
     seconds = data["duration_us"] / 1e6
     return WrkResult(
-        connections=connections, requests=data["requests"], seconds=seconds,
+        connections=connections,
+        requests=data["requests"],
+        seconds=seconds,
         errors=data["status_errors"] + data["socket_errors"] + data["timeouts"],
-        p50_ms=data["p50_us"] / 1000, p99_ms=data["p99_us"] / 1000, cpu_s=cpu_s,
+        p50_ms=data["p50_us"] / 1000,
+        p99_ms=data["p99_us"] / 1000,
+        cpu_s=cpu_s,
         rps=data["requests"] / seconds if seconds else 0.0,
     )

@@ -12,8 +12,9 @@ import procs
 
 HERE = Path(__file__).resolve().parent / "nginx"
 JS_MODULE = Path("/usr/lib/nginx/modules/ngx_http_js_module.so")
-GEMINI_403 = json.dumps({"error": {"code": 403, "status": "PERMISSION_DENIED",
-                                   "message": "Method doesn't allow unregistered callers"}})
+GEMINI_403 = json.dumps(
+    {"error": {"code": 403, "status": "PERMISSION_DENIED", "message": "Method doesn't allow unregistered callers"}}
+)
 
 
 def unavailable_reason() -> str | None:
@@ -34,12 +35,18 @@ def quote(text: str) -> str:
 
 def render(prefix: Path, port: int) -> str:
     values = {
-        "JS_MODULE": str(JS_MODULE), "PREFIX": str(prefix), "CONF_DIR": str(prefix), "PORT": str(port),
-        "OPENAI_JSON": quote(fixtures.openai_chat()), "OPENAI_STREAM": quote(fixtures.openai_stream()),
+        "JS_MODULE": str(JS_MODULE),
+        "PREFIX": str(prefix),
+        "CONF_DIR": str(prefix),
+        "PORT": str(port),
+        "OPENAI_JSON": quote(fixtures.openai_chat()),
+        "OPENAI_STREAM": quote(fixtures.openai_stream()),
         "ANTHROPIC_JSON": quote(fixtures.anthropic_message()),
         "ANTHROPIC_STREAM": quote(fixtures.anthropic_stream()),
-        "GEMINI_JSON": quote(fixtures.gemini_response()), "GEMINI_STREAM": quote(fixtures.gemini_stream()),
-        "GEMINI_403": quote(GEMINI_403), "OPENROUTER_KEY": quote(fixtures.openrouter_key()),
+        "GEMINI_JSON": quote(fixtures.gemini_response()),
+        "GEMINI_STREAM": quote(fixtures.gemini_stream()),
+        "GEMINI_403": quote(GEMINI_403),
+        "OPENROUTER_KEY": quote(fixtures.openrouter_key()),
     }
     text = (HERE / "nginx.conf.template").read_text()
     for name, value in values.items():

@@ -30,8 +30,14 @@ def child_env(extra: Mapping[str, str]) -> dict[str, str]:
 def spawn(cmd: list[str], env: Mapping[str, str] | None, log: Path) -> subprocess.Popen[bytes]:
     """Start ``cmd`` in a session of its own, so that stop() can end it and its children by its pid."""
     with log.open("ab") as out:
-        return subprocess.Popen(cmd, env=None if env is None else dict(env), stdin=subprocess.DEVNULL,
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        return subprocess.Popen(
+            cmd,
+            env=None if env is None else dict(env),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
 
 def stop(proc: subprocess.Popen[bytes], grace: float = 10.0) -> None:
@@ -57,7 +63,7 @@ def tail(log: Path, lines: int = 15) -> str:
 
 def _stat_fields(pid: int) -> list[str]:
     raw = Path(f"/proc/{pid}/stat").read_text()
-    return raw[raw.rindex(")") + 2:].split()  # the command name may contain spaces and parentheses
+    return raw[raw.rindex(")") + 2 :].split()  # the command name may contain spaces and parentheses
 
 
 def process_tree(root: int) -> list[int]:
@@ -101,4 +107,3 @@ def rss_bytes(root: int) -> int:
             if line.startswith("VmRSS:"):
                 total += int(line.split()[1]) * 1024
     return total
-

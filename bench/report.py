@@ -21,13 +21,18 @@ METRICS = {
     "total_ms": ("seq", "total_p50_ms"),
 }
 RATIOS = {  # name -> (metric, the target it is divided by)
-    "rps_x_floor": ("rps", "floor"), "rps_x_litellm": ("rps", "litellm"),
-    "cpu_x_floor": ("cpu_ms", "floor"), "cpu_x_litellm": ("cpu_ms", "litellm"),
+    "rps_x_floor": ("rps", "floor"),
+    "rps_x_litellm": ("rps", "litellm"),
+    "cpu_x_floor": ("cpu_ms", "floor"),
+    "cpu_x_litellm": ("cpu_ms", "litellm"),
 }
 TITLES = {
-    "chat": "OpenAI chat, non-streaming", "stream": "OpenAI chat, streaming",
-    "anthropic": "Anthropic in, OpenRouter out, non-streaming", "anthropic-stream": "Anthropic in, streaming",
-    "gemini": "Gemini in, OpenRouter out, non-streaming", "gemini-stream": "Gemini in, streaming",
+    "chat": "OpenAI chat, non-streaming",
+    "stream": "OpenAI chat, streaming",
+    "anthropic": "Anthropic in, OpenRouter out, non-streaming",
+    "anthropic-stream": "Anthropic in, streaming",
+    "gemini": "Gemini in, OpenRouter out, non-streaming",
+    "gemini-stream": "Gemini in, streaming",
 }
 
 
@@ -58,8 +63,9 @@ class Runs:
     def median(self, target: str, scenario: str, name: str) -> float | None:
         return _median([self.value(r, target, scenario, name) for r in self.rounds])
 
-    def paired(self, target: str, other: str, scenario: str, name: str,
-               combine: Callable[[float, float], float]) -> float | None:
+    def paired(
+        self, target: str, other: str, scenario: str, name: str, combine: Callable[[float, float], float]
+    ) -> float | None:
         """Median over rounds of combine(target's value, other's value from the same round)."""
         values: list[float | None] = []
         for r in self.rounds:
@@ -83,8 +89,15 @@ def errors_of(run: dict[str, Any]) -> int:
     return (1 if run.get("error") else 0) + sum(scenario_errors(r) for r in run["scenarios"].values())
 
 
-def build(*, settings: dict[str, Any], environment: dict[str, Any], skipped: dict[str, str],
-          runs: list[dict[str, Any]], nginx_start_s: float, duration_s: float) -> dict[str, Any]:
+def build(
+    *,
+    settings: dict[str, Any],
+    environment: dict[str, Any],
+    skipped: dict[str, str],
+    runs: list[dict[str, Any]],
+    nginx_start_s: float,
+    duration_s: float,
+) -> dict[str, Any]:
     table = Runs(runs)
     targets = list(dict.fromkeys(r["target"] for r in runs))
     summary: dict[str, dict[str, dict[str, float | None]]] = {}
@@ -97,10 +110,22 @@ def build(*, settings: dict[str, Any], environment: dict[str, Any], skipped: dic
             for ratio, (name, other) in RATIOS.items():
                 row[ratio] = table.paired(target, other, scenario, name, lambda a, b: a / b)
             summary.setdefault(scenario, {})[target] = row
-    process = {t: {"startup_s": nginx_start_s if t == "direct" else table.process_median(t, "startup_s"),
-                   "rss_mb": table.process_median(t, "rss_mb")} for t in targets}
-    return {"settings": settings, "environment": environment, "skipped": skipped, "duration_s": duration_s,
-            "summary": summary, "process": process, "runs": runs}
+    process = {
+        t: {
+            "startup_s": nginx_start_s if t == "direct" else table.process_median(t, "startup_s"),
+            "rss_mb": table.process_median(t, "rss_mb"),
+        }
+        for t in targets
+    }
+    return {
+        "settings": settings,
+        "environment": environment,
+        "skipped": skipped,
+        "duration_s": duration_s,
+        "summary": summary,
+        "process": process,
+        "runs": runs,
+    }
 
 
 def to_json(results: dict[str, Any]) -> str:
@@ -109,12 +134,15 @@ def to_json(results: dict[str, Any]) -> str:
 
 # --- Printing ---------------------------------------------------------------------------------------
 
+
 def _num(value: float | None, digits: int = 2, suffix: str = "") -> str:
     return "—" if value is None else f"{value:,.{digits}f}{suffix}"
 
 
 def _ratio(value: float | None) -> str:
-    return "—" if value is None else f"{value:.2f}×"
+    if value is None:
+        return "—"
+    return f"{value:.2f}×" if value >= 0.1 else f"{value:.2g}×"  # keep two digits of e.g. 0.0095
 
 
 def scenario_line(result: dict[str, Any]) -> str:
@@ -135,18 +163,33 @@ def scenario_line(result: dict[str, Any]) -> str:
 def scenario_table(scenario: str, rows: dict[str, dict[str, float | None]], errors: dict[str, int]) -> Table:
     stream = scenario.endswith("stream")
     table = Table(title=f"{scenario}: {TITLES.get(scenario, scenario)} (medians over rounds)", title_justify="left")
-    columns = ["target", "req/s @16", "×floor", "p50 @1", "p99 @1", "added p50", "CPU/req", "CPU ×floor",
-               "CPU ×LiteLLM"]
+    columns = [
+        "target",
+        "req/s @16",
+        "×floor",
+        "p50 @1",
+        "p99 @1",
+        "added p50",
+        "CPU/req",
+        "CPU ×floor",
+        "CPU ×LiteLLM",
+    ]
     columns += ["TTFB p50", "last byte p50"] if stream else []
     for column in [*columns, "errors"]:
         table.add_column(column, justify="left" if column == "target" else "right")
     for target, row in rows.items():
         gateway = target != "direct"
-        cells = [target, _num(row["rps"], 0), _ratio(row["rps_x_floor"]) if gateway else "",
-                 _num(row["p50_ms"], 2, " ms"), _num(row["p99_ms"], 2, " ms"),
-                 _num(row["added_p50_ms"], 2, " ms") if gateway else "",
-                 _num(row["cpu_ms"], 3, " ms"), _ratio(row["cpu_x_floor"]) if gateway else "",
-                 _ratio(row["cpu_x_litellm"]) if gateway else ""]
+        cells = [
+            target,
+            _num(row["rps"], 0),
+            _ratio(row["rps_x_floor"]) if gateway else "",
+            _num(row["p50_ms"], 2, " ms"),
+            _num(row["p99_ms"], 2, " ms"),
+            _num(row["added_p50_ms"], 2, " ms") if gateway else "",
+            _num(row["cpu_ms"], 3, " ms"),
+            _ratio(row["cpu_x_floor"]) if gateway else "",
+            _ratio(row["cpu_x_litellm"]) if gateway else "",
+        ]
         if stream:
             cells += [_num(row["ttfb_ms"], 2, " ms"), _num(row["total_ms"], 2, " ms")]
         count = errors.get(target, 0)
@@ -182,8 +225,10 @@ def print_tables(results: dict[str, Any], console: Console | None = None) -> Non
     for scenario, rows in results["summary"].items():
         ratio = rows.get("keywheel", {}).get("cpu_x_litellm")
         if ratio:
-            console.print(f"keywheel vs LiteLLM, CPU per request ({scenario}): {ratio:.3f}× "
-                          f"(LiteLLM costs {1 / ratio:.1f}× keywheel's)")
+            console.print(
+                f"keywheel vs LiteLLM, CPU per request ({scenario}): {ratio:.3f}× "
+                f"(LiteLLM costs {1 / ratio:.1f}× keywheel's)"
+            )
     for target, reason in results["skipped"].items():
         console.print(f"[yellow]skipped {target}[/yellow]: {reason}")
     for run in results["runs"]:
@@ -191,10 +236,14 @@ def print_tables(results: dict[str, Any], console: Console | None = None) -> Non
             console.print(f"[red]{run['target']} failed in round {run['round']}[/red]: {run['error']}")
         for scenario, result in run["scenarios"].items():
             if result["seq"]["failures"]:
-                console.print(f"[red]{run['target']} gave {result['seq']['failures']} wrong answer(s) to {scenario} "
-                              f"in round {run['round']}[/red], the first: {result['seq']['first_failure']}")
+                console.print(
+                    f"[red]{run['target']} gave {result['seq']['failures']} wrong answer(s) to {scenario} "
+                    f"in round {run['round']}[/red], the first: {result['seq']['first_failure']}"
+                )
     settings = results["settings"]
-    console.print(f"{settings['rounds']} round(s), {settings['seconds']} s per wrk run, "
-                  f"{settings['seq_requests']} sequential requests per scenario; "
-                  f"whole run {results['duration_s']:.0f} s; network: {results['environment']['network']}. "
-                  "Compare only figures from the same run.")
+    console.print(
+        f"{settings['rounds']} round(s), {settings['seconds']} s per wrk run, "
+        f"{settings['seq_requests']} sequential requests per scenario; "
+        f"whole run {results['duration_s']:.0f} s; network: {results['environment']['network']}. "
+        "Compare only figures from the same run."
+    )

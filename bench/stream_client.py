@@ -49,8 +49,7 @@ class Client:
     def once(self, req: Request) -> tuple[int, bytes, float, float]:
         """Status, body, seconds to the first body byte, seconds to the last."""
         start = time.perf_counter()
-        self.conn.request("POST", self.path, body=req.body, headers={"Content-Type": "application/json",
-                                                                     **req.headers})
+        self.conn.request("POST", self.path, body=req.body, headers={"Content-Type": "application/json", **req.headers})
         resp = self.conn.getresponse()
         first = resp.read1(65536)
         ttfb = time.perf_counter() - start
@@ -84,7 +83,11 @@ def run(req: Request, count: int) -> SeqResult:
 
 
 def first_good_answer(req: Request, alive: Callable[[], bool], timeout: float) -> float:
-    """Seconds until ``req`` gets a good answer; retries while the server is coming up."""
+    """Seconds until ``req`` gets a good answer; retries while the server is coming up.
+
+    Connection errors and 5xx mean "not ready yet"; any other wrong answer fails at once,
+    since waiting will not change it.
+    """
     start = time.perf_counter()
     last = "no answer"
     while time.perf_counter() - start < timeout:
@@ -96,6 +99,8 @@ def first_good_answer(req: Request, alive: Callable[[], bool], timeout: float) -
             if status == 200 and req.ok(body, req.stream):
                 return time.perf_counter() - start
             last = f"HTTP {status}: {body[:300]!r}"
+            if status < 500:
+                raise RuntimeError(f"wrong answer at start-up ({last})")
         except (OSError, http.client.HTTPException) as exc:
             last = f"{type(exc).__name__}: {exc}"
         finally:
@@ -114,12 +119,22 @@ def main() -> None:
     args = parser.parse_args()
     dialect = fixtures.DIALECTS[args.dialect]
     headers = dict(h.split(":", 1) for h in args.header)
-    req = Request(args.url, {k.strip(): v.strip() for k, v in headers.items()}, dialect.body(args.stream),
-                  args.stream, dialect.ok)
+    req = Request(
+        args.url, {k.strip(): v.strip() for k, v in headers.items()}, dialect.body(args.stream), args.stream, dialect.ok
+    )
     result = run(req, args.count)
-    print(json.dumps({"ok": len(result.total_s), "failed": len(result.failures),
-                      "ttfb_p50_ms": result.median_ms(result.ttfb_s), "total_p50_ms": result.median_ms(result.total_s),
-                      "first_failures": result.failures[:3]}, indent=2))
+    print(
+        json.dumps(
+            {
+                "ok": len(result.total_s),
+                "failed": len(result.failures),
+                "ttfb_p50_ms": result.median_ms(result.ttfb_s),
+                "total_p50_ms": result.median_ms(result.total_s),
+                "first_failures": result.failures[:3],
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

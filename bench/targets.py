@@ -6,6 +6,7 @@ wrk at nginx itself, whose figures are the baseline the others' "added" latency 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -35,20 +36,28 @@ class Scenario:
     stream: bool
 
 
-SCENARIOS = {s.name: s for s in [
-    Scenario("chat", "openai", stream=False),
-    Scenario("stream", "openai", stream=True),
-    Scenario("anthropic", "anthropic", stream=False),
-    Scenario("anthropic-stream", "anthropic", stream=True),
-    Scenario("gemini", "gemini", stream=False),
-    Scenario("gemini-stream", "gemini", stream=True),
-]}
+SCENARIOS = {
+    s.name: s
+    for s in [
+        Scenario("chat", "openai", stream=False),
+        Scenario("stream", "openai", stream=True),
+        Scenario("anthropic", "anthropic", stream=False),
+        Scenario("anthropic-stream", "anthropic", stream=True),
+        Scenario("gemini", "gemini", stream=False),
+        Scenario("gemini-stream", "gemini", stream=True),
+    ]
+}
 
 
 def make_request(base_url: str, scenario: Scenario, headers: dict[str, str], path: str | None = None) -> Request:
     dialect = fixtures.DIALECTS[scenario.dialect]
-    return Request(url=base_url + (path or dialect.path(scenario.stream)), headers=headers,
-                   body=dialect.body(scenario.stream), stream=scenario.stream, ok=dialect.ok)
+    return Request(
+        url=base_url + (path or dialect.path(scenario.stream)),
+        headers=headers,
+        body=dialect.body(scenario.stream),
+        stream=scenario.stream,
+        ok=dialect.ok,
+    )
 
 
 class Target:
@@ -98,8 +107,17 @@ class Floor(Target):
 
     def command(self, port: int, upstream: str, _workdir: Path) -> tuple[list[str], dict[str, str]]:
         keys = [arg for key in upstream_keys("openrouter") for arg in ("--key", key)]
-        cmd = [sys.executable, str(HERE / "floor_app.py"), "--port", str(port),
-               "--upstream", f"{upstream}/api/v1", "--gateway-key", GATEWAY_KEY, *keys]
+        cmd = [
+            sys.executable,
+            str(HERE / "floor_app.py"),
+            "--port",
+            str(port),
+            "--upstream",
+            f"{upstream}/api/v1",
+            "--gateway-key",
+            GATEWAY_KEY,
+            *keys,
+        ]
         return cmd, procs.child_env({})
 
 
@@ -108,13 +126,21 @@ class Keywheel(Target):
     dialects = frozenset(fixtures.DIALECTS)
     # BENCH_KEYWHEEL may name another build's executable, e.g. an older commit's, to compare the two.
     executable = Path(os.environ.get("BENCH_KEYWHEEL", Path(sys.prefix) / "bin" / "keywheel"))
+    # keywheel reads "<provider>/<model>" as "that provider first", so the bare OpenRouter slug
+    # (which has a slash of its own) would name a provider "openai".
+    model = os.environ.get("BENCH_KEYWHEEL_MODEL", f"openrouter/{fixtures.OPENAI_MODEL}")
 
     def unavailable_reason(self) -> str | None:
         if not self.executable.exists():
             return f"{self.executable} does not exist (pip install -e . in the dev venv)"
         try:
-            probe = subprocess.run([str(self.executable), "serve", "--help"], capture_output=True, text=True,
-                                   timeout=30, env=procs.child_env({}))
+            probe = subprocess.run(
+                [str(self.executable), "serve", "--help"],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                env=procs.child_env({}),
+            )
         except subprocess.TimeoutExpired:
             return "`keywheel serve --help` did not finish within 30 s"
         if probe.returncode != 0:
@@ -125,10 +151,14 @@ class Keywheel(Target):
     def command(self, port: int, upstream: str, _workdir: Path) -> tuple[list[str], dict[str, str]]:
         env = {
             "AI_PROVIDER": "openrouter",
-            "OPENROUTER_BASE_URL": f"{upstream}/api/v1", "OPENROUTER_MODEL": fixtures.OPENAI_MODEL,
-            "ENABLE_ANTHROPIC": "false", "ENABLE_GEMINI": "false",
-            "ANTHROPIC_BASE_URL": upstream, "ANTHROPIC_MODEL": fixtures.ANTHROPIC_MODEL,
-            "GEMINI_BASE_URL": upstream, "GEMINI_MODEL": fixtures.GEMINI_MODEL,
+            "OPENROUTER_BASE_URL": f"{upstream}/api/v1",
+            "OPENROUTER_MODEL": fixtures.OPENAI_MODEL,
+            "ENABLE_ANTHROPIC": "false",
+            "ENABLE_GEMINI": "false",
+            "ANTHROPIC_BASE_URL": upstream,
+            "ANTHROPIC_MODEL": fixtures.ANTHROPIC_MODEL,
+            "GEMINI_BASE_URL": upstream,
+            "GEMINI_MODEL": fixtures.GEMINI_MODEL,
             "KEYWHEEL_GATEWAY_KEYS": GATEWAY_KEY,
         }
         for provider in ("openrouter", "anthropic", "gemini"):
@@ -136,6 +166,12 @@ class Keywheel(Target):
                 env[f"{provider.upper()}_API_KEY_{i}"] = key
         cmd = [str(self.executable), "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
         return cmd, procs.child_env(env)
+
+    def request(self, base_url: str, scenario: Scenario) -> Request | None:
+        req = super().request(base_url, scenario)
+        if req is not None and scenario.dialect == "openai":
+            req = dataclasses.replace(req, body=fixtures.openai_body(scenario.stream, self.model))
+        return req
 
 
 class LiteLLM(Target):
@@ -154,8 +190,17 @@ class LiteLLM(Target):
     def command(self, port: int, upstream: str, workdir: Path) -> tuple[list[str], dict[str, str]]:
         config = workdir / "litellm-config.yaml"
         config.write_text(json.dumps(litellm_config(f"{upstream}/v1"), indent=2))  # JSON is valid YAML
-        cmd = [str(self.executable), "--config", str(config), "--host", "127.0.0.1", "--port", str(port),
-               "--num_workers", "1"]
+        cmd = [
+            str(self.executable),
+            "--config",
+            str(config),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--num_workers",
+            "1",
+        ]
         env = {
             "LITELLM_LOCAL_MODEL_COST_MAP": "True",  # else it fetches a price list from the internet at start
             "LITELLM_LOG": "ERROR",  # also turns off uvicorn's access log
@@ -166,17 +211,25 @@ class LiteLLM(Target):
 def litellm_config(api_base: str) -> dict[str, object]:
     """Four keys as four deployments of one model; every kind of logging off."""
     deployments = [
-        {"model_name": fixtures.OPENAI_MODEL,
-         "litellm_params": {"model": f"openai/{fixtures.OPENAI_MODEL}", "api_base": api_base, "api_key": key}}
+        {
+            "model_name": fixtures.OPENAI_MODEL,
+            "litellm_params": {"model": f"openai/{fixtures.OPENAI_MODEL}", "api_base": api_base, "api_key": key},
+        }
         for key in upstream_keys("openrouter")
     ]
     return {
         "model_list": deployments,
         "router_settings": {"routing_strategy": "simple-shuffle", "num_retries": 0},
-        "litellm_settings": {"set_verbose": False, "json_logs": False, "turn_off_message_logging": True,
-                             "request_timeout": 30, "callbacks": [], "success_callback": [], "failure_callback": []},
-        "general_settings": {"master_key": LITELLM_MASTER_KEY, "disable_spend_logs": True,
-                             "disable_error_logs": True},
+        "litellm_settings": {
+            "set_verbose": False,
+            "json_logs": False,
+            "turn_off_message_logging": True,
+            "request_timeout": 30,
+            "callbacks": [],
+            "success_callback": [],
+            "failure_callback": [],
+        },
+        "general_settings": {"master_key": LITELLM_MASTER_KEY, "disable_spend_logs": True, "disable_error_logs": True},
     }
 
 
