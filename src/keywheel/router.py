@@ -225,12 +225,19 @@ class Router:
         self.settle(served, completion.usage)
         return completion, body, served
 
-    async def open_stream(self, targets: list[Target], build: RequestBuilder) -> EventStream:
-        """Open a stream on the first target that yields a first event; fail over before that."""
+    async def open_stream(
+        self, targets: list[Target], build: RequestBuilder, *, passthrough: str | None = None
+    ) -> EventStream:
+        """Open a stream on the first target that yields a first event; fail over before that.
+
+        ``passthrough``: the caller's dialect, when the caller will take an upstream of
+        that dialect as raw bytes (:meth:`EventStream.raw`)."""
         idle = self.settings.stream_idle_timeout
 
         async def attempt(target: Target, key: ApiKey, timeout: float) -> EventStream:
-            return await EventStream.open(self.transport, target, build(target, key, True), timeout, idle)
+            raw = target.adapter.dialect == passthrough
+            http = build(target, key, True)
+            return await EventStream.open(self.transport, target, http, timeout, idle, passthrough=raw)
 
         stream, served = await self.execute(targets, attempt)
         stream.bind(served, self.pools[served.target.provider.name])
@@ -272,8 +279,11 @@ class EventStream:
         resp: StreamingResponse,
         target: Target,
         parser: StreamParser,
+        passthrough: bool = False,
     ) -> None:
         self._cm = cm
+        # Bytes go to the caller as they are (raw()); events need only be watched.
+        self.passthrough = passthrough
         self.response = resp
         self.target = target
         self._parser = parser
@@ -291,7 +301,14 @@ class EventStream:
 
     @classmethod
     async def open(
-        cls, transport: Transport, target: Target, http: HttpRequest, timeout: float, idle_timeout: float
+        cls,
+        transport: Transport,
+        target: Target,
+        http: HttpRequest,
+        timeout: float,
+        idle_timeout: float,
+        *,
+        passthrough: bool = False,
     ) -> EventStream:
         cm = transport.stream(http, timeout, min(idle_timeout, timeout))
         resp = await cm.__aenter__()
@@ -299,7 +316,7 @@ class EventStream:
             if resp.status >= 300:
                 body = await resp.read()
                 raise target.adapter.classify_error(resp.status, resp.headers, body)
-            stream = cls(cm, resp, target, target.adapter.stream_parser())
+            stream = cls(cm, resp, target, target.adapter.stream_parser(), passthrough)
             while not stream._first and not stream._finished:
                 chunk = await anext(stream._chunks, None)
                 if chunk is not None:
@@ -310,15 +327,19 @@ class EventStream:
             await cm.__aexit__(None, None, None)
             raise
 
-    def _parse(self, chunk: bytes | None, *, hold: bool = False) -> list[StreamEvent]:
+    def _parse(self, chunk: bytes | None, *, hold: bool = False, tap: bool = False) -> list[StreamEvent]:
         """Events of one chunk (``None``: the connection ended).  With ``hold``, an error
-        after events of the same chunk is kept for later instead of raised."""
+        after events of the same chunk is kept for later instead of raised; with ``tap``
+        (pass-through), the parser may skip content it need not translate."""
         events: list[StreamEvent] = []
         parser = self._parser
+        feed = parser.tap if tap else parser.feed
         sse_events = self._decoder.feed(chunk) if chunk is not None else self._decoder.close()
         try:
             for sse in sse_events:
-                events.extend(parser.feed(sse))
+                events.extend(feed(sse))
+                if hold and events and self.passthrough:
+                    feed = parser.tap  # the first event is in: the rest only needs watching
             if chunk is None and not any(isinstance(e, StreamEnd) for e in events):
                 events.extend(parser.close())
         except UpstreamError as exc:
@@ -336,6 +357,11 @@ class EventStream:
         for event in self._first:
             if isinstance(event, StreamEnd):
                 self._stamp(event)
+
+    @property
+    def finished(self) -> bool:
+        """The upstream's closing event has been read (what is left is at most the connection's end)."""
+        return self._finished
 
     @property
     def served(self) -> Served:
@@ -373,7 +399,7 @@ class EventStream:
             while not self._finished:
                 chunk = await anext(self._chunks, None)
                 try:
-                    self._parse(chunk)
+                    self._parse(chunk, tap=self.passthrough)
                 except UpstreamError as exc:
                     error = self._own(exc)
                     if chunk is not None:

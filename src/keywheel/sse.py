@@ -17,58 +17,57 @@ class SSEEvent:
 
 
 class SSEDecoder:
-    __slots__ = ("_buf", "_event", "_data")
+    """Bytes in, complete events out.  Keeps only the unfinished tail between feeds."""
+
+    __slots__ = ("_buf",)
 
     def __init__(self) -> None:
         self._buf = b""
-        self._event: str | None = None
-        self._data: list[str] = []
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
         buf = self._buf + chunk if self._buf else chunk
+        if b"\r" in buf:
+            # A CR at the very end may be the first half of a CRLF: keep it for the next feed.
+            hold = buf.endswith(b"\r")
+            if hold:
+                buf = buf[:-1]
+            buf = buf.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+            if hold:
+                buf += b"\r"
+        blocks = buf.split(b"\n\n")
+        self._buf = blocks.pop()
         out: list[SSEEvent] = []
-        start = 0
-        n = len(buf)
-        while start < n:
-            nl = buf.find(b"\n", start)
-            cr = buf.find(b"\r", start, nl if nl >= 0 else n)
-            if cr >= 0:
-                end = cr
-                # a lone CR at the very end may be the first half of CRLF
-                if cr + 1 >= n:
-                    break
-                nxt = cr + 2 if buf[cr + 1 : cr + 2] == b"\n" else cr + 1
-            elif nl >= 0:
-                end, nxt = nl, nl + 1
-            else:
-                break
-            self._line(buf[start:end].decode("utf-8"), out)
-            start = nxt
-        self._buf = buf[start:]
+        for block in blocks:
+            event = _event(block)
+            if event is not None:
+                out.append(event)
         return out
 
     def close(self) -> list[SSEEvent]:
         """Flush a final event that was not followed by a blank line."""
-        out: list[SSEEvent] = []
-        if self._buf:
-            self._line(self._buf.decode("utf-8", "replace"), out)
-            self._buf = b""
-        self._line("", out)
-        return out
+        block = self._buf.replace(b"\r\n", b"\n").replace(b"\r", b"\n").strip(b"\n")
+        self._buf = b""
+        event = _event(block) if block else None
+        return [event] if event is not None else []
 
-    def _line(self, line: str, out: list[SSEEvent]) -> None:
-        if not line:
-            if self._data or self._event is not None:
-                out.append(SSEEvent(self._event, "\n".join(self._data)))
-            self._event = None
-            self._data = []
-            return
-        if line[0] == ":":
-            return
-        name, sep, value = line.partition(":")
+
+def _event(block: bytes) -> SSEEvent | None:
+    # The common case, one "data: {...}" line, without splitting into lines.
+    if block.startswith(b"data: ") and b"\n" not in block:
+        return SSEEvent(None, block[6:].decode("utf-8", "replace"))
+    name: str | None = None
+    data: list[str] = []
+    for raw in block.split(b"\n"):
+        if not raw or raw[:1] == b":":
+            continue
+        line = raw.decode("utf-8", "replace")
+        field, sep, value = line.partition(":")
         if sep and value.startswith(" "):
             value = value[1:]
-        if name == "data":
-            self._data.append(value)
-        elif name == "event":
-            self._event = value
+        if field == "data":
+            data.append(value)
+        elif field == "event":
+            name = value
+    if not data and name is None:
+        return None
+    return SSEEvent(name, "\n".join(data))

@@ -32,27 +32,30 @@ class HttpResponse:
 
 
 class StreamingResponse:
-    """An upstream answer whose body is read chunk by chunk."""
+    """An upstream answer whose body is read chunk by chunk.
 
-    __slots__ = ("status", "headers", "_resp", "_idle_timeout")
+    The wait for each chunk is bounded by the session's per-read timeout
+    (aiohttp's ``sock_read``), which costs no timer per chunk.
+    """
 
-    def __init__(self, resp: aiohttp.ClientResponse, idle_timeout: float) -> None:
+    __slots__ = ("status", "headers", "_resp")
+
+    def __init__(self, resp: aiohttp.ClientResponse) -> None:
         self.status = resp.status
         self.headers: Mapping[str, str] = resp.headers
         self._resp = resp
-        self._idle_timeout = idle_timeout
 
     async def read(self) -> bytes:
         try:
-            return await asyncio.wait_for(self._resp.read(), self._idle_timeout)
+            return await self._resp.read()
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise _wrap(exc) from None
 
     async def chunks(self) -> AsyncIterator[bytes]:
-        content = self._resp.content
+        readany = self._resp.content.readany
         while True:
             try:
-                chunk = await asyncio.wait_for(content.readany(), self._idle_timeout)
+                chunk = await readany()
             except (TimeoutError, aiohttp.ClientError) as exc:
                 raise _wrap(exc) from None
             if not chunk:
@@ -76,9 +79,14 @@ class Transport:
         self._sessions: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aiohttp.ClientSession] = (
             weakref.WeakKeyDictionary()
         )
+        self._last: tuple[asyncio.AbstractEventLoop, aiohttp.ClientSession] | None = None
+        self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
 
     def _session(self) -> aiohttp.ClientSession:
         loop = asyncio.get_running_loop()
+        last = self._last
+        if last is not None and last[0] is loop and not last[1].closed:
+            return last[1]  # the common case: one loop
         session = self._sessions.get(loop)
         if session is None or session.closed:
             connector = aiohttp.TCPConnector(
@@ -91,6 +99,7 @@ class Transport:
                 skip_auto_headers=("User-Agent",),
             )
             self._sessions[loop] = session
+        self._last = (loop, session)
         return session
 
     async def send(self, request: HttpRequest, timeout: float) -> HttpResponse:
@@ -114,11 +123,17 @@ class Transport:
         session = self._session()
         try:
             async with asyncio.timeout(timeout):
-                resp = await session.request(request.method, request.url, headers=request.headers, data=request.body)
+                resp = await session.request(
+                    request.method,
+                    request.url,
+                    headers=request.headers,
+                    data=request.body,
+                    timeout=self._stream_timeout(idle_timeout),
+                )
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise _wrap(exc) from None
         try:
-            yield StreamingResponse(resp, idle_timeout)
+            yield StreamingResponse(resp)
         finally:
             # Closing (not releasing) drops the connection when the body was not
             # read to the end, so a cancelled stream stops the upstream at once.
@@ -126,6 +141,14 @@ class Transport:
                 resp.release()
             else:
                 resp.close()
+
+    def _stream_timeout(self, idle: float) -> aiohttp.ClientTimeout:
+        cached = self._timeouts.get(idle)
+        if cached is None:
+            cached = self._timeouts[idle] = aiohttp.ClientTimeout(
+                total=None, sock_connect=self._connect_timeout, sock_read=idle
+            )
+        return cached
 
     async def aclose(self) -> None:
         """Close the session of the running loop (others close with their loops)."""

@@ -260,17 +260,26 @@ class Gateway:
         send: Send,
         served: list[Served],
     ) -> int:
-        stream = await self.wheel.router.open_stream(targets, build)
+        stream = await self.wheel.router.open_stream(targets, build, passthrough=dialect.name)
         who = stream.served
         served.append(who)
-        renderer = dialect.stream_renderer(inbound.model, inbound.include_usage)
+        renderer = (
+            None
+            if who.target.adapter.dialect == dialect.name
+            else dialect.stream_renderer(inbound.model, inbound.include_usage)
+        )
         await send(
             {"type": "http.response.start", "status": 200, "headers": SSE_HEADERS + _header_list(_served_headers(who))}
         )
+        ended = False
         try:
-            if who.target.adapter.dialect == dialect.name:
+            if renderer is None:
                 async for chunk in stream.raw():
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                    # The chunk that closes the stream also ends the response: one write fewer.
+                    ended = stream.finished
+                    await send({"type": "http.response.body", "body": chunk, "more_body": not ended})
+                    if ended:
+                        break
             else:
                 start = renderer.start()
                 if start:
@@ -279,10 +288,12 @@ class Gateway:
                     await send({"type": "http.response.body", "body": renderer.event(event), "more_body": True})
         except KeywheelError as err:
             # Once the stream has started, errors travel in-band, the dialect's way.
+            renderer = renderer or dialect.stream_renderer(inbound.model, inbound.include_usage)
             await send({"type": "http.response.body", "body": renderer.error(err), "more_body": True})
         finally:
             await stream.aclose()
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        if not ended:
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
         return 200
 
     def _targets(self, model: str, fallback: bool) -> list[Target]:
@@ -442,6 +453,7 @@ def _header_list(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
 
 
 async def _respond(send: Send, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
-    head = JSON_HEADERS + _header_list(headers) if headers else JSON_HEADERS
+    head = JSON_HEADERS + _header_list(headers) if headers else list(JSON_HEADERS)
+    head.append((b"content-length", b"%d" % len(body)))
     await send({"type": "http.response.start", "status": status, "headers": head})
     await send({"type": "http.response.body", "body": body, "more_body": False})

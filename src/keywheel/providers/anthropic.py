@@ -238,6 +238,12 @@ class AnthropicStreamParser:
         self._tool_index: dict[int, int] = {}  # Anthropic block index -> tool-call counter
         self._done = False
 
+    def tap(self, event: SSEEvent) -> list[StreamEvent]:
+        # Deltas and pings carry neither usage nor the end; everything else is parsed.
+        if event.event in ("content_block_delta", "ping") and '"error"' not in event.data:
+            return []
+        return self.feed(event)
+
     def feed(self, event: SSEEvent) -> list[StreamEvent]:
         if self._done or not event.data.strip():
             return []

@@ -42,6 +42,11 @@ class StreamParser(Protocol):
     def feed(self, event: SSEEvent) -> list[StreamEvent]:
         """Translate one SSE event.  Raises an :class:`UpstreamError` for an in-band error event."""
 
+    def tap(self, event: SSEEvent) -> list[StreamEvent]:
+        """Like :meth:`feed`, for a pass-through stream whose bytes go to the caller as
+        they are: the parser need only track the end, usage and errors, so it may skip
+        the JSON of plain content events.  Never skips an error event."""
+
     def close(self) -> list[StreamEvent]:
         """The stream's connection ended.  Returns the final events (ending with a
         :class:`~keywheel.types.StreamEnd`) or raises

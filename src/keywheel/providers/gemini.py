@@ -330,6 +330,10 @@ class GeminiStreamParser:
         self._model = ""
         self._id = ""
 
+    def tap(self, event: SSEEvent) -> list[StreamEvent]:
+        # Every Gemini chunk may carry usage and the finish reason: parse them all.
+        return self.feed(event)
+
     def feed(self, event: SSEEvent) -> list[StreamEvent]:
         if not event.data.strip():
             return []

@@ -288,6 +288,15 @@ class OpenAIStreamParser:
         self._last_index = 0
         self._ended = False
 
+    def tap(self, event: SSEEvent) -> list[StreamEvent]:
+        data = event.data
+        # Plain content chunks carry no error, no usage object and no finish reason.
+        if '"error"' in data or '"usage":{' in data or '"usage": {' in data or 'finish_reason":"' in data:
+            return self.feed(event)
+        if 'finish_reason": "' in data or data.strip() == "[DONE]":
+            return self.feed(event)
+        return []
+
     def feed(self, event: SSEEvent) -> list[StreamEvent]:
         data = event.data.strip()
         if self._ended or not data:
