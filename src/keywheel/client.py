@@ -136,16 +136,31 @@ class Wheel:
         messages: Sequence[Mapping[str, Any]],
         *,
         model: str | None = None,
+        system: str | None = None,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        tool_choice: Any = None,
         provider: str | None = None,
         fallback: bool = True,
-        **options: Any,
+        **extra: Any,
     ) -> ChatResponse:
         """One chat completion: rotates keys, rests limited ones, fails over across providers.
 
-        ``options``: ``system``, ``max_tokens``, ``temperature``, ``tools``,
-        ``tool_choice``, and any provider-specific field (passed through as is).
+        ``model`` applies to the first provider (``provider``, default AI_PROVIDER);
+        fallbacks use their own configured models.  ``fallback=False`` stays on that
+        provider.  ``tools`` are OpenAI-style; ``extra`` fields go into the upstream
+        body as they are (e.g. ``top_k`` for OpenRouter).
         """
-        request = self.request(messages, **options)
+        request = self.request(
+            messages,
+            system=system,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            tools=tools,
+            tool_choice=tool_choice,
+            **extra,
+        )
         return await self.acomplete(request, model=model, provider=provider, fallback=fallback)
 
     async def acomplete(

@@ -20,6 +20,7 @@ Never holds a lock: the key pools do their own locking, around memory only.
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
@@ -46,6 +47,7 @@ from keywheel.transport import StreamingResponse, Transport
 from keywheel.types import Attempt, ChatRequest, Completion, StreamEnd, StreamEvent, Usage
 
 T = TypeVar("T")
+log = logging.getLogger("keywheel.router")
 
 
 @dataclass(slots=True)
@@ -143,6 +145,8 @@ class Router:
                         self._own(exc, target, key)
                         pool.release(key, exc, latency)
                         attempts.append(_attempt(target, key, exc, latency))
+                        if log.isEnabledFor(logging.INFO):
+                            log.info("attempt failed: %s", exc)
                         last = exc
                         if exc.scope == "request":
                             if isinstance(exc, ContextTooLong) and target.provider.context_window:

@@ -52,15 +52,28 @@ class StreamingResponse:
             raise _wrap(exc) from None
 
     async def chunks(self) -> AsyncIterator[bytes]:
-        readany = self._resp.content.readany
+        content = self._resp.content
+        readany = content.readany
         while True:
             try:
                 chunk = await readany()
             except (TimeoutError, aiohttp.ClientError) as exc:
+                # aiohttp raises a broken connection before handing out what it had
+                # already received; the caller is owed those bytes first.
+                leftover = _drain(content)
+                if leftover:
+                    yield leftover
                 raise _wrap(exc) from None
             if not chunk:
                 return
             yield chunk
+
+
+def _drain(content: aiohttp.StreamReader) -> bytes:
+    try:
+        return content._read_nowait(-1) if content._buffer else b""  # noqa: SLF001 — see chunks()
+    except Exception:  # a timed-out reader refuses; then there is nothing to save
+        return b""
 
 
 def _wrap(exc: BaseException) -> NetworkError | Timeout:

@@ -81,6 +81,20 @@ def test_cooldown_and_failover_headers(gateway: GatewayFactory, fake: FakeUpstre
     assert "gemini" in resp.json()["error"]["message"]
 
 
+def test_model_names_route_as_documented(gateway_once: Served, http: httpx.Client) -> None:
+    def provider_for(model: str) -> str:
+        resp = http.post(gateway_once.url + "/v1/chat/completions", json={**HELLO, "model": model}, headers=AUTH)
+        return resp.headers.get("x-keywheel-provider", str(resp.status_code))
+
+    assert provider_for("auto") == "gemini"  # the primary
+    assert provider_for("openai/gpt-4o-mini") == "openrouter"  # OPENROUTER_MODEL's default, slash and all
+    assert provider_for("anthropic/claude-x") == "anthropic"  # provider prefix
+    assert provider_for("openrouter/meta-llama/llama-3.3-70b-instruct") == "openrouter"
+    assert provider_for("claude-sonnet-4-6") == "anthropic"  # family
+    assert provider_for("some-local-model") == "gemini"  # unknown bare name: the chain
+    assert provider_for("mistral/large") == "404"
+
+
 def test_pass_through_keeps_fields_keywheel_does_not_model(
     gateway: GatewayFactory, fake: FakeUpstream, http: httpx.Client
 ) -> None:

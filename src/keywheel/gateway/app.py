@@ -302,11 +302,15 @@ class Gateway:
         return router.chain(provider, chosen, fallback=fallback if provider else True)
 
     def resolve_model(self, model: str) -> tuple[str | None, str | None]:
-        """``auto`` → the chain; ``<provider>/<model>`` → that provider first; a bare name →
-        the provider whose configured model or model family it is, else the chain."""
+        """``auto`` → the chain; a provider's configured model → that provider;
+        ``<provider>/<model>`` → that provider first; a bare name → the provider whose
+        model family it is, else the chain."""
         settings = self.settings
         if model in AUTO_MODELS:
             return None, None
+        for name in settings.chain:  # a configured model, slashes and all ("openai/gpt-4o-mini")
+            if settings.providers[name].model == model:
+                return name, model
         head, sep, rest = model.partition("/")
         if sep:
             cfg = settings.providers.get(head)
@@ -314,9 +318,6 @@ class Gateway:
                 enabled = ", ".join(settings.chain)
                 raise HttpError(404, f"unknown provider {head!r} in model {model!r} (configured: {enabled})")
             return head, rest or None
-        for name in settings.chain:
-            if settings.providers[name].model == model:
-                return name, model
         for prefix, name in FAMILIES:
             if model.startswith(prefix) and name in settings.chain:
                 return name, model
