@@ -135,7 +135,34 @@ def key_table(status: dict[str, Any], title: str = "keys") -> Table:
     return table
 
 
+def _remote_status(url: str, admin_key: str | None) -> int:
+    import json
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(url.rstrip("/") + "/status")
+    if admin_key:
+        request.add_header("authorization", f"Bearer {admin_key}")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            status = json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        _console(stderr=True).print(f"[red]{url}/status answered {err.code}[/red] (is KEYWHEEL_ADMIN_KEY right?)")
+        return 1
+    except (OSError, ValueError) as err:
+        _console(stderr=True).print(f"[red]could not read {url}/status:[/red] {err}")
+        return 1
+    out = _console()
+    out.print(f"gateway {url}: primary [bold]{status['primary']}[/bold], chain {' → '.join(status['chain'])}")
+    out.print(key_table(status, "keys (live)"))
+    return 0
+
+
 def cmd_status(args: argparse.Namespace) -> int:
+    if args.url:
+        import os
+
+        return _remote_status(args.url, args.admin_key or os.environ.get("KEYWHEEL_ADMIN_KEY"))
     try:
         wheel = _wheel(args.env_file)
     except ConfigError as err:
@@ -244,7 +271,9 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--no-stream", action="store_true", help="wait for the whole answer instead of streaming")
     chat.set_defaults(func=cmd_chat)
 
-    status = sub.add_parser("status", help="show the configured providers and keys (by fingerprint)")
+    status = sub.add_parser("status", help="show providers and keys by fingerprint (of a running gateway with --url)")
+    status.add_argument("--url", help="a running gateway, e.g. http://127.0.0.1:8787: show its live key state")
+    status.add_argument("--admin-key", help="the gateway's KEYWHEEL_ADMIN_KEY (default: from the environment)")
     status.set_defaults(func=cmd_status)
 
     demo = sub.add_parser("demo", help="watch rotation, cooldowns and failover against a local fake upstream")

@@ -215,6 +215,25 @@ def test_status_needs_the_admin_key_and_shows_fingerprints(gateway_once: Served,
     assert keys[0].startswith("gemini#1 ") and all("test-" not in k for k in keys)
 
 
+def test_status_command_reads_a_live_gateway(gateway_once: Served, http: httpx.Client) -> None:
+    http.post(gateway_once.url + "/v1/chat/completions", json=HELLO, headers=AUTH)
+    env = {"PATH": "/usr/bin:/bin", "COLUMNS": "200", "KEYWHEEL_ADMIN_KEY": ADMIN_KEY}
+    cmd = [sys.executable, "-m", "keywheel.cli", "status", "--url", gateway_once.url]
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=30, check=False)
+    assert result.returncode == 0, result.stderr
+    assert "keys (live)" in result.stdout and "gemini#1" in result.stdout
+    assert ADMIN_KEY not in result.stdout + result.stderr
+    bad = subprocess.run(
+        cmd + ["--admin-key", "wrong-admin-key-000000"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert bad.returncode == 1 and "401" in bad.stderr
+
+
 def test_client_disconnect_mid_stream_closes_upstream(gateway: GatewayFactory, fake: FakeUpstream) -> None:
     served = gateway(AI_PROVIDER="gemini")
     fake.set("test-gemini-key-1", "slow_stream", interval=0.3)
