@@ -44,7 +44,7 @@ class KeyStats:
     successes: int = 0
     failures: dict[str, int] = field(default_factory=dict)
     last_error: str | None = None
-    last_used: float | None = None  # wall-clock time
+    last_used: float | None = None  # on the pool's clock
     tokens_in: int = 0
     tokens_out: int = 0
     latency_ms_total: float = 0.0
@@ -144,12 +144,13 @@ class KeyPool:
         now = self._clock()
         with self._lock:
             rec = self._keys.get(key.fingerprint)
-            if rec is None or rec.key != key:
+            if rec is None or (rec.key is not key and rec.key != key):
                 return  # removed meanwhile
             stats = rec.stats
-            stats.in_flight = max(stats.in_flight - 1, 0)
+            if stats.in_flight > 0:
+                stats.in_flight -= 1
             stats.requests += 1
-            stats.last_used = time.time()
+            stats.last_used = now  # monotonic; snapshot() turns it into wall-clock time
             stats.latency_ms_total += latency_ms
             if usage is not None:
                 stats.tokens_in += usage.input_tokens
@@ -259,6 +260,7 @@ class KeyPool:
 
     def snapshot(self) -> dict[str, Any]:
         now = self._clock()
+        wall_offset = time.time() - now
         with self._lock:
             keys = []
             for rec in self._keys.values():
@@ -279,7 +281,7 @@ class KeyPool:
                         "successes": s.successes,
                         "failures": dict(s.failures),
                         "last_error": s.last_error,
-                        "last_used": s.last_used,
+                        "last_used": None if s.last_used is None else round(s.last_used + wall_offset, 3),
                         "tokens_in": s.tokens_in,
                         "tokens_out": s.tokens_out,
                         "avg_latency_ms": round(s.latency_ms_total / s.requests, 1) if s.requests else None,
