@@ -5,8 +5,8 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-# Debian packages the suite needs (nginx + wrk for the benchmark smoke test).
-SYSDEPS := nginx wrk
+# Debian packages the suite needs: nginx (with njs) and wrk for the benchmark smoke test.
+SYSDEPS := nginx wrk libnginx-mod-http-js
 
 .PHONY: run test lint typecheck unit sysdeps bench clean
 

@@ -215,6 +215,33 @@ def test_status_needs_the_admin_key_and_shows_fingerprints(gateway_once: Served,
     assert keys[0].startswith("gemini#1 ") and all("test-" not in k for k in keys)
 
 
+def test_admin_actions_over_http(gateway: GatewayFactory, fake: FakeUpstream, http: httpx.Client) -> None:
+    served = gateway(AI_PROVIDER="gemini", gemini="2")
+    admin = {"authorization": f"Bearer {ADMIN_KEY}"}
+    status = http.get(served.url + "/status", headers=admin).json()
+    first = status["providers"][0]["keys"][0]["key"]
+    assert http.post(served.url + "/admin/keys/disable", json={"key": first}, headers=AUTH).status_code == 401
+    assert (
+        http.post(
+            served.url + "/admin/keys/disable", json={"key": first, "reason": "rotating"}, headers=admin
+        ).status_code
+        == 200
+    )
+    for _ in range(4):
+        http.post(served.url + "/v1/chat/completions", json=HELLO, headers=AUTH)
+    assert fake.count("test-gemini-key-1") == 0
+    added = http.post(
+        served.url + "/admin/keys/add", json={"provider": "gemini", "key": "test-gemini-key-7"}, headers=admin
+    )
+    assert added.status_code == 200 and "test-gemini-key-7" not in added.text
+    assert http.post(served.url + "/admin/keys/enable", json={"key": first}, headers=admin).status_code == 200
+    for _ in range(6):
+        http.post(served.url + "/v1/chat/completions", json=HELLO, headers=AUTH)
+    assert fake.count("test-gemini-key-1") >= 1 and fake.count("test-gemini-key-7") >= 1
+    missing = http.post(served.url + "/admin/keys/remove", json={"key": "gemini#9 ...0000"}, headers=admin)
+    assert missing.status_code == 404
+
+
 def test_status_command_reads_a_live_gateway(gateway_once: Served, http: httpx.Client) -> None:
     http.post(gateway_once.url + "/v1/chat/completions", json=HELLO, headers=AUTH)
     env = {"PATH": "/usr/bin:/bin", "COLUMNS": "200", "KEYWHEEL_ADMIN_KEY": ADMIN_KEY}
