@@ -129,6 +129,23 @@ def test_anthropic_sdk_chat_stream_and_tools(gateway: GatewayFactory, model: str
     assert "the tool said 4" in second.content[0].text  # type: ignore[union-attr]
 
 
+def test_anthropic_beta_header_travels_with_a_pass_through_body(gateway: GatewayFactory, fake: FakeUpstream) -> None:
+    served = gateway(AI_PROVIDER="anthropic")
+    client = anthropic_client(served)
+    client.messages.create(
+        model="auto",
+        max_tokens=16,
+        messages=[{"role": "user", "content": "hi"}],
+        extra_headers={"anthropic-beta": "fine-grained-tool-streaming-2025-05-14"},
+        extra_body={"metadata": {"user_id": "u-1"}},
+    )
+    (sent,) = fake.requests
+    assert sent.headers["anthropic-beta"] == "fine-grained-tool-streaming-2025-05-14"
+    assert sent.body["metadata"] == {"user_id": "u-1"}  # untouched by the pass-through
+    assert sent.headers["anthropic-version"] == "2023-06-01"
+    assert sent.key == "test-anthropic-key-1"
+
+
 # ------------------------------------------------------------------ Gemini SDK
 
 

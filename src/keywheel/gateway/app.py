@@ -216,7 +216,7 @@ class Gateway:
         stream = inbound.stream or path_stream
         fallback = headers.get(b"x-keywheel-fallback", b"on").lower() not in (b"off", b"false", b"0")
         targets = self._targets(inbound.model, fallback)
-        build = _builder(dialect, inbound, body)
+        build = _builder(dialect, inbound, body, _forwarded(dialect, headers))
         # Watch for the client going away: cancel this handler, which closes upstream.
         handler = asyncio.current_task()
         assert handler is not None
@@ -388,7 +388,18 @@ class Gateway:
 # -------------------------------------------------------------------- helpers
 
 
-def _builder(dialect: Dialect, inbound: InboundRequest, body: dict[str, Any]) -> RequestBuilder:
+# Client headers that travel with a pass-through body: they change what the body means.
+FORWARDED = {"anthropic": (b"anthropic-beta",)}
+
+
+def _forwarded(dialect: Dialect, headers: dict[bytes, bytes]) -> dict[str, str]:
+    names = FORWARDED.get(dialect.name, ())
+    return {name.decode(): headers[name].decode("latin-1") for name in names if name in headers}
+
+
+def _builder(
+    dialect: Dialect, inbound: InboundRequest, body: dict[str, Any], forwarded: dict[str, str]
+) -> RequestBuilder:
     """Pass the body through when the upstream speaks the caller's dialect; translate otherwise."""
     same = dialect.name
     request = inbound.request
@@ -396,7 +407,10 @@ def _builder(dialect: Dialect, inbound: InboundRequest, body: dict[str, Any]) ->
     def build(target: Target, key: ApiKey, stream: bool) -> HttpRequest:
         adapter = target.adapter
         if adapter.dialect == same:
-            return adapter.build_raw_request(target.endpoint, key, body, target.model, stream=stream)
+            http = adapter.build_raw_request(target.endpoint, key, body, target.model, stream=stream)
+            if forwarded:
+                http.headers.update(forwarded)
+            return http
         inbound.check_translatable()
         return adapter.build_request(target.endpoint, key, request, target.model, stream=stream)
 
