@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -160,8 +161,6 @@ def _remote_status(url: str, admin_key: str | None) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     if args.url:
-        import os
-
         return _remote_status(args.url, args.admin_key or os.environ.get("KEYWHEEL_ADMIN_KEY"))
     try:
         wheel = _wheel(args.env_file)
@@ -187,8 +186,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import os
-
     import uvicorn
 
     from keywheel.gateway import Gateway
@@ -243,6 +240,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             return run_demo_default()
         return _config_failed(err)
     serve_args = build_parser().parse_args(["--env-file", args.env_file, "serve"])
+    serve_args.log_level = args.log_level
     return cmd_serve(serve_args)
 
 
@@ -282,8 +280,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=cmd_demo)
 
     serve = sub.add_parser("serve", help="run the HTTP gateway (OpenAI, Anthropic and Gemini dialects)")
-    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=8787, help="port (default 8787)")
+    serve.add_argument(
+        "--host", default=os.environ.get("KEYWHEEL_HOST", "127.0.0.1"), help="address to bind (default 127.0.0.1)"
+    )
+    serve.add_argument("--port", type=int, default=int(os.environ.get("KEYWHEEL_PORT", "8787")), help="port (8787)")
     serve.add_argument(
         "--workers", type=int, default=1, help="worker processes (default 1; each has its own key state)"
     )

@@ -8,6 +8,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import httpx2
@@ -307,6 +308,36 @@ def test_a_full_run_logs_no_upstream_key(gateway: GatewayFactory, fake: FakeUpst
     for provider, n in (("gemini", 4), ("openrouter", 2), ("anthropic", 2)):
         for i in range(1, n + 1):
             assert f"test-{provider}-key-{i}" not in log
+
+
+def test_run_serves_the_gateway_when_keys_are_configured(fake: FakeUpstream, tmp_path: Path) -> None:
+    from tests.gateway.conftest import free_port
+
+    port = free_port()
+    (tmp_path / ".env").write_text(
+        "".join(f"{k}={v}\n" for k, v in fake_env(fake, AI_PROVIDER="gemini").items()) + f"KEYWHEEL_PORT={port}\n"
+    )
+    env = {"PATH": "/usr/bin:/bin", "KEYWHEEL_PORT": str(port)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "keywheel.cli", "run"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        answer = None
+        while time.monotonic() < deadline and answer is None:
+            try:
+                answer = httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", json=HELLO, timeout=5)
+            except httpx.TransportError:
+                time.sleep(0.1)
+        assert answer is not None and answer.status_code == 200
+        assert answer.headers["x-keywheel-provider"] == "gemini"
+    finally:
+        proc.terminate()
+        proc.wait(10)
 
 
 def test_serve_refuses_a_public_address_without_gateway_keys(tmp_path: object) -> None:
