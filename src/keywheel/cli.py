@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from keywheel.client import Wheel
+from keywheel.config import load_env
 from keywheel.errors import ConfigError, KeywheelError
 from keywheel.types import StreamEnd, TextDelta
 
@@ -197,6 +198,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return _config_failed(err)
     settings = wheel.settings
     stderr = _console(stderr=True)
+    variables = load_env(None, args.env_file)
+    args.host = args.host or variables.get("KEYWHEEL_HOST") or "127.0.0.1"
+    try:
+        args.port = args.port or int(variables.get("KEYWHEEL_PORT") or 8787)
+    except ValueError:
+        stderr.print(f"[red]KEYWHEEL_PORT must be a port number, got {variables['KEYWHEEL_PORT']!r}[/red]")
+        wheel.close()
+        return 2
     if not _is_loopback(args.host) and not settings.gateway_keys:
         stderr.print(
             f"[red]refusing to serve on {args.host}:[/red] no KEYWHEEL_GATEWAY_KEYS are set, so anyone who can "
@@ -280,10 +289,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=cmd_demo)
 
     serve = sub.add_parser("serve", help="run the HTTP gateway (OpenAI, Anthropic and Gemini dialects)")
-    serve.add_argument(
-        "--host", default=os.environ.get("KEYWHEEL_HOST", "127.0.0.1"), help="address to bind (default 127.0.0.1)"
-    )
-    serve.add_argument("--port", type=int, default=int(os.environ.get("KEYWHEEL_PORT", "8787")), help="port (8787)")
+    serve.add_argument("--host", help="address to bind (default KEYWHEEL_HOST, else 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default KEYWHEEL_PORT, else 8787)")
     serve.add_argument(
         "--workers", type=int, default=1, help="worker processes (default 1; each has its own key state)"
     )
