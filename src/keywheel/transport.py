@@ -131,18 +131,18 @@ class Transport:
     async def stream(
         self, request: HttpRequest, timeout: float, idle_timeout: float
     ) -> AsyncIterator[StreamingResponse]:
-        """Open a streaming request: ``timeout`` bounds the wait for the status line,
-        ``idle_timeout`` each wait for the next chunk."""
+        """Open a streaming request.  The per-read timeout (the smaller of ``timeout`` and
+        ``idle_timeout``) bounds the wait for the status line and then for each chunk:
+        one mechanism, no timer per chunk."""
         session = self._session()
         try:
-            async with asyncio.timeout(timeout):
-                resp = await session.request(
-                    request.method,
-                    request.url,
-                    headers=request.headers,
-                    data=request.body,
-                    timeout=self._stream_timeout(idle_timeout),
-                )
+            resp = await session.request(
+                request.method,
+                request.url,
+                headers=request.headers,
+                data=request.body,
+                timeout=self._stream_timeout(min(timeout, idle_timeout)),
+            )
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise _wrap(exc) from None
         try:
@@ -155,12 +155,14 @@ class Transport:
             else:
                 resp.close()
 
-    def _stream_timeout(self, idle: float) -> aiohttp.ClientTimeout:
-        cached = self._timeouts.get(idle)
+    def _stream_timeout(self, read: float) -> aiohttp.ClientTimeout:
+        # Usually the configured idle timeout: cache that one (and only a few others,
+        # since a deadline running out gives a new value each time).
+        cached = self._timeouts.get(read)
         if cached is None:
-            cached = self._timeouts[idle] = aiohttp.ClientTimeout(
-                total=None, sock_connect=self._connect_timeout, sock_read=idle
-            )
+            cached = aiohttp.ClientTimeout(total=None, sock_connect=self._connect_timeout, sock_read=read)
+            if len(self._timeouts) < 8:
+                self._timeouts[read] = cached
         return cached
 
     async def aclose(self) -> None:
