@@ -150,6 +150,19 @@ def gemini_stream() -> str:
     return _sse(events, newline="\r\n")
 
 
+def openrouter_429() -> str:
+    """OpenRouter's rate-limit answer (sent with ``retry-after``), for keys named ``...-cool-N``."""
+    return _compact(
+        {
+            "error": {
+                "code": 429,
+                "message": "Rate limit exceeded: bench cooling key",
+                "metadata": {"error_type": "rate_limit_exceeded"},
+            }
+        }
+    )
+
+
 # --- OpenRouter key info -------------------------------------------------------------------------
 
 

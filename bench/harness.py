@@ -2,10 +2,14 @@
 
 The targets run interleaved, round after round (direct, floor, keywheel, litellm, direct, ...),
 because this machine's speed drifts over minutes: only ratios within one run mean anything.
-See bench/README.md for what is measured and how to read the table.
+After that section (``gateway``) come ``inprocess`` (inprocess.py: Wheel.achat against the raw
+aiohttp call and LiteLLM's Router), ``keypool`` (keypool.py: key selection), ``scaling``
+(scaling.py: the gateway with 1 to 1,000 keys, some cooling) and, only when asked for, ``soak``
+(soak.py: RSS over 200,000 requests). See bench/README.md for what is measured and how to read it.
 
     .venv/bin/python bench/harness.py            # full run (BENCH_SECONDS, BENCH_ROUNDS, ...)
-    .venv/bin/python bench/harness.py --smoke    # every available target, briefly, < 30 s
+    .venv/bin/python bench/harness.py --soak     # the same plus the soak (BENCH_SOAK=1)
+    .venv/bin/python bench/harness.py --smoke    # every section briefly, < 60 s, no thresholds
 """
 
 from __future__ import annotations
@@ -24,17 +28,32 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import inprocess
+import keypool
 import loadgen
 import nginx_upstream
 import procs
 import report
+import scaling
+import soak
 import stream_client
+from rich.console import Console
 from targets import ALL_TARGETS, SCENARIOS, Direct, Scenario, Target
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CHAT_SCENARIOS = ["chat", "stream"]
 MEASUREMENT_ERRORS = (RuntimeError, OSError, subprocess.TimeoutExpired)
 EXIT_MISSING_TOOLS = 3  # nothing measured: nginx, njs or wrk is not installed (callers may skip on it)
+SECTIONS = ["gateway", "inprocess", "keypool", "scaling", "soak"]
+DEFAULT_SECTIONS = ["gateway", "inprocess", "keypool", "scaling"]  # the soak only when asked for
+NEEDS: dict[str, set[str]] = {  # tools each section needs ("nginx": with its njs module)
+    "gateway": {"nginx", "wrk"},
+    "inprocess": {"nginx"},
+    "keypool": set(),
+    "scaling": {"nginx", "wrk"},
+    "soak": {"nginx"},
+}
+SECTION_MODULES: dict[str, Any] = {"inprocess": inprocess, "keypool": keypool, "scaling": scaling, "soak": soak}
 
 
 @dataclass(frozen=True)
@@ -48,6 +67,11 @@ class Settings:
     wrk_scenarios: list[str]  # scenarios loaded with wrk at 16 connections; the rest are only checked and timed
     latency_scenarios: list[str]  # scenarios also run with wrk at 1 connection
     smoke: bool
+    sections: list[str] = field(default_factory=lambda: list(DEFAULT_SECTIONS))
+    calls: int | None = None  # inprocess: sequential calls per client and round (None: its default)
+    concurrent_calls: int | None = None  # inprocess: calls over 16 tasks
+    keypool_pairs: int | None = None  # keypool: pairs per measurement
+    soak_requests: int | None = None
 
 
 def parse_args(argv: list[str]) -> tuple[Settings, Path | None]:
@@ -64,9 +88,31 @@ def parse_args(argv: list[str]) -> tuple[Settings, Path | None]:
         help=f"comma list of {', '.join(SCENARIOS)}, or 'all' (default chat,stream; smoke: all)",
     )
     parser.add_argument(
+        "--sections",
+        default=os.environ.get("BENCH_SECTIONS", ",".join(DEFAULT_SECTIONS)),
+        help=f"comma list of {', '.join(SECTIONS)} (default: all but soak)",
+    )
+    parser.add_argument(
+        "--soak", action="store_true", default=os.environ.get("BENCH_SOAK") == "1", help="add the soak section"
+    )
+    parser.add_argument("--calls", type=int, help="inprocess: sequential calls per client and round (2000)")
+    parser.add_argument("--concurrent-calls", type=int, help="inprocess: calls over 16 tasks (4000)")
+    parser.add_argument("--keypool-pairs", type=int, help="keypool: acquire+release pairs per measurement")
+    parser.add_argument("--soak-requests", type=int, help="soak: requests in all (BENCH_SOAK_REQUESTS, 200000)")
+    parser.add_argument(
         "--json", type=Path, help="where to write the results (default: bench/results/<time>.json; none in smoke mode)"
     )
     args = parser.parse_args(argv)
+    sections = _names(args.sections, SECTIONS)
+    if args.soak and "soak" not in sections:
+        sections.append("soak")
+    extra: dict[str, Any] = {
+        "sections": [name for name in SECTIONS if name in sections],
+        "calls": args.calls,
+        "concurrent_calls": args.concurrent_calls,
+        "keypool_pairs": args.keypool_pairs,
+        "soak_requests": args.soak_requests,
+    }
     scenarios_text = args.scenarios or ("all" if args.smoke else ",".join(CHAT_SCENARIOS))
     scenarios = list(SCENARIOS) if scenarios_text == "all" else _names(scenarios_text, SCENARIOS)
     targets = _names(args.targets, [t.name for t in ALL_TARGETS])
@@ -81,6 +127,7 @@ def parse_args(argv: list[str]) -> tuple[Settings, Path | None]:
             wrk_scenarios=CHAT_SCENARIOS,
             latency_scenarios=["chat"],
             smoke=True,
+            **extra,
         )
         return settings, args.json
     settings = Settings(
@@ -93,6 +140,7 @@ def parse_args(argv: list[str]) -> tuple[Settings, Path | None]:
         wrk_scenarios=scenarios,
         latency_scenarios=scenarios,
         smoke=False,
+        **extra,
     )
     json_path = args.json or RESULTS / f"{datetime.now().strftime('%Y%m%d-%H%M%S')}.json"
     return settings, json_path
@@ -104,22 +152,6 @@ def _names(text: str, known: Any) -> list[str]:
     if unknown:
         sys.exit(f"unknown name(s): {', '.join(unknown)}; known: {', '.join(known)}")
     return names
-
-
-def isolate_network(argv: list[str]) -> None:
-    """Re-run this harness in a network namespace that has only loopback, when root can.
-
-    Nothing it starts can then reach past 127.0.0.1 (LiteLLM, for one, fetches a price list
-    from the internet at start unless told not to).
-    """
-    if "BENCH_NETNS" in os.environ or os.geteuid() != 0 or not shutil.which("unshare") or not shutil.which("ip"):
-        return
-    if subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode != 0:
-        os.environ["BENCH_NETNS"] = "unavailable"
-        return
-    os.environ["BENCH_NETNS"] = "loopback-only"
-    script = 'ip link set lo up && exec "$@"'
-    os.execvp("unshare", ["unshare", "-n", "--", "sh", "-c", script, "sh", sys.executable, __file__, *argv])
 
 
 # --- One target in one round --------------------------------------------------------------------
@@ -221,23 +253,25 @@ def available_targets(settings: Settings) -> tuple[list[Target], dict[str, str]]
     return chosen, skipped
 
 
-def run_rounds(targets: list[Target], settings: Settings, workdir: Path, nginx: Any, port: int) -> list[TargetRun]:
-    upstream = f"http://127.0.0.1:{port}"
+def run_rounds(
+    targets: list[Target], settings: Settings, workdir: Path, nginx_pid: int, upstream: str
+) -> list[TargetRun]:
     runs = []
     for round_no in range(1, settings.rounds + 1):
         say(f"round {round_no}/{settings.rounds}")
         for target in targets:
             if isinstance(target, Direct):
-                runs.append(run_direct(target, round_no, upstream, nginx.pid, settings))
+                runs.append(run_direct(target, round_no, upstream, nginx_pid, settings))
             else:
                 runs.append(run_gateway(target, round_no, upstream, workdir, settings))
     return runs
 
 
-def missing_tools() -> str | None:
-    if not shutil.which("wrk"):
+def missing_tools(sections: list[str]) -> str | None:
+    needs = set().union(*(NEEDS[name] for name in sections))
+    if "wrk" in needs and not shutil.which("wrk"):
         return "wrk is not installed (bash bench/run.sh installs it)"
-    return nginx_upstream.unavailable_reason()
+    return nginx_upstream.unavailable_reason() if "nginx" in needs else None
 
 
 def environment() -> dict[str, Any]:
@@ -259,28 +293,51 @@ def environment() -> dict[str, Any]:
         "litellm": version([str(litellm_python), "-c", "import importlib.metadata as m; print(m.version('litellm'))"])
         if litellm_python.exists()
         else "absent",
-        "network": os.environ.get("BENCH_NETNS", "host (not root or no unshare)"),
+        "network": procs.network(),
     }
+
+
+def run_sections(settings: Settings, workdir: Path, upstream: str) -> dict[str, dict[str, Any]]:
+    """Every section but the gateway's, in order; each one's results as its module returns them."""
+    smoke, rounds = settings.smoke, settings.rounds
+    out: dict[str, dict[str, Any]] = {}
+    if "inprocess" in settings.sections:
+        cfg = inprocess.make_config(smoke, rounds, settings.calls, settings.concurrent_calls)
+        out["inprocess"] = inprocess.run(cfg, upstream, say)
+    if "keypool" in settings.sections:
+        out["keypool"] = keypool.run(keypool.make_config(smoke, rounds, settings.keypool_pairs), say)
+    if "scaling" in settings.sections:
+        cfg_scaling = scaling.make_config(smoke, rounds, settings.seconds, settings.warmup, settings.seq_requests)
+        out["scaling"] = scaling.run(cfg_scaling, upstream, workdir, say)
+    if "soak" in settings.sections:
+        out["soak"] = soak.run(soak.make_config(smoke, settings.soak_requests), upstream, workdir, say)
+    return out
 
 
 def main(argv: list[str]) -> int:
     settings, json_path = parse_args(argv)
-    isolate_network(argv)
+    procs.isolate_network(__file__, argv)
     started = time.monotonic()
-    if reason := missing_tools():
+    source = report.source_state()
+    if reason := missing_tools(settings.sections):
         print(reason, file=sys.stderr)
         return EXIT_MISSING_TOOLS
-    targets, skipped = available_targets(settings)
+    gateway = "gateway" in settings.sections
+    targets, skipped = available_targets(settings) if gateway else ([], {})
     say(f"settings: {settings}")
+    runs: list[TargetRun] = []
+    nginx_start, upstream = 0.0, ""  # keypool alone needs no stand-in
     with tempfile.TemporaryDirectory(prefix="keywheel-bench-") as tmp, ExitStack() as stack:
         workdir = Path(tmp)
-        nginx, port = nginx_upstream.start(workdir / "nginx")
-        stack.callback(procs.stop, nginx)
-        probe = Direct().request(f"http://127.0.0.1:{port}", SCENARIOS["chat"])
-        assert probe is not None
-        nginx_start = stream_client.first_good_answer(probe, lambda: nginx.poll() is None, 10)
-        say(f"nginx stand-in on 127.0.0.1:{port} (answered after {nginx_start:.2f} s)")
-        runs = run_rounds(targets, settings, workdir, nginx, port)
+        if set().union(*(NEEDS[name] for name in settings.sections)):
+            nginx, port = nginx_upstream.start(workdir / "nginx")
+            stack.callback(procs.stop, nginx)
+            nginx_start = nginx_upstream.wait_ready(nginx, port)
+            upstream = f"http://127.0.0.1:{port}"
+            say(f"nginx stand-in on {upstream} (answered after {nginx_start:.2f} s)")
+            if gateway:
+                runs = run_rounds(targets, settings, workdir, nginx.pid, upstream)
+        sections = run_sections(settings, workdir, upstream)
     results = report.build(
         settings=asdict(settings),
         environment=environment(),
@@ -289,12 +346,21 @@ def main(argv: list[str]) -> int:
         nginx_start_s=nginx_start,
         duration_s=time.monotonic() - started,
     )
-    report.print_tables(results)
+    results.update(sections)
+    changed = report.source_state()["src_digest"] != source["src_digest"]
+    results["environment"]["keywheel"] = {**source, "changed_during_run": changed}
+    console = Console(width=200)
+    if gateway:
+        report.print_tables(results, console)
+    for name, result in sections.items():
+        console.print()
+        SECTION_MODULES[name].print_tables(result, console)
+    report.print_footer(results, console)
     if json_path:
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(report.to_json(results))
         say(f"results written to {json_path}")
-    failed = [r for r in runs if r.error]
+    failed = [r for r in runs if r.error] + [n for n, r in sections.items() if SECTION_MODULES[n].errors(r)]
     return 1 if failed or any(report.errors_of(r) for r in results["runs"]) else 0
 
 

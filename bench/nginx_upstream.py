@@ -9,9 +9,12 @@ from pathlib import Path
 
 import fixtures
 import procs
+import stream_client
 
 HERE = Path(__file__).resolve().parent / "nginx"
 JS_MODULE = Path("/usr/lib/nginx/modules/ngx_http_js_module.so")
+COOL_MARK = "-cool-"  # an OpenAI-format request whose Bearer key contains this gets a 429 (see nginx/bench.js)
+COOL_RETRY_AFTER = 3600  # seconds, in that 429's retry-after: the key rests for the rest of the run
 GEMINI_403 = json.dumps(
     {"error": {"code": 403, "status": "PERMISSION_DENIED", "message": "Method doesn't allow unregistered callers"}}
 )
@@ -47,6 +50,8 @@ def render(prefix: Path, port: int) -> str:
         "GEMINI_STREAM": quote(fixtures.gemini_stream()),
         "GEMINI_403": quote(GEMINI_403),
         "OPENROUTER_KEY": quote(fixtures.openrouter_key()),
+        "OPENROUTER_429": quote(fixtures.openrouter_429()),
+        "COOL_RETRY_AFTER": str(COOL_RETRY_AFTER),
     }
     text = (HERE / "nginx.conf.template").read_text()
     for name, value in values.items():
@@ -68,3 +73,15 @@ def start(prefix: Path) -> tuple[subprocess.Popen[bytes], int]:
         raise RuntimeError(f"nginx rejected its config:\n{check.stderr}")
     proc = procs.spawn([*base, "-g", "daemon off;"], env=None, log=prefix / "nginx.out")
     return proc, port
+
+
+def wait_ready(proc: subprocess.Popen[bytes], port: int, timeout: float = 10.0) -> float:
+    """Seconds until the stand-in on ``port`` answers a chat request correctly."""
+    req = stream_client.Request(
+        url=f"http://127.0.0.1:{port}/api/v1/chat/completions",
+        headers={"Authorization": "Bearer test-openrouter-key-1"},
+        body=fixtures.openai_body(False),
+        stream=False,
+        ok=fixtures.DIALECTS["openai"].ok,
+    )
+    return stream_client.first_good_answer(req, lambda: proc.poll() is None, timeout)

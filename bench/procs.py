@@ -3,14 +3,37 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY")
+
+
+def isolate_network(script: str, argv: list[str]) -> None:
+    """Re-run ``script`` with ``argv`` in a network namespace that has only loopback, when root can.
+
+    Nothing it starts can then reach past 127.0.0.1 (LiteLLM, for one, fetches a price list
+    from the internet at start unless told not to). ``BENCH_NETNS`` says which applied.
+    """
+    if "BENCH_NETNS" in os.environ or os.geteuid() != 0 or not shutil.which("unshare") or not shutil.which("ip"):
+        return
+    if subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode != 0:
+        os.environ["BENCH_NETNS"] = "unavailable"
+        return
+    os.environ["BENCH_NETNS"] = "loopback-only"
+    shell = 'ip link set lo up && exec "$@"'
+    os.execvp("unshare", ["unshare", "-n", "--", "sh", "-c", shell, "sh", sys.executable, script, *argv])
+
+
+def network() -> str:
+    """Which network the benchmark runs in (see isolate_network)."""
+    return os.environ.get("BENCH_NETNS", "host (not root or no unshare)")
 
 
 def free_port() -> int:

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
 import json
 import statistics
+import subprocess
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
+SRC = Path(__file__).resolve().parents[1] / "src" / "keywheel"  # when keywheel is not importable
 # metric name -> (part of a scenario's result, field): c16 = wrk at 16 connections, c1 = at 1, seq = sequential
 METRICS = {
     "rps": ("c16", "rps"),
@@ -26,6 +31,7 @@ RATIOS = {  # name -> (metric, the target it is divided by)
     "cpu_x_floor": ("cpu_ms", "floor"),
     "cpu_x_litellm": ("cpu_ms", "litellm"),
 }
+FLAT_TOLERANCE = 0.10  # "flat": within this share of the reference measured in the same round or pass
 TITLES = {
     "chat": "OpenAI chat, non-streaming",
     "stream": "OpenAI chat, streaming",
@@ -44,7 +50,7 @@ def metric(scenario_result: dict[str, Any] | None, name: str) -> float | None:
     return float(value) if value is not None else None
 
 
-def _median(values: list[float | None]) -> float | None:
+def median(values: list[float | None]) -> float | None:
     present = [v for v in values if v is not None]
     return statistics.median(present) if present else None
 
@@ -61,7 +67,7 @@ class Runs:
         return metric(run["scenarios"].get(scenario), name) if run else None
 
     def median(self, target: str, scenario: str, name: str) -> float | None:
-        return _median([self.value(r, target, scenario, name) for r in self.rounds])
+        return median([self.value(r, target, scenario, name) for r in self.rounds])
 
     def paired(
         self, target: str, other: str, scenario: str, name: str, combine: Callable[[float, float], float]
@@ -71,13 +77,13 @@ class Runs:
         for r in self.rounds:
             a, b = self.value(r, target, scenario, name), self.value(r, other, scenario, name)
             values.append(combine(a, b) if a is not None and b else None)  # b == 0 has no ratio
-        return _median(values)
+        return median(values)
 
     def attempted(self, target: str, scenario: str) -> bool:
         return any(scenario in run["scenarios"] for (_, name), run in self.by_key.items() if name == target)
 
     def process_median(self, target: str, key: str) -> float | None:
-        return _median([run.get(key) for (_, name), run in self.by_key.items() if name == target])
+        return median([run.get(key) for (_, name), run in self.by_key.items() if name == target])
 
 
 def scenario_errors(result: dict[str, Any]) -> int:
@@ -128,6 +134,35 @@ def build(
     }
 
 
+def source_state() -> dict[str, Any]:
+    """Which keywheel was measured: where the package imported from, its commit, whether its tree
+    differs from that commit, and a digest of its source.
+
+    Other people work in this tree; comparing the digest at the start and the end of a run shows
+    whether keywheel changed under it (then its figures mix two versions). To measure a fixed copy
+    instead, run with ``PYTHONPATH=<copy>/src``: every process the harness starts imports that one.
+    """
+    spec = importlib.util.find_spec("keywheel")
+    package = Path(spec.origin).parent if spec and spec.origin else SRC
+    digest = hashlib.sha256()
+    for path in sorted(package.rglob("*.py")):
+        digest.update(str(path.relative_to(package)).encode() + b"\0" + path.read_bytes())
+
+    def git(*args: str) -> str:
+        try:  # read-only: no optional index refresh
+            out = subprocess.run(["git", "--no-optional-locks", *args], capture_output=True, text=True, cwd=package)
+        except OSError:
+            return ""
+        return out.stdout.strip() if out.returncode == 0 else ""
+
+    return {
+        "package": str(package),
+        "commit": git("rev-parse", "--short", "HEAD") or "unknown (not a git checkout)",
+        "src_modified": bool(git("status", "--porcelain", "--", ".")),
+        "src_digest": digest.hexdigest()[:16],
+    }
+
+
 def to_json(results: dict[str, Any]) -> str:
     return json.dumps(results, indent=2, sort_keys=False)
 
@@ -135,14 +170,22 @@ def to_json(results: dict[str, Any]) -> str:
 # --- Printing ---------------------------------------------------------------------------------------
 
 
-def _num(value: float | None, digits: int = 2, suffix: str = "") -> str:
+def fmt_num(value: float | None, digits: int = 2, suffix: str = "") -> str:
     return "—" if value is None else f"{value:,.{digits}f}{suffix}"
 
 
-def _ratio(value: float | None) -> str:
+def fmt_ratio(value: float | None) -> str:
     if value is None:
         return "—"
     return f"{value:.2f}×" if value >= 0.1 else f"{value:.2g}×"  # keep two digits of e.g. 0.0095
+
+
+def verdict(value: float | None, *, at_most: float | None = None, at_least: float | None = None) -> str:
+    """``value`` against a target, in words for the printed tables."""
+    if value is None:
+        return "not measured"
+    ok = (at_most is None or value <= at_most) and (at_least is None or value >= at_least)
+    return "[green]meets the target[/green]" if ok else "[red]MISSES the target[/red]"
 
 
 def scenario_line(result: dict[str, Any]) -> str:
@@ -150,9 +193,9 @@ def scenario_line(result: dict[str, Any]) -> str:
     seq = result["seq"]
     if seq["failures"]:
         return f"FAILED {seq['failures']} of {seq['ok'] + seq['failures']}: {seq['first_failure']}"
-    parts = [f"seq ttfb {_num(seq['ttfb_p50_ms'])} total {_num(seq['total_p50_ms'])} ms"]
+    parts = [f"seq ttfb {fmt_num(seq['ttfb_p50_ms'])} total {fmt_num(seq['total_p50_ms'])} ms"]
     if c16 := result.get("c16"):
-        parts.append(f"@16 {c16['rps']:,.0f} req/s cpu {_num(c16['cpu_per_request_ms'], 3)} ms/req")
+        parts.append(f"@16 {c16['rps']:,.0f} req/s cpu {fmt_num(c16['cpu_per_request_ms'], 3)} ms/req")
     if c1 := result.get("c1"):
         parts.append(f"@1 p50 {c1['p50_ms']:.2f} p99 {c1['p99_ms']:.2f} ms")
     if errors := scenario_errors(result):
@@ -181,17 +224,17 @@ def scenario_table(scenario: str, rows: dict[str, dict[str, float | None]], erro
         gateway = target != "direct"
         cells = [
             target,
-            _num(row["rps"], 0),
-            _ratio(row["rps_x_floor"]) if gateway else "",
-            _num(row["p50_ms"], 2, " ms"),
-            _num(row["p99_ms"], 2, " ms"),
-            _num(row["added_p50_ms"], 2, " ms") if gateway else "",
-            _num(row["cpu_ms"], 3, " ms"),
-            _ratio(row["cpu_x_floor"]) if gateway else "",
-            _ratio(row["cpu_x_litellm"]) if gateway else "",
+            fmt_num(row["rps"], 0),
+            fmt_ratio(row["rps_x_floor"]) if gateway else "",
+            fmt_num(row["p50_ms"], 2, " ms"),
+            fmt_num(row["p99_ms"], 2, " ms"),
+            fmt_num(row["added_p50_ms"], 2, " ms") if gateway else "",
+            fmt_num(row["cpu_ms"], 3, " ms"),
+            fmt_ratio(row["cpu_x_floor"]) if gateway else "",
+            fmt_ratio(row["cpu_x_litellm"]) if gateway else "",
         ]
         if stream:
-            cells += [_num(row["ttfb_ms"], 2, " ms"), _num(row["total_ms"], 2, " ms")]
+            cells += [fmt_num(row["ttfb_ms"], 2, " ms"), fmt_num(row["total_ms"], 2, " ms")]
         count = errors.get(target, 0)
         cells.append(f"[red]{count}[/red]" if count else "0")
         table.add_row(*cells)
@@ -203,7 +246,7 @@ def process_table(process: dict[str, dict[str, float | None]]) -> Table:
     for column in ("target", "start to first answer", "RSS after runs"):
         table.add_column(column, justify="left" if column == "target" else "right")
     for target, row in process.items():
-        table.add_row(target, _num(row["startup_s"], 2, " s"), _num(row["rss_mb"], 0, " MB"))
+        table.add_row(target, fmt_num(row["startup_s"], 2, " s"), fmt_num(row["rss_mb"], 0, " MB"))
     return table
 
 
@@ -216,8 +259,8 @@ def _errors_by_target(runs: list[dict[str, Any]], scenario: str) -> dict[str, in
     return counts
 
 
-def print_tables(results: dict[str, Any], console: Console | None = None) -> None:
-    console = console or Console(width=200)
+def print_tables(results: dict[str, Any], console: Console) -> None:
+    """The gateway section's tables (print_footer ends the whole run's output)."""
     console.print()
     for scenario, rows in results["summary"].items():
         console.print(scenario_table(scenario, rows, _errors_by_target(results["runs"], scenario)))
@@ -240,10 +283,21 @@ def print_tables(results: dict[str, Any], console: Console | None = None) -> Non
                     f"[red]{run['target']} gave {result['seq']['failures']} wrong answer(s) to {scenario} "
                     f"in round {run['round']}[/red], the first: {result['seq']['first_failure']}"
                 )
+
+
+def print_footer(results: dict[str, Any], console: Console) -> None:
     settings = results["settings"]
     console.print(
-        f"{settings['rounds']} round(s), {settings['seconds']} s per wrk run, "
-        f"{settings['seq_requests']} sequential requests per scenario; "
+        f"sections: {', '.join(settings['sections'])}; {settings['rounds']} round(s), {settings['seconds']} s per "
+        f"wrk run, {settings['seq_requests']} sequential requests per scenario; "
         f"whole run {results['duration_s']:.0f} s; network: {results['environment']['network']}. "
         "Compare only figures from the same run."
     )
+    source = results["environment"].get("keywheel", {})
+    if source:
+        console.print(
+            f"keywheel {source['commit']}{' with uncommitted changes' if source['src_modified'] else ''}"
+            f" from {source['package']} (source digest {source['src_digest']})"
+        )
+    if source.get("changed_during_run"):
+        console.print("[red]keywheel's source changed during the run: its figures mix two versions; run again[/red]")

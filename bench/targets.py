@@ -164,7 +164,9 @@ class Keywheel(Target):
         for provider in ("openrouter", "anthropic", "gemini"):
             for i, key in enumerate(upstream_keys(provider), start=1):
                 env[f"{provider.upper()}_API_KEY_{i}"] = key
-        cmd = [str(self.executable), "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+        # --env-file: a .env in the working directory must not leak into the measured configuration.
+        cmd = [str(self.executable), "--env-file", "/nonexistent", "serve", "--host", "127.0.0.1", "--port", str(port)]
+        cmd += ["--workers", "1"]
         return cmd, procs.child_env(env)
 
     def request(self, base_url: str, scenario: Scenario) -> Request | None:

@@ -15,9 +15,20 @@ function hasKey(r) {
     return Boolean(h['Authorization'] || h['x-api-key']);
 }
 
+// A Bearer key named like "test-openrouter-cool-7" is rate limited for an hour (429 with
+// retry-after: 3600), so the scaling benchmark can have a chosen share of keys cooling.
+function cooling(r) {
+    var auth = r.headersIn['Authorization'];
+    return Boolean(auth) && auth.indexOf('-cool-') !== -1;
+}
+
 function answer(r, dialect) {
     if (!hasKey(r)) {
         r.internalRedirect('@' + dialect + '_401');
+        return;
+    }
+    if (dialect === 'openai' && cooling(r)) {
+        r.internalRedirect('@openai_429');
         return;
     }
     r.internalRedirect('@' + dialect + (wantsStream(r) ? '_stream' : '_json'));
