@@ -88,11 +88,24 @@ class Router:
         self.pools = pools
         self.transport = transport
         self._rng = rng or random.Random()
+        self._chains: dict[tuple[str | None, str | None, bool], list[Target]] = {}
 
     # ------------------------------------------------------------------ chains
 
     def chain(self, provider: str | None = None, model: str | None = None, *, fallback: bool = True) -> list[Target]:
-        """The targets of one call: ``provider`` (default the primary) with ``model``, then the fallbacks."""
+        """The targets of one call: ``provider`` (default the primary) with ``model``, then the fallbacks.
+
+        Chains are immutable and cached: the configuration does not change under a router."""
+        cache_key = (provider, model, fallback)
+        cached = self._chains.get(cache_key)
+        if cached is not None:
+            return cached
+        targets = self._chain(provider, model, fallback)
+        if len(self._chains) < 256:  # models come from callers: keep the cache bounded
+            self._chains[cache_key] = targets
+        return targets
+
+    def _chain(self, provider: str | None, model: str | None, fallback: bool) -> list[Target]:
         settings = self.settings
         first = provider or settings.primary
         if first not in settings.providers or not settings.providers[first].enabled:

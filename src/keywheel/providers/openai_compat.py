@@ -269,6 +269,43 @@ def _usage(raw: Any) -> Usage:
     )
 
 
+_PLAIN_FINISH: dict[Any, FinishReason] = {"stop": "stop", "length": "length"}
+
+
+def _plain_completion(payload: Any) -> Completion | None:
+    """The common answer — one choice of plain text, a normal finish, usage, no error —
+    read without the defensive walk of the general path (which handles everything else)."""
+    if type(payload) is not dict or "error" in payload:
+        return None
+    choices = payload.get("choices")
+    if type(choices) is not list or len(choices) != 1 or type(choices[0]) is not dict:
+        return None
+    choice = choices[0]
+    finish = _PLAIN_FINISH.get(choice.get("finish_reason"))
+    message = choice.get("message")
+    if finish is None or type(message) is not dict or message.get("tool_calls") or message.get("refusal"):
+        return None
+    text = message.get("content")
+    usage = payload.get("usage")
+    if type(text) is not str or type(usage) is not dict:
+        return None
+    prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+    if type(prompt) is not int or type(completion) is not int:
+        return None
+    cost = usage.get("cost")
+    model, answer_id = payload.get("model"), payload.get("id")
+    return Completion(
+        text=text,
+        tool_calls=[],
+        finish_reason=finish,
+        usage=Usage(
+            prompt, completion, float(cost) if isinstance(cost, int | float) and type(cost) is not bool else None
+        ),
+        model=model if type(model) is str else "",
+        id=answer_id if type(answer_id) is str else "",
+    )
+
+
 def _content_text(content: Any) -> str:
     if isinstance(content, list):  # some servers answer with content parts
         return "".join(as_str(as_dict(p).get("text")) for p in content)
@@ -393,6 +430,9 @@ class OpenAICompatAdapter:
 
     def parse_response(self, body: bytes) -> Completion:
         payload = loads(body)
+        plain = _plain_completion(payload)
+        if plain is not None:
+            return plain
         err = error_object(payload)
         if err is not None:
             raise _in_band_error(err, body)
