@@ -17,15 +17,27 @@ class SSEEvent:
 
 
 class SSEDecoder:
-    """Bytes in, complete events out.  Keeps only the unfinished tail between feeds."""
+    """Bytes in, complete events out.  Keeps only the unfinished tail between feeds.
 
-    __slots__ = ("_buf",)
+    A chunk without any line break cannot end an event: it is only set aside, so one
+    large event arriving in many chunks is joined once, not once per chunk.
+    """
+
+    __slots__ = ("_buf", "_pending")
 
     def __init__(self) -> None:
         self._buf = b""
+        self._pending: list[bytes] = []
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
-        buf = self._buf + chunk if self._buf else chunk
+        if b"\n" not in chunk and b"\r" not in chunk:
+            self._pending.append(chunk)
+            return []
+        if self._pending:
+            buf = b"".join([self._buf, *self._pending, chunk])
+            self._pending.clear()
+        else:
+            buf = self._buf + chunk if self._buf else chunk
         if b"\r" in buf:
             # A CR at the very end may be the first half of a CRLF: keep it for the next feed.
             hold = buf.endswith(b"\r")
@@ -45,6 +57,9 @@ class SSEDecoder:
 
     def close(self) -> list[SSEEvent]:
         """Flush a final event that was not followed by a blank line."""
+        if self._pending:
+            self._buf = b"".join([self._buf, *self._pending])
+            self._pending.clear()
         block = self._buf.replace(b"\r\n", b"\n").replace(b"\r", b"\n").strip(b"\n")
         self._buf = b""
         event = _event(block) if block else None

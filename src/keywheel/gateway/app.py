@@ -99,7 +99,7 @@ class Gateway:
         started = time.perf_counter()
         method: str = scope["method"]
         path: str = scope["path"]
-        headers = {k: v for k, v in scope["headers"]}
+        headers = dict(scope["headers"])
         dialect = self._dialect_of(path, headers)
         served: list[Served] = []
         status = 500
