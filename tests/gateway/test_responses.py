@@ -162,14 +162,14 @@ def test_a_stream_broken_after_its_start_ends_with_error_and_failed(
     assert walk.error
 
 
-def test_openai_agents_sdk_runs_an_agent_with_a_tool(
+async def test_openai_agents_sdk_runs_an_agent_with_a_tool(
     gateway: GatewayFactory, fake: FakeUpstream, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Without this the Agents SDK sends traces to OpenAI with the caller's key.
     monkeypatch.setenv("OPENAI_AGENTS_DISABLE_TRACING", "1")
     import agents
 
-    served = gateway(AI_PROVIDER="anthropic")
+    served = gateway("--log-level", "debug", AI_PROVIDER="anthropic")
     calls: list[str] = []
 
     @agents.function_tool
@@ -183,10 +183,16 @@ def test_openai_agents_sdk_runs_an_agent_with_a_tool(
     agents.set_default_openai_client(client, use_for_tracing=False)
     try:  # the SDK's default model, model settings and API (Responses)
         agent = agents.Agent(name="math", instructions="Use the calculator.", tools=[calc])
-        result = agents.Runner.run_sync(agent, "What is 2+2?")
+        result = await agents.Runner.run(agent, "What is 2+2?")
+        streamed = agents.Runner.run_streamed(agent, "What is 2+2?")
+        async for _ in streamed.stream_events():
+            pass
     finally:
-        agents.set_default_openai_client(openai.AsyncOpenAI(api_key="unused-test-key"), use_for_tracing=False)
-    assert calls == ["test"]  # the fake called the tool with arguments fitting its schema
-    assert "the tool said 4" in str(result.final_output)
-    assert [r.dialect for r in fake.requests] == ["anthropic", "anthropic"]
-    assert served.log().count("POST /v1/responses 200") == 2 and "/v1/chat/completions" not in served.log()
+        await client.close()
+    assert calls == ["test", "test"]  # the fake called the tool with arguments fitting its schema
+    assert "the tool said 4" in str(result.final_output) and "the tool said 4" in str(streamed.final_output)
+    assert [r.dialect for r in fake.requests] == ["anthropic"] * 4
+    log = served.log()
+    assert log.count("POST /v1/responses 200") == 4 and "/v1/chat/completions" not in log
+    # The default model settings send reasoning and text (verbosity) settings: accepted, named in the debug log.
+    assert "responses: ignoring include, reasoning, text" in log
