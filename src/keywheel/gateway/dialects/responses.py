@@ -72,7 +72,7 @@ log = logging.getLogger("keywheel.gateway.responses")
 
 Status = Literal["completed", "incomplete", "failed"]
 
-#: Fields that only make sense with server-side state: (is it set?, why it cannot be served).
+#: Fields that need server-side state, and why keywheel cannot serve them when set.
 _STATEFUL = {
     "previous_response_id": "keywheel keeps no earlier responses",
     "conversation": "keywheel keeps no conversations",
@@ -85,7 +85,8 @@ _STATELESS_HINT = "keywheel is stateless: send the full conversation in input"
 _READ = frozenset(
     {"model", "input", "instructions", "tools", "tool_choice", "max_output_tokens", "temperature", "top_p", "stream"}
 )
-#: Fields accepted and not acted upon: they do not change what the answer means.
+#: Fields accepted and not acted upon: no canonical request carries them, and the answer stays usable
+#: without them (a ``text.format`` JSON schema, for one, is not enforced).
 _IGNORED = frozenset(
     {
         "metadata",
@@ -148,8 +149,10 @@ def _parts(content: Any, where: str, *, images: bool) -> list[Part]:
     """A message's content: a string, or text parts (and images where ``images``)."""
     if isinstance(content, str):
         return [TextPart(content)]
+    if not isinstance(content, list):
+        raise fail(where, "required" if content is None else "expected a string or a list of parts")
     parts: list[Part] = []
-    for j, raw in enumerate(require_list(content, where, non_empty=False)):
+    for j, raw in enumerate(content):
         at = f"{where}[{j}]"
         part = require_object(raw, at)
         kind = part.get("type")
