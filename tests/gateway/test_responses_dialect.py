@@ -133,7 +133,10 @@ def call(**fields: str) -> dict[str, Any]:
         (said("assistant", {"type": "input_image", "image_url": "u"}), "input[0].content[0].type"),
         (call(name="f", arguments="{"), "input[0].arguments: is not valid JSON"),
         (call(arguments="{}"), "input[0].name: required"),
-        ({"input": [{"type": "function_call_output", "call_id": "c", "output": {"n": 4}}]}, "input[0].output: expected"),
+        (
+            {"input": [{"type": "function_call_output", "call_id": "c", "output": {"n": 4}}]},
+            "input[0].output: expected",
+        ),
         ({"input": "hi", "tools": [CALC_TOOL], "tool_choice": {"type": "file_search"}}, "tool_choice: expected"),
         ({"input": "hi", "tools": [{"type": "function"}]}, "tools[0].name: required"),
         ({"input": "hi", "instructions": ["x"]}, "instructions: expected a string"),
