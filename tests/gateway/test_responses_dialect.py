@@ -267,3 +267,26 @@ def test_errors_are_in_the_openai_shape() -> None:
     assert orjson.loads(body)["error"]["type"] == "server_error"
     status, _, body = DIALECT.render_auth_error("missing or invalid gateway key")
     assert status == 401 and orjson.loads(body)["error"]["code"] == "invalid_api_key"
+
+
+def test_the_order_check_catches_a_broken_sequence() -> None:
+    good = validate_events(rendered(EVENTS))
+    check_order(good)
+
+    def renumbered(events: list[Any]) -> list[Any]:
+        return [e.model_copy(update={"sequence_number": i}) for i, e in enumerate(events)]
+
+    kinds = [e.type for e in good]
+    broken = [
+        renumbered([e for e in good if e.type != "response.in_progress"]),
+        renumbered([e for e in good if e.type != "response.content_part.added"]),
+        renumbered([e for e in good if e.type != "response.output_text.done"]),
+        renumbered([e for e in good if e.type != "response.function_call_arguments.done"]),
+        renumbered(good[:-1]),  # no terminal event
+        renumbered([*good[:3], good[4], good[3], *good[5:]]),  # a delta before its part
+        good[:5] + good[6:],  # a gap in the sequence numbers
+    ]
+    assert kinds[3:5] == ["response.content_part.added", "response.output_text.delta"]
+    for events in broken:
+        with pytest.raises(AssertionError):
+            check_order(events)
