@@ -8,14 +8,16 @@ the SDK's own parsing does not validate.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import openai
 import pytest
 
 from keywheel.testing import FakeUpstream
-from tests.gateway.conftest import GATEWAY_KEY, GatewayFactory, Served
+from tests.gateway.conftest import ADMIN_KEY, GATEWAY_KEY, GatewayFactory, Served, start_gateway
 from tests.gateway.responses_events import RESPONSE, check_order, validate_events
+from tests.helpers import fake_env
 
 CALC = {"type": "object", "properties": {"expr": {"type": "string"}}, "required": ["expr"]}
 TOOLS: Any = [{"type": "function", "name": "calc", "description": "math", "parameters": CALC, "strict": False}]
@@ -25,6 +27,16 @@ UPSTREAMS = [
     ("gemini/gemini-2.5-flash", "gemini", "gemini", "gemini-2.5-flash"),
     ("openrouter/openai/gpt-4o-mini", "openrouter", "openai", "openai/gpt-4o-mini"),
 ]
+
+
+@pytest.fixture(scope="module")
+def served(fake_server: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """One gateway (all three upstreams, anthropic first) for the tests that need no set-up of their own."""
+    env = {**fake_env(fake_server), "AI_PROVIDER": "anthropic"}
+    env.update({"KEYWHEEL_GATEWAY_KEYS": GATEWAY_KEY, "KEYWHEEL_ADMIN_KEY": ADMIN_KEY})
+    gateway = start_gateway(env, tmp_path_factory.mktemp("responses") / "gateway.log")
+    yield gateway
+    gateway.stop()
 
 
 def client_for(served: Served) -> openai.OpenAI:
@@ -39,9 +51,8 @@ def raw_stream(client: openai.OpenAI, **params: Any) -> bytes:
 
 @pytest.mark.parametrize(("model", "provider", "dialect", "served_model"), UPSTREAMS)
 def test_text_created_and_streamed(
-    gateway: GatewayFactory, fake: FakeUpstream, model: str, provider: str, dialect: str, served_model: str
+    served: Served, fake: FakeUpstream, model: str, provider: str, dialect: str, served_model: str
 ) -> None:
-    served = gateway(AI_PROVIDER="anthropic")
     client = client_for(served)
 
     raw = client.responses.with_raw_response.create(
@@ -72,9 +83,8 @@ def test_text_created_and_streamed(
 
 @pytest.mark.parametrize(("model", "provider", "dialect", "served_model"), UPSTREAMS)
 def test_function_call_round_trip(
-    gateway: GatewayFactory, fake: FakeUpstream, model: str, provider: str, dialect: str, served_model: str
+    served: Served, fake: FakeUpstream, model: str, provider: str, dialect: str, served_model: str
 ) -> None:
-    served = gateway(AI_PROVIDER="anthropic")
     client = client_for(served)
     question = [{"role": "user", "content": [{"type": "input_text", "text": "2+2?"}]}]
 
@@ -115,8 +125,8 @@ BAD_REQUESTS: list[tuple[dict[str, Any], str]] = [
 ]
 
 
-def test_bad_and_stateful_requests_get_a_400_naming_the_field(gateway: GatewayFactory, fake: FakeUpstream) -> None:
-    client = client_for(gateway())
+def test_bad_and_stateful_requests_get_a_400_naming_the_field(served: Served, fake: FakeUpstream) -> None:
+    client = client_for(served)
     for params, field in BAD_REQUESTS:
         with pytest.raises(openai.BadRequestError) as caught:
             client.responses.create(model="auto", **params)
