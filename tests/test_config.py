@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from keywheel import ConfigError, Wheel
-from keywheel.testing import FakeUpstream
 from keywheel.config import load_env, read_env_file, settings_from_env
+from keywheel.testing import FakeUpstream
 
 
 def base(**extra: str) -> dict[str, str]:

@@ -12,6 +12,7 @@ from typing import Any
 
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from keywheel.client import Wheel
@@ -101,7 +102,7 @@ def _print_attempts(out: Console, attempts: Sequence[Attempt]) -> None:
     for attempt in attempts:
         if attempt.outcome == "ok":
             continue
-        out.print(f"[dim]  tried {attempt}[/dim]", markup=True, highlight=False)
+        out.print(f"[dim]  tried {escape(str(attempt))}[/dim]", highlight=False, soft_wrap=True)
 
 
 def _ask(
@@ -135,7 +136,7 @@ def _ask(
             text = "".join(parts)
     except KeywheelError as err:
         err_console = _console(stderr=True)
-        err_console.print(f"[red]error:[/red] {err}", markup=True, highlight=False)
+        err_console.print(f"[red]error:[/red] {escape(str(err))}", highlight=False, soft_wrap=True)
         if args.verbose:
             _print_attempts(err_console, getattr(err, "attempts", []))
         return 1

@@ -288,6 +288,7 @@ def key_tally(
         if a.outcome not in _KEY_FAULTS and a.outcome != "ok":
             failed_by.setdefault(a.key, set()).add(a.outcome)
     providers: list[str] = []
+    throttled_providers: list[str] = []
     total = resting = disabled = failed = idle = 0
     outcomes: set[str] = set()
     for target in targets:
@@ -297,6 +298,8 @@ def key_tally(
         providers.append(name)
         snap = pools[name].snapshot()
         throttled = bool(snap.get("throttled_for"))
+        if throttled:
+            throttled_providers.append(name)
         for key in snap["keys"]:
             total += 1
             if key["state"] == "disabled":
@@ -310,8 +313,9 @@ def key_tally(
                 idle += 1
     parts = []
     if resting:
-        back = f" (the earliest back in {earliest:.1f} s)" if earliest is not None else ""
-        parts.append(f"{resting} resting{back}")
+        notes = [f"the earliest back in {earliest:.1f} s"] if earliest is not None else []
+        notes += [f"{name} rests as a whole: all its keys were limited at once" for name in throttled_providers]
+        parts.append(f"{resting} resting" + (f" ({'; '.join(notes)})" if notes else ""))
     if disabled:
         parts.append(f"{disabled} disabled")
     if failed:
