@@ -62,7 +62,7 @@ def test_chat_reads_dotenv_file(fake: FakeUpstream, tmp_path: Path) -> None:
 
 
 def test_status_lists_keys_by_fingerprint(fake: FakeUpstream, tmp_path: Path) -> None:
-    result = run(["status"], {**fake_env(fake, AI_PROVIDER="gemini"), "COLUMNS": "200"}, tmp_path)
+    result = run(["status", "--local"], {**fake_env(fake, AI_PROVIDER="gemini"), "COLUMNS": "200"}, tmp_path)
     assert result.returncode == 0, result.stderr
     assert "gemini#1" in result.stdout and "openrouter#2" in result.stdout
     assert "test-gemini-key-1" not in result.stdout

@@ -288,7 +288,7 @@ def _remote_view(url: str, admin_key: str | None) -> list[Any]:
     width = _console().width
     return [
         f"gateway {url} (live): primary [bold]{status['primary']}[/bold], chain {' → '.join(status['chain'])}",
-        key_table(status, "keys (live, from the gateway)", width),
+        key_table(status, "keys (live)", width),
     ]
 
 
