@@ -12,7 +12,8 @@ How each fenced block is run (one test per block, named ``README.md:<line>-<lang
 - ``sh``: each command line (``\\`` continuations joined, trailing ``  # comments`` cut) runs
   with the same environment plus ``KEYWHEEL_PORT`` set to the gateway's port, and the same
   address rewrite.  Leading ``NAME=value`` words become environment variables.
-  ``keywheel serve …`` is started, must answer ``/health``, and is stopped by its PID; every
+  ``keywheel serve …`` is started (on a free port, in place of any ``--port``; with
+  ``--env-file /dev/null``), must answer ``/health``, and is stopped by its PID; every
   other ``keywheel …`` or ``curl …`` command must exit 0 (``curl`` gets ``--fail``), with
   stdin closed (so the interactive ``keywheel chat`` ends at once).
 - ``dotenv``: ``...`` values become distinct fake keys, and the file must configure a wheel
@@ -30,6 +31,8 @@ import re
 import shlex
 import subprocess
 import sys
+import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +41,7 @@ import pytest
 
 from keywheel.config import read_env_file, settings_from_env
 from keywheel.testing import FakeUpstream
-from tests.gateway.conftest import Served, start_gateway
+from tests.gateway.conftest import Served, free_port, start_gateway
 from tests.helpers import fake_env
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -178,6 +181,38 @@ def not_run_reason(line: str) -> str | None:
     return NOT_RUN_PROGRAMS.get(words[0]) if words else None
 
 
+def serve(args: list[str], env: dict[str, str], log_path: Path) -> None:
+    """Start ``keywheel serve <args>`` on a free port (the README's own ``--port`` is replaced),
+    wait for ``/health``, and stop it by its PID."""
+    port = str(free_port())
+    rest = list(args)
+    if "--port" in rest:
+        del rest[rest.index("--port") : rest.index("--port") + 2]
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            ["keywheel", "--env-file", os.devnull, "serve", *rest, "--port", port],
+            env={**env, "KEYWHEEL_PORT": port},
+            cwd=log_path.parent,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert process.poll() is None, log_path.read_text()
+            assert time.monotonic() < deadline, log_path.read_text()
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as resp:
+                    if resp.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.05)
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
 @pytest.mark.parametrize("block", [b for b in BLOCKS if b.language == "sh"], ids=lambda b: b.id)
 def test_sh_snippet_runs(block: Block, snippet_env: dict[str, str], readme_gateway: Served, tmp_path: Path) -> None:
     ran = 0
@@ -192,8 +227,7 @@ def test_sh_snippet_runs(block: Block, snippet_env: dict[str, str], readme_gatew
         if words[0] == "curl":
             words = ["curl", "--fail", "--silent", "--show-error", *words[1:]]
         if words[:2] == ["keywheel", "serve"]:
-            served = start_gateway({**snippet_env, **extra}, tmp_path / f"serve-{ran}.log", *words[2:])
-            served.stop()
+            serve(words[2:], env, tmp_path / f"serve-{ran}.log")
         else:
             result = subprocess.run(
                 words,
@@ -237,3 +271,11 @@ def test_commands_that_are_not_run_are_still_in_the_readme() -> None:
     lines = {line for b in BLOCKS if b.language == "sh" for line in sh_commands(b.text)}
     for line in NOT_RUN_LINES:
         assert line in lines, f"{line!r} is listed in NOT_RUN_LINES but no longer in the README"
+
+
+def test_a_command_without_runner_or_reason_is_not_skipped() -> None:
+    """The runner's own guard: only listed programs and lines are skipped; anything else must run."""
+    lines = sh_commands("make run      # builds\nclaude\nexport A=1\nkeywheel demo\nFOO=1 keywheel chat hi\n")
+    assert lines == ["make run", "claude", "export A=1", "keywheel demo", "FOO=1 keywheel chat hi"]
+    assert [not_run_reason(line) is not None for line in lines] == [True, True, False, True, False]
+    assert split_command(lines[4]) == ({"FOO": "1"}, ["keywheel", "chat", "hi"])
