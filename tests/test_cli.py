@@ -107,7 +107,7 @@ def test_env_example_with_one_key_filled_in_starts_the_gateway(
     env_file = tmp_path / "my.env"
     env_file.write_text(text)
     log = (tmp_path / "run.log").open("wb")
-    base = {"PATH": os.environ["PATH"], "HOME": str(tmp_path)}
+    base = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "PYTHONPATH": os.environ.get("PYTHONPATH", "")}
     process = subprocess.Popen(
         [*KEYWHEEL, "run", "--env-file", str(env_file)], cwd=tmp_path, env=base, stdout=log, stderr=subprocess.STDOUT
     )
