@@ -10,7 +10,7 @@ from keywheel.gateway.app import Gateway
 
 def app_from_env() -> Gateway:
     """ASGI app factory for ``uvicorn --factory`` (and ``keywheel serve --workers N``)."""
-    return Gateway(Wheel.from_env(env_file=os.environ.get("KEYWHEEL_ENV_FILE", ".env")))
+    return Gateway(Wheel.from_env(env_file=os.environ.get("KEYWHEEL_ENV_FILE") or None))
 
 
 __all__ = ["Gateway", "app_from_env"]
