@@ -348,7 +348,7 @@ class Gateway:
         body = _loads(raw)
         model, _ = dialect.peek(body)
         fallback = headers.get(b"x-keywheel-fallback", b"on").lower() not in (b"off", b"false", b"0")
-        request = _Request(dialect, raw, body, None, model)
+        request = _Request(dialect, raw, body, None, model, {"max_tokens": 1})
         chain = self._targets(model, fallback)
         targets = [t for t in chain if t.adapter.dialect in COUNTERS]
         if targets and chain[0].adapter.dialect in COUNTERS:
@@ -366,7 +366,9 @@ class Gateway:
             if adapter.dialect == "anthropic":
                 http = adapter.build_raw_request(target.endpoint, key, _EMPTY, target.model, stream=False)
                 http.url += "/count_tokens"
-                http.body = _dumps({**request.exact(), "model": target.model})
+                http.body = _dumps({**request.body, "model": target.model})
+                if _lost_ints(http.body):
+                    http.body = _dumps({**request.exact(), "model": target.model})
                 http.headers.update(forwarded)
                 return await self.wheel.router.send(target, http, timeout)
             http = adapter.build_request(target.endpoint, key, request.inbound().request, target.model, stream=False)
@@ -492,46 +494,64 @@ def _loads(raw: bytes) -> Any:
         raise BadRequest(f"request body is not valid JSON: {exc}", status=400) from None
 
 
-# orjson reads an integer beyond 64 bits as a float.  Such a body may only be re-encoded after an
-# exact (stdlib) parse; a run of 19 digits anywhere in the bytes is the sign that one may be there.
-_DIGITS = bytes(48 if 48 <= c <= 57 else 32 for c in range(256))
-_LONG_RUN = b"0" * 19
+def _lost_ints(encoded: bytes) -> bool:
+    """Whether orjson's encoding of a body it parsed holds a float of 19 digits or more (``…e+18`` and up).
 
-
-def _may_lose_ints(raw: bytes) -> bool:
-    return _LONG_RUN in raw.translate(_DIGITS)
+    orjson reads an integer beyond 64 bits as a float, which it writes with an exponent: where
+    there is none, no integer was lost.  A true float that large (or such text in a string) only
+    costs the exact re-encoding, never a wrong answer.  The search is for ``+`` (memchr-fast; rare
+    in JSON text), then the ``<digit>e`` before it.
+    """
+    at = encoded.find(b"+", 2)
+    while at >= 0:
+        if encoded[at - 1] == 101 and 48 <= encoded[at - 2] <= 57:  # <digit>e+
+            end = start = at + 1
+            while end < len(encoded) and 48 <= encoded[end] <= 57:
+                end += 1
+            if end > start and int(encoded[start:end]) >= 18:
+                return True
+        at = encoded.find(b"+", at + 1)
+    return False
 
 
 class _Request:
     """The caller's body: the raw bytes, their fast parse, and (only when needed) more.
 
     A pass-through sends ``raw`` unchanged when neither model nor stream flag changes; else
-    it re-encodes the body with the new model, from an exact parse when the fast one may have
-    lost an integer.  The dialect's full parse runs only when some target needs a translation.
+    it re-encodes the body with the new model, from an exact parse when the fast one lost an
+    integer.  The dialect's full parse runs only when some target needs a translation.
     """
 
-    __slots__ = ("dialect", "raw", "body", "path_model", "model", "_exact", "_inbound")
+    __slots__ = ("dialect", "raw", "body", "path_model", "model", "defaults", "_exact", "_inbound")
 
-    def __init__(self, dialect: Dialect, raw: bytes, body: dict[str, Any], path_model: str | None, model: str) -> None:
+    def __init__(
+        self,
+        dialect: Dialect,
+        raw: bytes,
+        body: dict[str, Any],
+        path_model: str | None,
+        model: str,
+        defaults: dict[str, Any] | None = None,
+    ) -> None:
         self.dialect, self.raw, self.body, self.path_model, self.model = dialect, raw, body, path_model, model
+        self.defaults = defaults  # fields the full parse may take as given when absent (count_tokens: max_tokens)
         self._exact: dict[str, Any] | None = None
         self._inbound: InboundRequest | None = None
 
     def inbound(self) -> InboundRequest:
         """The full parse, for translation; raises the 400 naming the first bad field."""
         if self._inbound is None:
-            self._inbound = self.dialect.parse_request(self.body, self.path_model)
+            body = {**self.defaults, **self.body} if self.defaults else self.body
+            self._inbound = self.dialect.parse_request(body, self.path_model)
         return self._inbound
 
     def include_usage(self) -> bool:
         return self._inbound.include_usage if self._inbound is not None else False
 
     def exact(self) -> dict[str, Any]:
-        """The body for re-encoding: integers beyond 64 bits kept exact."""
+        """The body parsed by the stdlib, which keeps integers beyond 64 bits (when :func:`_lost_ints` says so)."""
         if self._exact is None:
-            self._exact = self.body
-            if _may_lose_ints(self.raw):
-                self._exact = json.loads(self.raw)
+            self._exact = json.loads(self.raw)
         return self._exact
 
     def usable(self, targets: list[Target]) -> list[Target]:
@@ -574,7 +594,9 @@ def _builder(dialect: Dialect, request: _Request, forwarded: dict[str, str]) -> 
                 http = adapter.build_raw_request(target.endpoint, key, _EMPTY, target.model, stream=stream)
                 http.body = request.raw
             else:
-                http = adapter.build_raw_request(target.endpoint, key, request.exact(), target.model, stream=stream)
+                http = adapter.build_raw_request(target.endpoint, key, request.body, target.model, stream=stream)
+                if http.body is not None and _lost_ints(http.body):
+                    http = adapter.build_raw_request(target.endpoint, key, request.exact(), target.model, stream=stream)
             if forwarded:
                 http.headers.update(forwarded)
             return http
