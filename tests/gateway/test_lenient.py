@@ -250,3 +250,15 @@ def test_count_tokens_by_where_the_model_routes(served: Served, fake: FakeUpstre
         assert resp.status_code == 200, resp.text
     assert resp.headers["x-keywheel-key"].startswith("anthropic#2")
     assert http.post(url, json=body, headers=ANTHROPIC).status_code == 400  # no model
+
+
+def test_a_lost_integer_shows_in_orjsons_encoding() -> None:
+    """orjson reads an integer beyond 64 bits as a float; its encoding then has an exponent of 18 or more."""
+    import orjson
+
+    from keywheel.gateway.app import _lost_ints
+
+    for lost in (BIG, 2**64, -(2**63) - 1):
+        assert _lost_ints(orjson.dumps({"n": orjson.loads(str(lost))}))
+    for kept in (2**64 - 1, -(2**63), 10**17, 0.5, 1e17, "a+b", "e+", "+"):
+        assert not _lost_ints(orjson.dumps({"n": kept}))
