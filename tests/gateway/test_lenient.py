@@ -169,6 +169,8 @@ def test_translated_streams_name_the_model_that_served(served: Served, http: htt
     assert {c.model for c in chunks} == {"gemini-2.5-flash"}
     done = oai.chat.completions.create(model="auto", messages=[{"role": "user", "content": "hi"}])
     assert done.model == "claude-sonnet-4-6"  # translated from the chain's first provider
+    passed = client.messages.create(model="auto", max_tokens=20, messages=[{"role": "user", "content": "hi"}])
+    assert passed.model == "claude-sonnet-4-6"  # a pass-through: the upstream's own answer, for the model sent
 
 
 def test_a_mixed_chain_skips_what_cannot_be_translated(served: Served, fake: FakeUpstream, http: httpx.Client) -> None:
