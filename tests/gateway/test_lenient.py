@@ -218,6 +218,13 @@ def test_gemini_paths_without_a_version_and_model_lists_by_caller(
     assert "anthropic/claude-sonnet-4-6" in ids
     listed = anthropic.Anthropic(base_url=served.url, api_key=GATEWAY_KEY).models.list()
     assert "anthropic/claude-sonnet-4-6" in [m.id for m in listed]
+    # One model, as each SDK fetches it.
+    assert client.models.get(model="gemini-2.5-flash").name == "models/gemini-2.5-flash"
+    one = openai.OpenAI(base_url=served.url + "/v1", api_key=GATEWAY_KEY).models.retrieve("gemini/gemini-2.5-flash")
+    assert one.id == "gemini/gemini-2.5-flash" and one.owned_by == "gemini"
+    claude = anthropic.Anthropic(base_url=served.url, api_key=GATEWAY_KEY).models.retrieve("auto")
+    assert claude.id == "auto" and claude.type == "model"
+    assert http.get(served.url + "/v1/models/nope/x", headers=AUTH).status_code == 404
 
 
 # ------------------------------------------------------------------ count_tokens

@@ -185,12 +185,33 @@ class Gateway:
             return await self._chat(self.gemini, model, stream, headers, receive, send, served)
         if path in ("/v1/models", "/v1beta/models", "/models"):
             _allow(method, "GET")
-            models = [(f"{name}/{self.settings.providers[name].model}", name) for name in self.settings.chain]
-            models.insert(0, ("auto", "keywheel"))
             listing = self._models_dialect(scope, path, headers)
-            await _respond(send, 200, orjson.dumps(listing.render_models(models)))
+            await _respond(send, 200, orjson.dumps(listing.render_models(self._models())))
+            return 200
+        if path.startswith(("/v1/models/", "/v1beta/models/", "/models/")) and ":" not in path:
+            _allow(method, "GET")  # one model: openai/anthropic ``models.retrieve``, google-genai ``models.get``
+            base, _, name = path.partition("/models/")
+            listing = self._models_dialect(scope, base + "/models", headers)
+            rendered = listing.render_models([self._model_entry(name)])
+            entries = rendered.get("data") or rendered.get("models") or [{}]
+            await _respond(send, 200, orjson.dumps(entries[0]))
             return 200
         raise HttpError(404, f"no route {method} {path}")
+
+    def _models(self) -> list[tuple[str, str]]:
+        """``(model id as clients name it, provider)``: ``auto``, then each provider's configured model."""
+        models = [(f"{name}/{self.settings.providers[name].model}", name) for name in self.settings.chain]
+        models.insert(0, ("auto", "keywheel"))
+        return models
+
+    def _model_entry(self, name: str) -> tuple[str, str]:
+        """One model by the name a client asks for: a listed one, or any name the gateway would route."""
+        name = name.removeprefix("models/")
+        for entry in self._models():
+            if entry[0] == name:
+                return entry
+        provider, _ = self.resolve_model(name)  # an unknown provider prefix is a 404
+        return name, provider or "keywheel"
 
     def _models_dialect(self, scope: Scope, path: str, headers: dict[bytes, bytes]) -> Dialect:
         """The shape of a model list the caller's SDK parses: ``/v1/models`` serves all three.
