@@ -7,8 +7,16 @@ BIN    := $(VENV)/bin
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Debian packages the suite needs: nginx (with njs) and wrk for the benchmark smoke test.
 SYSDEPS := nginx wrk libnginx-mod-http-js
+# ... and npm, to install Claude Code for its test, unless an npm is already on the PATH (NodeSource's
+# nodejs bundles its own and conflicts with Debian's npm package).
+NODEDEPS := nodejs npm
+# Claude Code, pinned, for tests/gateway/test_claude_code.py (a native binary; npm only fetches it).
+# Its test skips when npm cannot reach the registry, except under CI=true, where it fails.
+CLAUDE_CODE_VERSION := 2.1.332
+NODE_DIR := .cache/node
+CLAUDE_CODE := $(NODE_DIR)/claude-code-$(CLAUDE_CODE_VERSION)
 
-.PHONY: run test lint typecheck unit sysdeps bench clean
+.PHONY: run test lint typecheck unit sysdeps bench clean claude-code
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,7 +47,20 @@ lint: $(VENV)/.installed-dev
 typecheck: $(VENV)/.installed-dev
 	$(BIN)/mypy
 
-unit: $(VENV)/.installed-dev sysdeps
+# --ignore-scripts: the package's postinstall only links the binary npm already unpacked (and wants
+# a newer node than Debian's); the test finds the binary itself.
+$(CLAUDE_CODE):
+	@command -v npm >/dev/null || { echo "installing Debian packages: $(NODEDEPS)"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(NODEDEPS) >/dev/null; } || true
+	@mkdir -p $(NODE_DIR)
+	@command -v npm >/dev/null && npm install --prefix $(NODE_DIR) --no-save --no-audit --no-fund --ignore-scripts \
+	  --loglevel=error --fetch-timeout=60000 --fetch-retries=1 \
+	  @anthropic-ai/claude-code@$(CLAUDE_CODE_VERSION) >/dev/null \
+	  && touch $@ || echo "npm could not install Claude Code $(CLAUDE_CODE_VERSION): its test will skip (fail under CI=true)"
+
+claude-code: $(CLAUDE_CODE)
+
+unit: $(VENV)/.installed-dev sysdeps claude-code
 	$(BIN)/pytest -q
 
 test: lint typecheck unit
@@ -48,4 +69,4 @@ bench: $(VENV)/.installed-dev sysdeps
 	bash bench/run.sh
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .cache

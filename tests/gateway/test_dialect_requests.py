@@ -212,6 +212,52 @@ def test_anthropic_untranslatable_blocks() -> None:
         inbound.check_translatable()
 
 
+def test_anthropic_system_turns_join_the_system_prompt_and_unknown_blocks_drop() -> None:
+    """Claude Code 2.1's shapes, translated: system turns in ``messages`` (text, or empty with a control field)."""
+    future = {"type": "future_block_v9", "payload": {"n": 1}}
+    body = {
+        "model": "m",
+        "max_tokens": 10,
+        "system": "First.",
+        "output_config": {"effort": "medium"},
+        "messages": [
+            {"role": "user", "content": [{"type": "text", "text": "hi"}, future]},
+            {"role": "system", "content": [{"type": "text", "text": "Second."}, future]},
+            {"role": "system", "content": [], "output_config": {"effort": "low"}},
+            {"role": "assistant", "content": "ok"},
+            {"role": "system", "content": "Third."},
+            {"role": "user", "content": [{"type": "search_result", "title": "T", "source": "s", "content": []}]},
+        ],
+    }
+    inbound = ANTHROPIC.parse_request(body)
+    request = inbound.request
+    assert request.system == "First.\n\nSecond.\n\nThird."
+    assert [m.role for m in request.messages] == ["user", "assistant", "user"]
+    assert request.messages[0].content == [TextPart("hi")]
+    assert request.messages[2].content == [TextPart("T\ns")]  # a search result is text
+    assert inbound.untranslatable == []
+    inbound.check_translatable()
+
+
+def test_unknown_parts_of_openai_and_gemini_drop_or_become_text() -> None:
+    refusal = {"role": "assistant", "content": [{"type": "refusal", "refusal": "No."}]}
+    body = _openai(
+        messages=[{"role": "user", "content": [{"type": "hologram"}, {"type": "text", "text": "x"}]}, refusal]
+    )
+    inbound = OPENAI.parse_request(body)
+    assert inbound.untranslatable == []
+    assert [p for m in inbound.request.messages for p in m.content if p != TextPart("")] == [
+        TextPart("x"),
+        TextPart("No."),
+    ]
+    call = {"role": "model", "parts": [{"functionCall": {"name": "f", "args": {}}}]}
+    answer = {"role": "function", "parts": [{"functionResponse": {"name": "f", "response": {"result": "1"}}}]}
+    body = _gemini(contents=[{"parts": [{"text": "a"}, {"hologram": {"n": 1}}]}, call, answer])
+    inbound = GEMINI.parse_request(body, "m")
+    assert inbound.request.messages[0].content == [TextPart("a")]
+    assert inbound.request.messages[2].role == "user" and inbound.untranslatable == []
+
+
 def test_gemini_documented_request() -> None:
     body = {
         "systemInstruction": {"parts": [{"text": "Be brief."}]},
@@ -425,7 +471,13 @@ BAD_REQUESTS: list[tuple[Dialect, Any, str]] = [
     (ANTHROPIC, {"model": "m", "messages": [{"role": "user", "content": "hi"}]}, "max_tokens"),
     (ANTHROPIC, _anthropic(max_tokens=1.5), "max_tokens"),
     (ANTHROPIC, {"model": "m", "max_tokens": 1}, "messages"),
-    (ANTHROPIC, _anthropic(messages=[{"role": "system", "content": "x"}]), "messages[0].role"),
+    (ANTHROPIC, _anthropic(messages=[{"role": "robot", "content": "x"}]), "messages[0].role"),
+    (ANTHROPIC, _anthropic(messages=[{"role": "system", "content": "x"}]), "messages"),  # no user turn
+    (
+        ANTHROPIC,
+        _anthropic(messages=[{"role": "system", "content": 5}, {"role": "user", "content": "x"}]),
+        "messages[0].content",
+    ),
     (ANTHROPIC, _anthropic(messages=[{"role": "user"}]), "messages[0].content"),
     (ANTHROPIC, _anthropic(messages=[{"role": "user", "content": [{"type": "text"}]}]), "messages[0].content[0].text"),
     (
@@ -453,7 +505,7 @@ BAD_REQUESTS: list[tuple[Dialect, Any, str]] = [
     (GEMINI, _gemini(contents=[{"role": "system", "parts": [{"text": "x"}]}]), "contents[0].role"),
     (GEMINI, _gemini(contents=[{"role": "user"}]), "contents[0].parts"),
     (GEMINI, _gemini(contents=[{"parts": [{"text": "a"}, "b"]}]), "contents[0].parts[1]"),
-    (GEMINI, _gemini(contents=[{"parts": [{"text": "a"}, {"bogus": 1}]}]), "contents[0].parts[1]"),
+    (GEMINI, _gemini(contents=[{"parts": [{"text": "a"}, {}]}]), "contents[0].parts[1]"),
     (
         GEMINI,
         _gemini(contents=[{"parts": [{"inlineData": {"data": "x"}}]}]),

@@ -123,27 +123,35 @@ def test_pass_through_keeps_fields_keywheel_does_not_model(
         ("/v1/chat/completions", b"[1, 2]", "body"),
         ("/v1/chat/completions", b'{"model": "auto"}', "messages"),
         ("/v1/chat/completions", b'{"model": "auto", "messages": "hi"}', "messages"),
+        # What only a translation judges: the model routes to a provider of another dialect, no fallback.
         (
             "/v1/chat/completions",
-            b'{"model": "auto", "messages": [{"role": "robot", "content": "x"}]}',
+            b'{"model": "gemini-2.5-flash", "messages": [{"role": "robot", "content": "x"}]}',
             "messages[0].role",
         ),
         (
             "/v1/chat/completions",
-            b'{"model": "auto", "messages": [{"role": "user", "content": "x"}], "max_tokens": "many"}',
+            b'{"model": "gemini-2.5-flash", "messages": [{"role": "user", "content": "x"}], "max_tokens": "many"}',
             "max_tokens",
         ),
-        ("/v1/messages", b'{"model": "auto", "messages": [{"role": "user", "content": "x"}]}', "max_tokens"),
         (
             "/v1/messages",
-            b'{"model": "auto", "max_tokens": 5, "messages": [{"role": "system", "content": "x"}]}',
+            b'{"model": "gemini-2.5-flash", "messages": [{"role": "user", "content": "x"}]}',
+            "max_tokens",
+        ),
+        (
+            "/v1/messages",
+            b'{"model": "gemini-2.5-flash", "max_tokens": 5, "messages": [{"role": "robot", "content": "x"}]}',
             "messages[0].role",
         ),
-        ("/v1beta/models/auto:generateContent", b'{"contents": 5}', "contents"),
+        # What keywheel itself needs, whatever the target: model and stream flag.
+        ("/v1/messages", b'{"model": 5, "max_tokens": 5, "messages": []}', "model"),
+        ("/v1/chat/completions", b'{"model": "auto", "stream": "yes", "messages": []}', "stream"),
+        ("/v1beta/models/claude-sonnet-4-6:generateContent", b'{"contents": 5}', "contents"),
         (
-            "/v1beta/models/auto:generateContent",
-            b'{"contents": [{"role": "user", "parts": [{"bogus": 1}]}]}',
-            "contents[0].parts[0]",
+            "/v1beta/models/claude-sonnet-4-6:generateContent",
+            b'{"contents": [{"role": "user", "parts": [{"text": 5}]}]}',
+            "contents[0].parts[0].text",
         ),
     ],
 )
@@ -151,6 +159,7 @@ def test_bad_input_gets_400_naming_the_field_and_the_server_stays_up(
     gateway_once: Served, http: httpx.Client, path: str, body: bytes, field: str
 ) -> None:
     headers = {**AUTH, "content-type": "application/json", "anthropic-version": "2023-06-01"}
+    headers["x-keywheel-fallback"] = "off"
     resp = http.post(gateway_once.url + path, content=body, headers=headers)
     assert resp.status_code == 400, resp.text
     assert field in resp.text
@@ -190,7 +199,7 @@ def test_limits_methods_and_routes(gateway_once: Served, http: httpx.Client) -> 
     assert resp.status_code == 405 and "POST" in resp.headers["allow"]
     assert http.get(url + "/nope", headers=AUTH).status_code == 404
     resp = http.post(url + "/v1/messages/count_tokens", json={}, headers={**AUTH, "anthropic-version": "2023-06-01"})
-    assert resp.status_code == 501 and resp.json()["type"] == "error"
+    assert resp.status_code == 400 and resp.json()["type"] == "error" and "model" in resp.json()["error"]["message"]
     assert http.get(url + "/health").json() == {"status": "ok"}
     assert http.post(url + "/v1/chat/completions", json=HELLO).status_code == 401
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import ipaddress
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -33,6 +34,7 @@ from keywheel.client import Wheel, _response
 from keywheel.errors import BadRequest, KeywheelError, RequestFault, UpstreamError
 from keywheel.gateway.dialects import DIALECTS, Dialect
 from keywheel.gateway.dialects.base import InboundRequest
+from keywheel.providers._common import dumps as _dumps
 from keywheel.providers.base import HttpRequest
 from keywheel.router import RequestBuilder, Served, Target
 from keywheel.secrets import ApiKey
@@ -44,6 +46,12 @@ Send = Callable[[Message], Awaitable[None]]
 
 log = logging.getLogger("keywheel.access")
 
+LANDING = (
+    b"<!doctype html><html><head><meta charset=utf-8><title>keywheel</title></head><body>"
+    b"<h1>keywheel</h1><p>An LLM gateway. It speaks the OpenAI (<code>/v1/chat/completions</code>), "
+    b"Anthropic (<code>/v1/messages</code>) and Gemini (<code>/v1beta/models/{model}:generateContent</code>) "
+    b"APIs to clients holding a gateway key.</p></body></html>\n"
+)
 AUTO_MODELS = frozenset({"", "auto", "keywheel", "default"})
 JSON_HEADERS = [(b"content-type", b"application/json")]
 SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
@@ -122,7 +130,7 @@ class Gateway:
             log.info("%s %s %d%s %.1fms", method, path, status, who, (time.perf_counter() - started) * 1000)
 
     def _dialect_of(self, path: str, headers: dict[bytes, bytes]) -> Dialect:
-        if path.startswith("/v1beta/") or (path.startswith("/v1/models/") and ":" in path):
+        if path.startswith("/v1beta/") or (path.startswith(("/v1/models/", "/models/")) and ":" in path):
             return self.gemini
         if path.startswith("/v1/messages") or b"anthropic-version" in headers:
             return self.anthropic
@@ -149,6 +157,12 @@ class Gateway:
             _allow(method, "GET", "HEAD")
             await _respond(send, 200, b'{"status":"ok"}')
             return 200
+        if path == "/":  # clients probe it unauthenticated (Claude Code sends HEAD / on start): no data here
+            _allow(method, "GET", "HEAD")
+            head = [(b"content-type", b"text/html; charset=utf-8"), (b"content-length", b"%d" % len(LANDING))]
+            await send({"type": "http.response.start", "status": 200, "headers": head})
+            await send({"type": "http.response.body", "body": LANDING if method == "GET" else b""})
+            return 200
         if path == "/status" or path.startswith("/admin/"):
             self._check_admin(scope, headers)
             return await self._admin(method, path, receive, send)
@@ -163,21 +177,67 @@ class Gateway:
             _allow(method, "POST")
             return await self._chat(self.anthropic, None, False, headers, receive, send, served)
         if path == "/v1/messages/count_tokens":
-            raise HttpError(501, "count_tokens is not supported by keywheel; count with the provider's SDK")
-        if dialect is self.gemini and ":" in path:
+            _allow(method, "POST")
+            return await self._count_tokens(headers, receive, send, served)
+        if dialect is self.gemini and ":" in path:  # /v1beta/models/…, /v1/models/… or /models/… (no version)
             model, _, action = path.split("/models/", 1)[1].rpartition(":")
             if action not in ("generateContent", "streamGenerateContent"):
                 raise HttpError(404, f"unsupported Gemini method {action!r}")
             _allow(method, "POST")
             stream = action == "streamGenerateContent"
             return await self._chat(self.gemini, model, stream, headers, receive, send, served)
-        if path in ("/v1/models", "/v1beta/models"):
+        if path in ("/v1/models", "/v1beta/models", "/models"):
             _allow(method, "GET")
-            models = [(f"{name}/{self.settings.providers[name].model}", name) for name in self.settings.chain]
-            models.insert(0, ("auto", "keywheel"))
-            await _respond(send, 200, orjson.dumps(dialect.render_models(models)))
+            listing = self._models_dialect(scope, path, headers)
+            await _respond(send, 200, orjson.dumps(listing.render_models(self._models())))
+            return 200
+        if path.startswith(("/v1/models/", "/v1beta/models/", "/models/")) and ":" not in path:
+            _allow(method, "GET")  # one model: openai/anthropic ``models.retrieve``, google-genai ``models.get``
+            base, _, name = path.partition("/models/")
+            listing = self._models_dialect(scope, base + "/models", headers)
+            rendered = listing.render_models([self._model_entry(name)])
+            entries = rendered.get("data") or rendered.get("models") or [{}]
+            await _respond(send, 200, orjson.dumps(entries[0]))
             return 200
         raise HttpError(404, f"no route {method} {path}")
+
+    def _models(self) -> list[tuple[str, str]]:
+        """``(model id as clients name it, provider)``: ``auto``, then each provider's configured model."""
+        models = [(f"{name}/{self.settings.providers[name].model}", name) for name in self.settings.chain]
+        models.insert(0, ("auto", "keywheel"))
+        return models
+
+    def _model_entry(self, name: str) -> tuple[str, str]:
+        """One model by the name a client asks for: a listed one, or any name the gateway would route."""
+        name = name.removeprefix("models/")
+        for entry in self._models():
+            if entry[0] == name:
+                return entry
+        provider, _ = self.resolve_model(name)  # an unknown provider prefix is a 404
+        return name, provider or "keywheel"
+
+    def _models_dialect(self, scope: Scope, path: str, headers: dict[bytes, bytes]) -> Dialect:
+        """The shape of a model list the caller's SDK parses: ``/v1/models`` serves all three.
+
+        Told apart as the SDKs authenticate: google-genai by ``x-goog-api-key`` (or ``?key=``,
+        or its ``x-goog-api-client`` / user agent), the anthropic SDK by ``anthropic-version``
+        (or ``x-api-key``), anything else (``Authorization: Bearer``) is OpenAI.
+        """
+        if path != "/v1/models":
+            return self.gemini
+        agent = headers.get(b"user-agent", b"")
+        query: bytes = scope.get("query_string", b"")
+        if (
+            b"x-goog-api-key" in headers
+            or b"x-goog-api-client" in headers
+            or b"google-genai" in agent
+            or query.startswith(b"key=")
+            or b"&key=" in query
+        ):
+            return self.gemini
+        if b"anthropic-version" in headers or b"x-api-key" in headers:
+            return self.anthropic
+        return self.openai
 
     # --------------------------------------------------------------- security
 
@@ -211,15 +271,16 @@ class Gateway:
         served: list[Served],
     ) -> int:
         raw = await self._body(headers, receive)
-        try:
-            body = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            raise BadRequest(f"request body is not valid JSON: {exc}", status=400) from None
-        inbound = dialect.parse_request(body, path_model)
-        stream = inbound.stream or path_stream
+        body = _loads(raw)
+        # Lenient: only what keywheel itself needs is checked here (a JSON object, the model, the
+        # stream flag).  The rest is judged by the upstream on a pass-through, or by the dialect's
+        # full parse when some target of the chain needs a translation.
+        model, stream = dialect.peek(body, path_model)
+        stream = stream or path_stream
         fallback = headers.get(b"x-keywheel-fallback", b"on").lower() not in (b"off", b"false", b"0")
-        targets = self._targets(inbound.model, fallback)
-        build = _builder(dialect, inbound, body, _forwarded(dialect, headers))
+        request = _Request(dialect, raw, body, path_model, model)
+        targets = request.usable(self._targets(model, fallback))
+        build = _builder(dialect, request, _forwarded(dialect, headers))
         # Watch for the client going away: cancel this handler, which closes upstream.
         handler = asyncio.current_task()
         assert handler is not None
@@ -227,8 +288,8 @@ class Gateway:
         watcher = asyncio.create_task(_watch(receive, handler, state))
         try:
             if stream:
-                return await self._stream(dialect, inbound, targets, build, send, served)
-            return await self._complete(dialect, inbound, targets, build, send, served)
+                return await self._stream(dialect, request, targets, build, send, served)
+            return await self._complete(dialect, targets, build, send, served)
         except asyncio.CancelledError:
             if state["gone"]:
                 handler.uncancel()
@@ -241,7 +302,6 @@ class Gateway:
     async def _complete(
         self,
         dialect: Dialect,
-        inbound: InboundRequest,
         targets: list[Target],
         build: RequestBuilder,
         send: Send,
@@ -250,14 +310,15 @@ class Gateway:
         completion, body, who = await self.wheel.router.complete(targets, build)
         served.append(who)
         if who.target.adapter.dialect != dialect.name:
-            body = orjson.dumps(dialect.render_response(_response(completion, who), inbound.model))
+            answer = _response(completion, who)  # names the model that served, not the caller's "auto"
+            body = orjson.dumps(dialect.render_response(answer, answer.model))
         await _respond(send, 200, body, _served_headers(who))
         return 200
 
     async def _stream(
         self,
         dialect: Dialect,
-        inbound: InboundRequest,
+        request: _Request,
         targets: list[Target],
         build: RequestBuilder,
         send: Send,
@@ -266,10 +327,11 @@ class Gateway:
         stream = await self.wheel.router.open_stream(targets, build, passthrough=dialect.name)
         who = stream.served
         served.append(who)
+        # A translated stream names the model asked of the provider that serves it, not the caller's "auto".
         renderer = (
             None
             if who.target.adapter.dialect == dialect.name
-            else dialect.stream_renderer(inbound.model, inbound.include_usage)
+            else dialect.stream_renderer(who.target.model, request.include_usage())
         )
         await send(
             {"type": "http.response.start", "status": 200, "headers": SSE_HEADERS + _header_list(_served_headers(who))}
@@ -291,12 +353,61 @@ class Gateway:
                     await send({"type": "http.response.body", "body": renderer.event(event), "more_body": True})
         except KeywheelError as err:
             # Once the stream has started, errors travel in-band, the dialect's way.
-            renderer = renderer or dialect.stream_renderer(inbound.model, inbound.include_usage)
+            renderer = renderer or dialect.stream_renderer(who.target.model, False)
             await send({"type": "http.response.body", "body": renderer.error(err), "more_body": True})
         finally:
             await stream.aclose()
         if not ended:
             await send({"type": "http.response.body", "body": b"", "more_body": False})
+        return 200
+
+    async def _count_tokens(
+        self, headers: dict[bytes, bytes], receive: Receive, send: Send, served: list[Served]
+    ) -> int:
+        """``POST /v1/messages/count_tokens``: the Anthropic provider's own count when the model
+        routes there, Gemini's ``:countTokens`` when it routes to Gemini (both through key rotation
+        and fallback, like any request), else an estimate, flagged ``x-keywheel-estimate: true``."""
+        dialect = self.anthropic
+        raw = await self._body(headers, receive)
+        body = _loads(raw)
+        model, _ = dialect.peek(body)
+        fallback = headers.get(b"x-keywheel-fallback", b"on").lower() not in (b"off", b"false", b"0")
+        request = _Request(dialect, raw, body, None, model, {"max_tokens": 1})
+        chain = self._targets(model, fallback)
+        targets = [t for t in chain if t.adapter.dialect in COUNTERS]
+        if targets and chain[0].adapter.dialect in COUNTERS:
+            targets = request.usable(targets)
+        else:
+            targets = []
+        if not targets:
+            estimate = {"input_tokens": max(1, len(raw) // 4)}  # ~4 bytes of JSON a token: the order of magnitude
+            await _respond(send, 200, orjson.dumps(estimate), {"x-keywheel-estimate": "true"})
+            return 200
+        forwarded = _forwarded(dialect, headers)
+
+        async def attempt(target: Target, key: ApiKey, timeout: float) -> bytes:
+            adapter = target.adapter
+            if adapter.dialect == "anthropic":
+                http = adapter.build_raw_request(target.endpoint, key, _EMPTY, target.model, stream=False)
+                http.url += "/count_tokens"
+                http.body = _dumps({**request.body, "model": target.model})
+                if _lost_ints(http.body):
+                    http.body = _dumps({**request.exact(), "model": target.model})
+                http.headers.update(forwarded)
+                return await self.wheel.router.send(target, http, timeout)
+            http = adapter.build_request(target.endpoint, key, request.inbound().request, target.model, stream=False)
+            http.url = http.url.removesuffix(":generateContent") + ":countTokens"
+            inner = {"model": f"models/{target.model}", **orjson.loads(http.body or b"{}")}
+            http.body = orjson.dumps({"generateContentRequest": inner})
+            answer = orjson.loads(await self.wheel.router.send(target, http, timeout))
+            total = answer.get("totalTokens") if isinstance(answer, dict) else None
+            return orjson.dumps({"input_tokens": total if isinstance(total, int) else 0})
+
+        router = self.wheel.router
+        answer, who = await router.execute(targets, attempt)
+        router.settle(who, None)
+        served.append(who)
+        await _respond(send, 200, answer, _served_headers(who))
         return 200
 
     def _targets(self, model: str, fallback: bool) -> list[Target]:
@@ -400,24 +511,127 @@ def _forwarded(dialect: Dialect, headers: dict[bytes, bytes]) -> dict[str, str]:
     return {name.decode(): headers[name].decode("latin-1") for name in names if name in headers}
 
 
-def _builder(
-    dialect: Dialect, inbound: InboundRequest, body: dict[str, Any], forwarded: dict[str, str]
-) -> RequestBuilder:
+def _loads(raw: bytes) -> Any:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"request body is not valid JSON: {exc}", status=400) from None
+
+
+def _lost_ints(encoded: bytes) -> bool:
+    """Whether orjson's encoding of a body it parsed holds a float of 19 digits or more (``…e+18`` and up).
+
+    orjson reads an integer beyond 64 bits as a float, which it writes with an exponent: where
+    there is none, no integer was lost.  A true float that large (or such text in a string) only
+    costs the exact re-encoding, never a wrong answer.  The search is for ``+`` (memchr-fast; rare
+    in JSON text), then the ``<digit>e`` before it.
+    """
+    at = encoded.find(b"+", 2)
+    while at >= 0:
+        if encoded[at - 1] == 101 and 48 <= encoded[at - 2] <= 57:  # <digit>e+
+            end = start = at + 1
+            while end < len(encoded) and 48 <= encoded[end] <= 57:
+                end += 1
+            if end > start and int(encoded[start:end]) >= 18:
+                return True
+        at = encoded.find(b"+", at + 1)
+    return False
+
+
+class _Request:
+    """The caller's body: the raw bytes, their fast parse, and (only when needed) more.
+
+    A pass-through sends ``raw`` unchanged when neither model nor stream flag changes; else
+    it re-encodes the body with the new model, from an exact parse when the fast one lost an
+    integer.  The dialect's full parse runs only when some target needs a translation.
+    """
+
+    __slots__ = ("dialect", "raw", "body", "path_model", "model", "defaults", "_exact", "_inbound")
+
+    def __init__(
+        self,
+        dialect: Dialect,
+        raw: bytes,
+        body: dict[str, Any],
+        path_model: str | None,
+        model: str,
+        defaults: dict[str, Any] | None = None,
+    ) -> None:
+        self.dialect, self.raw, self.body, self.path_model, self.model = dialect, raw, body, path_model, model
+        self.defaults = defaults  # fields the full parse may take as given when absent (count_tokens: max_tokens)
+        self._exact: dict[str, Any] | None = None
+        self._inbound: InboundRequest | None = None
+
+    def inbound(self) -> InboundRequest:
+        """The full parse, for translation; raises the 400 naming the first bad field."""
+        if self._inbound is None:
+            body = {**self.defaults, **self.body} if self.defaults else self.body
+            self._inbound = self.dialect.parse_request(body, self.path_model)
+        return self._inbound
+
+    def include_usage(self) -> bool:
+        return self._inbound.include_usage if self._inbound is not None else False
+
+    def exact(self) -> dict[str, Any]:
+        """The body parsed by the stdlib, which keeps integers beyond 64 bits (when :func:`_lost_ints` says so)."""
+        if self._exact is None:
+            self._exact = json.loads(self.raw)
+        return self._exact
+
+    def usable(self, targets: list[Target]) -> list[Target]:
+        """``targets`` without those that would need a translation this request cannot have.
+
+        A target of the caller's own dialect takes the body as it is, so a request that only
+        it can serve still goes there; with none such, the translation's 400 names the field.
+        """
+        same = self.dialect.name
+        if all(t.adapter.dialect == same for t in targets):
+            return targets
+        try:
+            self.inbound().check_translatable()
+        except BadRequest as exc:
+            passthrough = [t for t in targets if t.adapter.dialect == same]
+            if not passthrough:
+                raise
+            log.debug("only pass-through targets can take this request: %s", exc.message)
+            return passthrough
+        return targets
+
+
+def _unchanged(dialect: str, body: dict[str, Any], model: str, stream: bool) -> bool:
+    """Whether a pass-through may send the caller's bytes as they are (what each adapter would rewrite)."""
+    if dialect == "gemini":
+        return "model" not in body  # the model lives in the URL, the stream flag in the method
+    if body.get("model") != model or body.get("stream", False) is not stream:
+        return False
+    return dialect != "openai" or not stream or "stream_options" in body
+
+
+def _builder(dialect: Dialect, request: _Request, forwarded: dict[str, str]) -> RequestBuilder:
     """Pass the body through when the upstream speaks the caller's dialect; translate otherwise."""
     same = dialect.name
-    request = inbound.request
 
     def build(target: Target, key: ApiKey, stream: bool) -> HttpRequest:
         adapter = target.adapter
         if adapter.dialect == same:
-            http = adapter.build_raw_request(target.endpoint, key, body, target.model, stream=stream)
+            if _unchanged(same, request.body, target.model, stream):
+                http = adapter.build_raw_request(target.endpoint, key, _EMPTY, target.model, stream=stream)
+                http.body = request.raw
+            else:
+                http = adapter.build_raw_request(target.endpoint, key, request.body, target.model, stream=stream)
+                if http.body is not None and _lost_ints(http.body):
+                    http = adapter.build_raw_request(target.endpoint, key, request.exact(), target.model, stream=stream)
             if forwarded:
                 http.headers.update(forwarded)
             return http
-        inbound.check_translatable()
-        return adapter.build_request(target.endpoint, key, request, target.model, stream=stream)
+        return adapter.build_request(target.endpoint, key, request.inbound().request, target.model, stream=stream)
 
     return build
+
+
+_EMPTY: dict[str, Any] = {}
+# The upstream dialects that count tokens themselves (Anthropic's count_tokens, Gemini's :countTokens).
+COUNTERS = frozenset({"anthropic", "gemini"})
 
 
 async def _watch(receive: Receive, handler: asyncio.Task[Any], state: dict[str, bool]) -> None:

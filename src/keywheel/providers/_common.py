@@ -8,6 +8,7 @@ puts a request header (and so a key) into a message.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -30,7 +31,10 @@ MESSAGE_LIMIT = 500
 
 
 def dumps(value: Any) -> bytes:
-    return orjson.dumps(value)
+    try:
+        return orjson.dumps(value)
+    except TypeError:  # an integer beyond 64 bits (a pass-through body, parsed exactly): the stdlib keeps it
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 def loads(data: bytes | str) -> Any:

@@ -60,16 +60,18 @@ class AnthropicDialect(Dialect):
     def wants_stream(self, incoming: Incoming) -> bool:
         return isinstance(incoming.body, dict) and incoming.body.get("stream") is True
 
-    def check(self, incoming: Incoming) -> Answer | None:
+    def check(
+        self, incoming: Incoming, required: tuple[str, ...] = ("model", "max_tokens", "messages")
+    ) -> Answer | None:
         version = incoming.headers.get("anthropic-version")
         if not version:
             return _error(400, "invalid_request_error", "anthropic-version: header is required")
         body = incoming.body
         if not isinstance(body, dict):
             return _error(400, "invalid_request_error", "There was an issue with the request body: not a JSON object")
-        for required in ("model", "max_tokens", "messages"):
-            if required not in body:
-                return _error(400, "invalid_request_error", f"{required}: Field required")
+        for name in required:
+            if name not in body:
+                return _error(400, "invalid_request_error", f"{name}: Field required")
         if version == STRICT_VERSION:
             for param in SAMPLING_PARAMS:
                 if param in body:
@@ -207,6 +209,15 @@ class AnthropicDialect(Dialect):
 
     def missing_key(self) -> Answer:
         return _error(401, "authentication_error", "x-api-key header is required")
+
+    def count(self, incoming: Incoming) -> Answer:
+        problem = self.check(incoming, ("model", "messages"))
+        if problem is not None:
+            return problem
+        if "stream" in incoming.body or "max_tokens" in incoming.body:  # as the API: count_tokens takes neither
+            field = "stream" if "stream" in incoming.body else "max_tokens"
+            return _error(400, "invalid_request_error", f"{field}: Extra inputs are not permitted")
+        return Answer(200, {"input_tokens": self.read(incoming).input_tokens})
 
     def models(self) -> Answer:
         data = [_model_entry(*model) for model in MODELS]

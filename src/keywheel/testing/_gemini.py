@@ -248,6 +248,13 @@ class GeminiDialect(Dialect):
         )
         return _error(403, "PERMISSION_DENIED", message)
 
+    def count(self, incoming: Incoming) -> Answer:
+        body = incoming.body if isinstance(incoming.body, dict) else {}
+        inner = body.get("generateContentRequest", body.get("generate_content_request"))
+        request = inner if isinstance(inner, dict) else body
+        talk = self.read(Incoming(incoming.method, incoming.path, incoming.query, incoming.headers, request))
+        return Answer(200, {"totalTokens": talk.input_tokens})
+
     def models(self) -> Answer:
         return Answer(200, {"models": [_model_entry(model, display) for model, display in MODELS]})
 

@@ -11,6 +11,7 @@ discards quietly.
 from __future__ import annotations
 
 import asyncio
+import json
 
 import orjson
 from aiohttp import web
@@ -28,9 +29,15 @@ def _parse(raw: bytes) -> Json:
     if not raw:
         return None
     try:
+        if _LONG_RUN in raw.translate(_DIGITS):  # maybe an integer beyond 64 bits: orjson would make it a float
+            return json.loads(raw)
         return orjson.loads(raw)
-    except orjson.JSONDecodeError:
+    except ValueError:  # orjson.JSONDecodeError and json.JSONDecodeError both are
         return None
+
+
+_DIGITS = bytes(48 if 48 <= c <= 57 else 32 for c in range(256))
+_LONG_RUN = b"0" * 19
 
 
 def _respond(answer: Answer) -> web.Response:
@@ -74,6 +81,7 @@ class FakeApp:
         app = web.Application(client_max_size=MAX_BODY)
         route = app.router
         route.add_post("/v1/messages", self._anthropic_messages)
+        route.add_post("/v1/messages/count_tokens", self._anthropic_count)
         route.add_get("/v1/models", self._v1_models)
         route.add_post("/v1/chat/completions", self._openai_chat)
         route.add_post("/api/v1/chat/completions", self._openrouter_chat)
@@ -90,6 +98,9 @@ class FakeApp:
     async def _anthropic_messages(self, request: web.Request) -> web.StreamResponse:
         return await self._serve(request, self.anthropic, "chat")
 
+    async def _anthropic_count(self, request: web.Request) -> web.StreamResponse:
+        return await self._serve(request, self.anthropic, "count")
+
     async def _openai_chat(self, request: web.Request) -> web.StreamResponse:
         return await self._serve(request, self.openai, "chat")
 
@@ -98,6 +109,8 @@ class FakeApp:
 
     async def _gemini_generate(self, request: web.Request) -> web.StreamResponse:
         action = request.match_info["target"].rpartition(":")[2]
+        if action == "countTokens":
+            return await self._serve(request, self.gemini, "count")
         if action not in ("generateContent", "streamGenerateContent"):
             raise web.HTTPNotFound()
         return await self._serve(request, self.gemini, "chat")
@@ -153,6 +166,8 @@ class FakeApp:
             return _respond(dialect.model(request.match_info["target"]))
         if endpoint == "key":
             return _respond(OpenAIDialect.key_info(self.state.credit(key)))
+        if endpoint == "count":
+            return _respond(dialect.count(incoming))
         problem = dialect.check(incoming)
         if problem is not None:
             return _respond(problem)

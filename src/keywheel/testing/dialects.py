@@ -193,6 +193,10 @@ class Dialect(ABC):
     def model(self, name: str) -> Answer:
         """One model (``GET …/models/{name}``); every name exists."""
 
+    def count(self, incoming: Incoming) -> Answer:
+        """A token count (Anthropic ``count_tokens``, Gemini ``:countTokens``); a word count here."""
+        raise NotImplementedError(f"{self.name} counts no tokens")
+
     def plan(self, incoming: Incoming, n: int) -> Turn:
         """Decide the answer: a call to the offered tool, or a text reply."""
         talk = self.read(incoming)

@@ -14,6 +14,7 @@ forwards them; a translation refuses them with a 400 naming the field).
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from keywheel.errors import KeywheelError
@@ -61,6 +62,8 @@ from keywheel.types import (
 
 __all__ = ["AnthropicDialect", "AnthropicStream"]
 
+log = logging.getLogger("keywheel.gateway")
+
 _STOP: dict[FinishReason, str] = {
     "stop": "end_turn",
     "length": "max_tokens",
@@ -83,6 +86,23 @@ _ERROR_TYPES = {
     529: "overloaded_error",
 }
 _NEVER_CREATED = "1970-01-01T00:00:00Z"  # the gateway does not know when a model was released
+# Block types that carry content another provider cannot take (a PDF, a server tool's transcript …):
+# translating them away would change what the model is asked, so a translation refuses them.  Any
+# other unknown type (a newer beta's block) is dropped with a debug line.
+_REFUSED = frozenset(
+    {
+        "document",
+        "container_upload",
+        "server_tool_use",
+        "web_search_tool_result",
+        "web_fetch_tool_result",
+        "code_execution_tool_result",
+        "bash_code_execution_tool_result",
+        "text_editor_code_execution_tool_result",
+        "mcp_tool_use",
+        "mcp_tool_result",
+    }
+)
 
 
 # ------------------------------------------------------------------ requests
@@ -91,11 +111,12 @@ _NEVER_CREATED = "1970-01-01T00:00:00Z"  # the gateway does not know when a mode
 class _Reader:
     """One request's messages: tool names by tool_use id, and what could not be translated."""
 
-    __slots__ = ("names", "lost")
+    __slots__ = ("names", "lost", "system")
 
     def __init__(self) -> None:
         self.names: dict[str, str] = {}  # tool_use id -> tool name, for the results that answer them
         self.lost: list[str] = []
+        self.system: list[str] = []  # the texts of system turns inside ``messages``, in order
 
     def image(self, source: Any, where: str) -> ImagePart | None:
         source = require_object(source, where)
@@ -114,13 +135,30 @@ class _Reader:
         texts = []
         for k, block in enumerate(require_list(content, where, non_empty=False)):
             block = require_object(block, f"{where}[{k}]")
-            if block.get("type") == "text":
+            kind = block.get("type")
+            if kind == "text":
                 texts.append(require_str(block.get("text"), f"{where}[{k}].text", allow_empty=True))
+            elif kind in ("image", "search_result") or kind in _REFUSED:
+                self.lost.append(untranslatable(f"{where}[{k}]", f"a block of type {kind!r} in a tool result"))
             else:
-                self.lost.append(
-                    untranslatable(f"{where}[{k}]", f"a block of type {block.get('type')!r} in a tool result")
-                )
+                log.debug("translation drops %s[%d]: a block of unknown type %r", where, k, kind)
         return "\n".join(texts)
+
+    def text_of(self, block: dict[str, Any], where: str) -> str | None:
+        """The text of a block that is text in another form: a plain-text document, a search result."""
+        kind = block.get("type")
+        if kind == "document":
+            source = block.get("source")
+            if isinstance(source, dict) and source.get("type") == "text" and isinstance(source.get("data"), str):
+                return str(source["data"])
+            return None
+        if kind == "search_result":
+            texts = [str(block.get("title") or ""), str(block.get("source") or "")]
+            for k, item in enumerate(require_list(block.get("content"), f"{where}.content", non_empty=False)):
+                item = require_object(item, f"{where}.content[{k}]")
+                texts.append(require_str(item.get("text"), f"{where}.content[{k}].text", allow_empty=True))
+            return "\n".join(t for t in texts if t)
+        return None
 
     def block(self, block: Any, where: str) -> Part | None:
         block = require_object(block, where)
@@ -142,14 +180,43 @@ class _Reader:
             return None  # signed by one provider, meaningless to another: not conversation content
         if not isinstance(kind, str):
             raise fail(f"{where}.type", "required" if kind is None else "expected a string")
-        self.lost.append(untranslatable(where, f"a block of type {kind!r}"))
+        as_text = self.text_of(block, where)
+        if as_text is not None:
+            return TextPart(as_text)
+        if kind in _REFUSED:
+            self.lost.append(untranslatable(where, f"a block of type {kind!r}"))
+        else:
+            log.debug("translation drops %s: a block of unknown type %r", where, kind)
         return None
 
-    def message(self, raw: Any, where: str) -> Message:
+    def system_turn(self, raw: dict[str, Any], where: str) -> None:
+        """A ``role: "system"`` turn inside ``messages`` (a beta of Claude Code 2.1): its text joins the
+        system prompt after what came before it; an empty one (a per-turn control) adds nothing."""
+        content = raw.get("content")
+        if isinstance(content, str):
+            texts = [content]
+        else:
+            texts = []
+            for j, block in enumerate(require_list(content, f"{where}.content", non_empty=False)):
+                block = require_object(block, f"{where}.content[{j}]")
+                if block.get("type") == "text":
+                    texts.append(require_str(block.get("text"), f"{where}.content[{j}].text", allow_empty=True))
+                else:
+                    log.debug(
+                        "translation drops %s.content[%d]: a %r block in a system turn", where, j, block.get("type")
+                    )
+        text = "\n\n".join(t for t in texts if t)
+        if text:
+            self.system.append(text)
+
+    def message(self, raw: Any, where: str) -> Message | None:
         raw = require_object(raw, where)
         role = raw.get("role")
+        if role == "system":
+            self.system_turn(raw, where)
+            return None
         if role not in ("user", "assistant"):
-            raise fail(f"{where}.role", f"unknown role {role!r} (expected user or assistant)")
+            raise fail(f"{where}.role", f"unknown role {role!r} (expected user, assistant or system)")
         turn: Role = "user" if role == "user" else "assistant"
         content = raw.get("content")
         if isinstance(content, str):
@@ -331,11 +398,16 @@ class AnthropicDialect:
         max_tokens = opt_int(body.get("max_tokens"), "max_tokens", required=True)
         reader = _Reader()
         raw = require_list(body.get("messages"), "messages")
-        messages = [reader.message(m, f"messages[{i}]") for i, m in enumerate(raw)]
+        messages = [m for i, item in enumerate(raw) if (m := reader.message(item, f"messages[{i}]")) is not None]
+        if not messages:
+            raise fail("messages", "at least one user or assistant message is required")
         tools = _tools(body.get("tools"))
+        system = _system(body.get("system"))
+        if reader.system:
+            system = "\n\n".join([system, *reader.system] if system else reader.system)
         request = ChatRequest(
             messages=messages,
-            system=_system(body.get("system")),
+            system=system,
             max_tokens=max_tokens,
             temperature=opt_number(body.get("temperature"), "temperature"),
             top_p=opt_number(body.get("top_p"), "top_p"),

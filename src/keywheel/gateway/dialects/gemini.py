@@ -16,6 +16,7 @@ noted in ``InboundRequest.untranslatable``.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from keywheel.errors import KeywheelError
@@ -59,6 +60,8 @@ from keywheel.types import (
 )
 
 __all__ = ["GeminiDialect", "GeminiStream"]
+
+log = logging.getLogger("keywheel.gateway")
 
 _FINISH: dict[FinishReason, str] = {
     "stop": "STOP",
@@ -234,12 +237,15 @@ class _Reader:
             if kind is not None:
                 self.lost.append(untranslatable(where, f"a part of kind {kind!r}"))
                 return None
-        raise fail(where, "unsupported part (expected text, inlineData, fileData, functionCall or functionResponse)")
+        if not part:
+            raise fail(where, "empty part (expected text, inlineData, fileData, functionCall or functionResponse)")
+        log.debug("translation drops %s: a part of unknown kind (%s)", where, ", ".join(map(str, part))[:200])
+        return None
 
     def content(self, raw: Any, where: str) -> Message:
         content = require_object(raw, where)
         role = content.get("role", "user")  # single-turn requests may leave the role out
-        if role not in ("user", "model"):
+        if role not in ("user", "model", "function"):  # "function": older SDKs' turn of function responses
             raise fail(f"{where}.role", f"unknown role {role!r} (expected user or model)")
         parts = []
         for j, item in enumerate(require_list(content.get("parts"), f"{where}.parts")):

@@ -9,6 +9,7 @@ rendering.  Pure: no I/O, never renders an upstream error body.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from keywheel.errors import KeywheelError
@@ -59,6 +60,8 @@ _FINISH: dict[FinishReason, str] = {
 }
 _TOOL_CHOICES = frozenset({"auto", "none", "required"})
 _PARTS = frozenset({"text", "image_url"})  # the content parts keywheel.messages translates
+_REFUSED = frozenset({"input_audio", "file"})  # content another provider cannot take: a translation refuses it
+log = logging.getLogger("keywheel.gateway")
 _DONE = b"data: [DONE]\n\n"
 
 
@@ -74,10 +77,16 @@ def _translatable(messages: list[Any], lost: list[str]) -> list[Any]:
         for j, part in enumerate(content):
             kind = part.get("type") if isinstance(part, dict) else None
             if isinstance(kind, str) and kind not in _PARTS:  # a malformed part is left for from_openai to name
-                lost.append(untranslatable(f"messages[{i}].content[{j}]", f"a part of type {kind!r}"))
+                text = ""
+                if kind in _REFUSED:
+                    lost.append(untranslatable(f"messages[{i}].content[{j}]", f"a part of type {kind!r}"))
+                elif kind == "refusal" and isinstance(part.get("refusal"), str):
+                    text = part["refusal"]  # an assistant's refusal, as the text it is
+                else:
+                    log.debug("translation drops messages[%d].content[%d]: a part of unknown type %r", i, j, kind)
                 if kept is content:
                     kept = list(content)
-                kept[j] = {"type": "text", "text": ""}
+                kept[j] = {"type": "text", "text": text}
         if kept is not content:
             if out is messages:
                 out = list(messages)
