@@ -247,6 +247,8 @@ class Gateway:
         if path == "/v1/messages/count_tokens":
             raise HttpError(501, "count_tokens is not supported by keywheel; count with the provider's SDK")
         if dialect is self.gemini and ":" in path:
+            if "/models/" not in path:
+                raise HttpError(404, f"no route {method} {path[:200]}: expected /v1beta/models/<model>:<method>")
             model, _, action = path.split("/models/", 1)[1].rpartition(":")
             if action not in ("generateContent", "streamGenerateContent"):
                 raise HttpError(404, f"unsupported Gemini method {action!r}")
