@@ -189,7 +189,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from keywheel.gateway import Gateway
     from keywheel.gateway.app import _is_loopback
-    from keywheel.gateway.server import PortInUse, serve
+    from keywheel.gateway.server import BindError, serve
 
     try:
         wheel = _wheel(args.env_file)
@@ -232,11 +232,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
             log_level=args.log_level,
             env_file=args.env_file,
         )
-    except PortInUse as err:
-        stderr.print(
-            f"[red]port {err.port} on {err.host} is already in use[/red] (another keywheel or another program). "
-            f"Stop that program, or choose a free port: --port N or KEYWHEEL_PORT=N."
-        )
+    except BindError as err:
+        if err.in_use:
+            stderr.print(
+                f"[red]port {err.port} on {err.host} is already in use[/red] (another keywheel or another "
+                "program).  Stop that program, or choose a free port: --port N or KEYWHEEL_PORT=N."
+            )
+        else:
+            stderr.print(f"[red]{err}[/red]  Check --host / KEYWHEEL_HOST and --port / KEYWHEEL_PORT.")
         if app is not None:
             wheel.close()
         return 2

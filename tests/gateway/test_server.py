@@ -136,3 +136,22 @@ def test_a_busy_port_is_named_with_what_to_do_and_exit_code_2(fake: FakeUpstream
     assert done.returncode == 2, output
     assert f"port {port}" in output and "KEYWHEEL_PORT" in output and "--port" in output, output
     assert "Traceback" not in output and "Errno" not in output, output
+
+
+def test_an_address_that_cannot_be_bound_is_named_with_exit_code_2(fake: FakeUpstream, tmp_path: Path) -> None:
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(tmp_path),
+        "KEYWHEEL_GATEWAY_KEYS": GATEWAY_KEY,
+        **fake_env(fake),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "keywheel.cli", "--env-file", "/nonexistent", "serve", "--host", "203.0.113.7"],
+        env=env,
+        capture_output=True,
+        timeout=60,
+    )
+    output = (done.stdout + done.stderr).decode()
+    assert done.returncode == 2, output
+    assert "cannot listen on 203.0.113.7:8787" in output and "KEYWHEEL_HOST" in output, output
+    assert "Traceback" not in output, output

