@@ -55,7 +55,7 @@ errors_log = logging.getLogger("keywheel.gateway")
 
 #: Once cut at the drain deadline, how long handlers get to write their 503 or in-band error.
 CUT_GRACE = 3.0
-#: What a cut handler's cancellation says, so it can tell a cut from any other cancellation.
+#: The message of a cut handler's cancellation (handlers tell a cut by ``Gateway._cut``).
 CUT_REASON = "keywheel: drain deadline"
 
 AUTO_MODELS = frozenset({"", "auto", "keywheel", "default"})
@@ -168,10 +168,6 @@ class Gateway:
         if self._drain is None:
             wait = self.settings.shutdown_timeout if timeout is None else timeout
             self._drain = asyncio.get_running_loop().create_task(self.drain(wait))
-
-    @property
-    def draining(self) -> bool:
-        return self._drain is not None
 
     async def drain(self, timeout: float) -> tuple[int, int]:
         """Let the requests in flight finish for up to ``timeout`` seconds, then cut the rest
