@@ -82,6 +82,18 @@ def test_a_connection_that_sends_nothing_is_closed_too(gateway: GatewayFactory) 
     with socket.create_connection(_address(served), timeout=5) as sock:
         closed, _ = _closed_within(sock, 15)
         assert closed
+    # A kept-alive connection whose next request head stalls is timed the same way.
+    with socket.create_connection(_address(served), timeout=5) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: gateway\r\n\r\n")
+        first = b""
+        while b'{"status":"ok"}' not in first:
+            chunk = sock.recv(65536)
+            assert chunk, first
+            first += chunk
+        assert first.startswith(b"HTTP/1.1 200 "), first
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: gate")
+        closed, received = _closed_within(sock, 15)
+        assert closed and received.startswith(b"HTTP/1.1 408 "), received
 
 
 def test_connections_past_the_bound_get_a_503_in_dialect(gateway: GatewayFactory, http: httpx.Client) -> None:

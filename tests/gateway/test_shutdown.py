@@ -165,3 +165,48 @@ def test_sigterm_with_nothing_in_flight_exits_at_once(gateway: GatewayFactory, s
     assert served.process.wait(15) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal once done
     assert time.monotonic() - started < 10  # generous: an idle gateway does not wait out the drain timeout
     assert "Traceback" not in served.log()
+
+
+def test_a_rolling_restart_of_two_replicas_loses_nothing(gateway: GatewayFactory, fake: FakeUpstream) -> None:
+    """Clients that retry a 503 (or a refused connection) on the other replica see every request served."""
+    replicas = [gateway(AI_PROVIDER="gemini", KEYWHEEL_SHUTDOWN_TIMEOUT="5") for _ in range(2)]
+    for i in range(1, 5):
+        fake.set(f"test-gemini-key-{i}", "hang", seconds=0.3)
+    body = {"model": "auto", "messages": USER}
+    outcomes: list[tuple[int, str]] = []
+    answers: list[str] = []
+    stop = threading.Event()
+
+    def client(first: int) -> None:
+        with httpx.Client(timeout=30) as http:
+            n = first
+            while not stop.is_set():
+                for attempt in range(6):  # the client's retry policy: the other replica, then back
+                    url = replicas[(n + attempt) % 2].url
+                    try:
+                        resp = http.post(url + "/v1/chat/completions", json=body, headers=OPENAI)
+                    except httpx.TransportError:
+                        continue
+                    answers.append(resp.headers.get("content-type", ""))
+                    if resp.status_code == 503 and resp.headers.get("retry-after"):
+                        continue
+                    outcomes.append((resp.status_code, url))
+                    break
+                else:
+                    outcomes.append((0, "gave up"))
+                n += 1
+
+    threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(6)]
+    for thread in threads:
+        thread.start()
+    time.sleep(1.0)
+    replicas[0].process.send_signal(signal.SIGTERM)  # the first replica restarts; the second carries on
+    assert replicas[0].process.wait(20) in (0, -signal.SIGTERM)
+    time.sleep(0.5)
+    stop.set()
+    for thread in threads:
+        thread.join(30)
+    assert outcomes and all(status == 200 for status, _ in outcomes), [o for o in outcomes if o[0] != 200]
+    assert {url for _, url in outcomes} == {replicas[0].url, replicas[1].url}
+    assert all(kind.startswith("application/json") for kind in answers), set(answers)
+    assert "Traceback" not in replicas[0].log()
