@@ -156,6 +156,32 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def fit_file_limit(max_connections: int) -> None:
+    """Raise the soft open-file limit toward what the connection bound needs (each client
+    connection may hold an upstream connection too); warn when the hard limit is lower."""
+    try:
+        import resource
+    except ImportError:  # not on this platform
+        return
+    needed = 2 * max_connections + 256
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+        if soft < needed:
+            log.warning(
+                "KEYWHEEL_MAX_CONNECTIONS=%d needs about %d open files, but the limit is %d: "
+                "lower KEYWHEEL_MAX_CONNECTIONS or raise the limit (ulimit -n)",
+                max_connections,
+                needed,
+                soft,
+            )
+
+
 def config(app: Gateway | str, settings: Settings, *, workers: int, log_level: str) -> uvicorn.Config:
     return uvicorn.Config(
         app,
@@ -178,6 +204,7 @@ def serve(
     """Run until SIGTERM/SIGINT.  ``wheel_app`` is the gateway for one worker; with more,
     each worker builds its own from the environment.  Raises :class:`BindError`."""
     sock = bind(host, port)
+    fit_file_limit(settings.max_connections)
     if workers > 1:
         from uvicorn.supervisors import Multiprocess
 
