@@ -167,3 +167,19 @@ def test_an_address_that_cannot_be_bound_is_named_with_exit_code_2(fake: FakeUps
     assert done.returncode == 2, output
     assert "cannot listen on 203.0.113.7:8787" in output and "KEYWHEEL_HOST" in output, output
     assert "Traceback" not in output, output
+
+
+def test_an_endless_request_head_gets_a_431_before_the_head_timeout(gateway: GatewayFactory) -> None:
+    served = gateway(KEYWHEEL_HEADER_TIMEOUT="30")
+    with socket.create_connection(_address(served), timeout=5) as sock:
+        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: gateway\r\n")
+        # Header after header, never the blank line; the 16th crosses 64 KiB with its last byte,
+        # so the gateway has read everything when it answers and closes (no reset).
+        for _ in range(16):
+            sock.sendall(b"x-pad: " + b"p" * 4089 + b"\r\n")
+        closed, received = _closed_within(sock, 10)  # well before the 30 s head timeout
+    assert closed and received.startswith(b"HTTP/1.1 431 "), received[:200]
+    assert b"application/json" in received
+    with httpx.Client(timeout=10) as http:  # a large but bounded head is fine
+        resp = http.get(served.url + "/health", headers={"x-pad": "p" * 30_000})
+        assert resp.status_code == 200

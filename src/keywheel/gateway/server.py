@@ -6,6 +6,7 @@ connection rules added to its protocol class.
 - a request-head timeout: a connection that has not sent a complete request head
   within ``KEYWHEEL_HEADER_TIMEOUT`` seconds of connecting (or of starting its next
   request) gets a 408 and is closed, so a header slowloris holds no slot for long;
+- a bound on the size of a request head (:data:`MAX_HEAD_BYTES`, a 431 past it);
 - a connection bound: past ``KEYWHEEL_MAX_CONNECTIONS`` open connections, a new
   connection's request is answered with a 503 in the caller's dialect (JSON, with
   ``retry-after``) and the connection is closed;
@@ -40,6 +41,8 @@ from keywheel.gateway.app import CUT_GRACE, Gateway
 log = logging.getLogger("keywheel.gateway")
 
 APP_FACTORY = "keywheel.gateway:app_from_env"
+#: A request head (request line and headers) larger than this gets a 431; httptools sets no bound.
+MAX_HEAD_BYTES = 64 * 1024
 
 
 def find_gateway(app: Any) -> Gateway | None:
@@ -69,6 +72,8 @@ class GatewayProtocol(HttpToolsProtocol):
         self.gateway = find_gateway(self.app)
         self._head_timer: asyncio.TimerHandle | None = None
         self._over_limit = False
+        self._in_head = True  # between the start of a request (or of the connection) and its complete head
+        self._head_bytes = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)  # type: ignore[arg-type]
@@ -87,11 +92,20 @@ class GatewayProtocol(HttpToolsProtocol):
             self._head_timer.cancel()
             self._head_timer = None
 
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self._in_head and not self.transport.is_closing():
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_HEAD_BYTES:
+                self._refuse_head(431, "Request Header Fields Too Large", f"request head over {MAX_HEAD_BYTES} bytes")
+
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        self._in_head, self._head_bytes = True, 0
         self._arm()  # the next request on a kept-alive connection: its head is timed too
 
     def on_headers_complete(self) -> None:
+        self._in_head = False
         self._disarm()
         if self._over_limit and self.gateway is not None:
             self.app = self.gateway.refuse
@@ -111,11 +125,20 @@ class GatewayProtocol(HttpToolsProtocol):
             return
         if self.gateway is not None:
             timeout = self.gateway.settings.header_timeout
-            _, _, body = self.gateway.openai.render_simple_error(
-                408, f"request head not received within {timeout:g} s (KEYWHEEL_HEADER_TIMEOUT)"
-            )
-            transport.write(_raw_error(408, "Request Timeout", body))
+            reason = f"request head not received within {timeout:g} s (KEYWHEEL_HEADER_TIMEOUT)"
+            self._refuse_head(408, "Request Timeout", reason)
         transport.close()
+
+    def _refuse_head(self, status: int, phrase: str, message: str) -> None:
+        """Answer a request whose head never came whole (OpenAI-shaped: its dialect is unknown), and close."""
+        self._disarm()
+        if self.cycle is None or self.cycle.response_complete:
+            if self.gateway is not None:
+                _, _, body = self.gateway.openai.render_simple_error(status, message)
+            else:
+                body = orjson.dumps({"error": {"message": message, "type": "invalid_request_error"}})
+            self.transport.write(_raw_error(status, phrase, body))
+        self.transport.close()
 
     def send_400_response(self, msg: str) -> None:
         """A request uvicorn cannot parse: a JSON 400 (uvicorn's own is text/plain)."""
