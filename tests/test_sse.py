@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from keywheel.sse import SSEDecoder
+from keywheel.sse import EventTooLarge, SSEDecoder
 
 STREAM = (
     b": OPENROUTER PROCESSING\n\n"
@@ -37,3 +37,24 @@ def test_a_large_event_in_many_chunks_and_a_final_event_without_blank_line() -> 
     assert len(events) == 1 and len(events[0].data) == 300_000
     assert decoder.feed(b"data: tail") == []
     assert [(e.event, e.data) for e in decoder.close()] == [(None, "tail")]
+
+
+@pytest.mark.parametrize("step", [1000, 4096, 1_000_000])
+@pytest.mark.parametrize("line_breaks", [True, False])
+def test_an_event_over_the_bound_raises_however_it_arrives(step: int, line_breaks: bool) -> None:
+    # With line breaks: many data lines, one event; without: one line held back until its end.
+    body = (b"data: " + b"y" * 99 + b"\n") * 1000 if line_breaks else b"data: " + b"y" * 100_000 + b"\n"
+    raw = b'data: {"small": 1}\n\n' + body + b"\n"
+    decoder = SSEDecoder(max_event_bytes=50_000)
+    events = []
+    with pytest.raises(EventTooLarge):
+        for i in range(0, len(raw), step):
+            events += decoder.feed(raw[i : i + step])
+    assert len(events) <= 1  # at most the small event came out before the bound tripped
+
+
+def test_events_within_the_bound_pass() -> None:
+    decoder = SSEDecoder(max_event_bytes=50_000)
+    raw = (b"data: " + b"z" * 40_000 + b"\n\n") * 3
+    events = [e for i in range(0, len(raw), 7000) for e in decoder.feed(raw[i : i + 7000])]
+    assert [len(e.data) for e in events] == [40_000] * 3

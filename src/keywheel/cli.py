@@ -390,10 +390,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from keywheel.gateway import Gateway
     from keywheel.gateway.app import _is_loopback
+    from keywheel.gateway.server import BindError, serve
 
     try:
         wheel = _wheel(args.env_file)
@@ -423,23 +422,30 @@ def cmd_serve(args: argparse.Namespace) -> int:
         f"keywheel gateway on http://{args.host}:{args.port}  chain {' → '.join(settings.chain)} ({keys} keys), "
         f"{len(settings.gateway_keys)} gateway keys, {args.workers} worker(s)"
     )
-    common: dict[str, Any] = {
-        "host": args.host,
-        "port": args.port,
-        "loop": "uvloop",
-        "http": "httptools",
-        "access_log": False,
-        "log_level": args.log_level.lower(),
-        "lifespan": "on",
-        "timeout_graceful_shutdown": 5,
-    }
     if args.workers > 1:
         wheel.close()
-        if args.env_file:
-            os.environ["KEYWHEEL_ENV_FILE"] = args.env_file
-        uvicorn.run("keywheel.gateway:app_from_env", factory=True, workers=args.workers, **common)
-    else:
-        uvicorn.run(Gateway(wheel), **common)
+    app = Gateway(wheel) if args.workers <= 1 else None
+    try:
+        serve(
+            app,
+            settings,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            log_level=args.log_level,
+            env_file=args.env_file,
+        )
+    except BindError as err:
+        if err.in_use:
+            stderr.print(
+                f"[red]port {err.port} on {err.host} is already in use[/red] (another keywheel or another "
+                "program).  Stop that program, or choose a free port: --port N or KEYWHEEL_PORT=N."
+            )
+        else:
+            stderr.print(f"[red]{err}[/red]  Check --host / KEYWHEEL_HOST and --port / KEYWHEEL_PORT.")
+        if app is not None:
+            wheel.close()
+        return 2
     return 0
 
 

@@ -97,6 +97,11 @@ class Settings:
     admin_key: ApiKey | None = None
     max_body_bytes: int = 20 * 1024 * 1024  # gateway: larger request bodies get 413
     body_timeout: float = 30.0  # gateway: a body not received in this time gets 408
+    shutdown_timeout: float = 30.0  # gateway: on SIGTERM, in-flight requests get this long to finish
+    header_timeout: float = 10.0  # gateway: a connection without a complete request head by then is closed
+    max_connections: int = 1000  # gateway: open client connections beyond this get a 503 and are closed
+    max_response_bytes: int = 64 * 1024 * 1024  # a larger non-streamed upstream answer is a 502
+    max_event_bytes: int = 16 * 1024 * 1024  # a larger single SSE event ends the stream in-band
     warnings: list[str] = field(default_factory=list)
 
     def secrets(self) -> list[str]:
@@ -457,6 +462,11 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
         admin_key=admin_key,
         max_body_bytes=int(_number(env, "KEYWHEEL_MAX_BODY_BYTES", 20 * 1024 * 1024, problems, integer=True)),
         body_timeout=_number(env, "KEYWHEEL_BODY_TIMEOUT", 30.0, problems),
+        shutdown_timeout=_number(env, "KEYWHEEL_SHUTDOWN_TIMEOUT", 30.0, problems),
+        header_timeout=_number(env, "KEYWHEEL_HEADER_TIMEOUT", 10.0, problems),
+        max_connections=int(_number(env, "KEYWHEEL_MAX_CONNECTIONS", 1000, problems, integer=True)),
+        max_response_bytes=int(_number(env, "KEYWHEEL_MAX_RESPONSE_BYTES", 64 * 1024 * 1024, problems, integer=True)),
+        max_event_bytes=int(_number(env, "KEYWHEEL_MAX_EVENT_BYTES", 16 * 1024 * 1024, problems, integer=True)),
         warnings=problems.warnings,
     )
     if problems.errors:

@@ -14,12 +14,14 @@
     │   │   ├── ServerError         other 5xx
     │   │   ├── Timeout
     │   │   ├── NetworkError        connection refused/reset, stream cut short
-    │   │   └── ModelNotFound       404 for this provider's model: fail over, no retry
+    │   │   ├── ModelNotFound       404 for this provider's model: fail over, no retry
+    │   │   └── ResponseTooLarge    answer (or one stream event) over the size bound: fail over, no retry
     │   └── RequestFault            the request is the problem: would fail anywhere
     │       ├── BadRequest
     │       │   └── ContextTooLong  fails over only to a provider with a larger window
     │       └── ContentFiltered
     ├── NoKeyAvailable              no key can serve now: resting (retry_after says for how long) or disabled
+    ├── ShuttingDown                the gateway is draining (SIGTERM): retry elsewhere after retry_after
     └── AllProvidersFailed          every provider in the chain was tried; attempts say how
 
 Every :class:`UpstreamError` carries the provider, the key *fingerprint*, the
@@ -129,6 +131,15 @@ class ModelNotFound(ProviderFault):
     retryable = False
 
 
+class ResponseTooLarge(ProviderFault):
+    """The upstream's answer (or one event of its stream) is over the configured bound.
+
+    The provider, not the key, is at fault; the same request would likely be as large
+    again, so it is not retried on that provider, but another provider may answer it."""
+
+    retryable = False
+
+
 class RequestFault(UpstreamError):
     scope = "request"
 
@@ -151,6 +162,14 @@ class NoKeyAvailable(KeywheelError):
     def __init__(self, message: str, *, retry_after: float | None = None, attempts: Sequence[Attempt] = ()) -> None:
         self.retry_after = retry_after
         self.attempts = list(attempts)
+        super().__init__(message)
+
+
+class ShuttingDown(KeywheelError):
+    """The gateway is shutting down and cut this request at the drain deadline."""
+
+    def __init__(self, message: str = "the gateway is shutting down; retry", *, retry_after: float = 1.0) -> None:
+        self.retry_after = retry_after
         super().__init__(message)
 
 

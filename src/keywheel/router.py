@@ -35,6 +35,7 @@ from keywheel.errors import (
     KeywheelError,
     NoKeyAvailable,
     ProviderFault,
+    ResponseTooLarge,
     Timeout,
     UpstreamError,
 )
@@ -42,7 +43,7 @@ from keywheel.keys import PoolBackend
 from keywheel.providers import get_adapter
 from keywheel.providers.base import Adapter, Endpoint, HttpRequest, StreamParser
 from keywheel.secrets import ApiKey
-from keywheel.sse import SSEDecoder
+from keywheel.sse import EventTooLarge, SSEDecoder
 from keywheel.transport import StreamingResponse, Transport
 from keywheel.types import Attempt, ChatRequest, Completion, StreamEnd, StreamEvent, Usage
 
@@ -222,7 +223,7 @@ class Router:
 
     async def send(self, target: Target, request: HttpRequest, timeout: float) -> bytes:
         """Send a non-streaming request; the 2xx body, or the classified error."""
-        resp = await self.transport.send(request, timeout)
+        resp = await self.transport.send(request, timeout, self.settings.max_response_bytes)
         if resp.status >= 300:
             raise target.adapter.classify_error(resp.status, resp.headers, resp.body)
         return resp.body
@@ -255,7 +256,9 @@ class Router:
         async def attempt(target: Target, key: ApiKey, timeout: float) -> EventStream:
             raw = target.adapter.dialect == passthrough
             http = build(target, key, True)
-            return await EventStream.open(self.transport, target, http, timeout, idle, passthrough=raw)
+            return await EventStream.open(
+                self.transport, target, http, timeout, idle, passthrough=raw, max_bytes=self.settings.max_event_bytes
+            )
 
         stream, served = await self.execute(targets, attempt)
         stream.bind(served, self.pools[served.target.provider.name])
@@ -358,6 +361,7 @@ class EventStream:
         target: Target,
         parser: StreamParser,
         passthrough: bool = False,
+        max_bytes: int | None = None,
     ) -> None:
         self._cm = cm
         # Bytes go to the caller as they are (raw()); events need only be watched.
@@ -365,7 +369,7 @@ class EventStream:
         self.response = resp
         self.target = target
         self._parser = parser
-        self._decoder = SSEDecoder()
+        self._decoder = SSEDecoder(max_bytes)
         self._chunks = resp.chunks()
         self._first: list[StreamEvent] = []
         self._first_raw: list[bytes] = []
@@ -387,14 +391,16 @@ class EventStream:
         idle_timeout: float,
         *,
         passthrough: bool = False,
+        max_bytes: int | None = None,
     ) -> EventStream:
+        """``max_bytes`` bounds one event of the stream (and an error body)."""
         cm = transport.stream(http, timeout, min(idle_timeout, timeout))
         resp = await cm.__aenter__()
         try:
             if resp.status >= 300:
-                body = await resp.read()
+                body = await resp.read(max_bytes)
                 raise target.adapter.classify_error(resp.status, resp.headers, body)
-            stream = cls(cm, resp, target, target.adapter.stream_parser(), passthrough)
+            stream = cls(cm, resp, target, target.adapter.stream_parser(), passthrough, max_bytes)
             while not stream._first and not stream._finished:
                 chunk = await anext(stream._chunks, None)
                 if chunk is not None:
@@ -412,7 +418,10 @@ class EventStream:
         events: list[StreamEvent] = []
         parser = self._parser
         feed = parser.tap if tap else parser.feed
-        sse_events = self._decoder.feed(chunk) if chunk is not None else self._decoder.close()
+        try:
+            sse_events = self._decoder.feed(chunk) if chunk is not None else self._decoder.close()
+        except EventTooLarge as exc:
+            raise ResponseTooLarge(f"{exc} (KEYWHEEL_MAX_EVENT_BYTES)") from None
         try:
             for sse in sse_events:
                 events.extend(feed(sse))
@@ -480,7 +489,7 @@ class EventStream:
                     self._parse(chunk, tap=self.passthrough)
                 except UpstreamError as exc:
                     error = self._own(exc)
-                    if chunk is not None:
+                    if chunk is not None and not isinstance(exc, ResponseTooLarge):
                         yield chunk  # the error event, in the caller's own dialect
                         return
                     raise

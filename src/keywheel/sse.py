@@ -10,6 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
+class EventTooLarge(ValueError):
+    """One SSE event is larger than the decoder's bound."""
+
+
 @dataclass(slots=True)
 class SSEEvent:
     event: str | None
@@ -23,19 +27,25 @@ class SSEDecoder:
     large event arriving in many chunks is joined once, not once per chunk.
     """
 
-    __slots__ = ("_buf", "_pending")
+    __slots__ = ("_buf", "_pending", "_pending_size", "_max")
 
-    def __init__(self) -> None:
+    def __init__(self, max_event_bytes: int | None = None) -> None:
         self._buf = b""
         self._pending: list[bytes] = []
+        self._pending_size = 0
+        self._max = max_event_bytes
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
         if b"\n" not in chunk and b"\r" not in chunk:
             self._pending.append(chunk)
+            self._pending_size += len(chunk)
+            if self._max is not None and self._pending_size + len(self._buf) > self._max:
+                raise EventTooLarge(f"an event of the stream is over {self._max} bytes")
             return []
         if self._pending:
             buf = b"".join([self._buf, *self._pending, chunk])
             self._pending.clear()
+            self._pending_size = 0
         else:
             buf = self._buf + chunk if self._buf else chunk
         if b"\r" in buf:
@@ -48,6 +58,9 @@ class SSEDecoder:
                 buf += b"\r"
         blocks = buf.split(b"\n\n")
         self._buf = blocks.pop()
+        if self._max is not None and len(buf) > self._max:
+            if len(self._buf) > self._max or any(len(block) > self._max for block in blocks):
+                raise EventTooLarge(f"an event of the stream is over {self._max} bytes")
         out: list[SSEEvent] = []
         for block in blocks:
             event = _event(block)
@@ -60,6 +73,7 @@ class SSEDecoder:
         if self._pending:
             self._buf = b"".join([self._buf, *self._pending])
             self._pending.clear()
+            self._pending_size = 0
         block = self._buf.replace(b"\r\n", b"\n").replace(b"\r", b"\n").strip(b"\n")
         self._buf = b""
         event = _event(block) if block else None

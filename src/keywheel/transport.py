@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from keywheel.errors import NetworkError, Timeout
+from keywheel.errors import NetworkError, ResponseTooLarge, Timeout
 from keywheel.providers.base import HttpRequest
 
 
@@ -45,9 +45,9 @@ class StreamingResponse:
         self.headers: Mapping[str, str] = resp.headers
         self._resp = resp
 
-    async def read(self) -> bytes:
+    async def read(self, max_bytes: int | None = None) -> bytes:
         try:
-            return await self._resp.read()
+            return await _read(self._resp, max_bytes)
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise _wrap(exc) from None
 
@@ -67,6 +67,27 @@ class StreamingResponse:
             if not chunk:
                 return
             yield chunk
+
+
+async def _read(resp: aiohttp.ClientResponse, max_bytes: int | None) -> bytes:
+    """The whole body, or :class:`ResponseTooLarge` (and the connection dropped) past ``max_bytes``."""
+    length = resp.content_length
+    if max_bytes is None or (length is not None and length <= max_bytes):
+        return await resp.read()  # the common case: a declared length within the bound
+    if length is None:
+        parts: list[bytes] = []
+        size = 0
+        async for chunk in resp.content.iter_any():
+            size += len(chunk)
+            if size > max_bytes:
+                break
+            parts.append(chunk)
+        else:
+            return b"".join(parts)
+    resp.close()
+    raise ResponseTooLarge(
+        f"upstream answer over the {max_bytes}-byte bound (KEYWHEEL_MAX_RESPONSE_BYTES)", status=resp.status
+    )
 
 
 def _drain(content: aiohttp.StreamReader) -> bytes:
@@ -116,14 +137,15 @@ class Transport:
         self._last = (loop, session)
         return session
 
-    async def send(self, request: HttpRequest, timeout: float) -> HttpResponse:
+    async def send(self, request: HttpRequest, timeout: float, max_bytes: int | None = None) -> HttpResponse:
+        """One request, its body read whole; past ``max_bytes`` raises :class:`ResponseTooLarge`."""
         session = self._session()
         try:
             # aiohttp's own total timeout: cheaper than an asyncio.timeout() scope.
             async with session.request(
                 request.method, request.url, headers=request.headers, data=request.body, timeout=self._total(timeout)
             ) as resp:
-                body = await resp.read()
+                body = await _read(resp, max_bytes)
                 return HttpResponse(resp.status, resp.headers, body)
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise _wrap(exc) from None

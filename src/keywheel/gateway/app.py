@@ -15,6 +15,13 @@ the same dialect, whose bodies the router has already stripped of the key.
 
 A client that goes away cancels the handler, which closes the upstream
 connection and frees the key's in-flight slot.
+
+Shutdown drains (:meth:`Gateway.drain`, started by the server on SIGTERM): new
+requests get a 503 with ``retry-after``; requests in flight may finish until the
+drain deadline, then they are cut: a waiting request is answered with the
+dialect's 503, an open stream ends with the dialect's in-band error.  No
+exception ever reaches the server: anything unforeseen is logged once (type and
+traceback, never the request body) and answered as the dialect's 500.
 """
 
 from __future__ import annotations
@@ -25,15 +32,16 @@ import ipaddress
 import json
 import logging
 import time
+import traceback
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 import orjson
 
 from keywheel.client import Wheel, _response
-from keywheel.errors import BadRequest, KeywheelError, RequestFault, UpstreamError
+from keywheel.errors import BadRequest, KeywheelError, RequestFault, ShuttingDown, UpstreamError
 from keywheel.gateway.dialects import DIALECTS, Dialect
-from keywheel.gateway.dialects.base import InboundRequest
+from keywheel.gateway.dialects.base import InboundRequest, unencodable
 from keywheel.providers._common import dumps as _dumps
 from keywheel.providers.base import HttpRequest
 from keywheel.router import RequestBuilder, Served, Target
@@ -45,6 +53,12 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 log = logging.getLogger("keywheel.access")
+errors_log = logging.getLogger("keywheel.gateway")
+
+#: Once cut at the drain deadline, how long handlers get to write their 503 or in-band error.
+CUT_GRACE = 3.0
+#: The message of a cut handler's cancellation (handlers tell a cut by ``Gateway._cut``).
+CUT_REASON = "keywheel: drain deadline"
 
 LANDING = (
     b"<!doctype html><html><head><meta charset=utf-8><title>keywheel</title></head><body>"
@@ -83,6 +97,11 @@ class Gateway:
         admin = self.settings.admin_key
         self._admin_key = admin.reveal().encode() if admin is not None else None
         self.openai, self.anthropic, self.gemini = DIALECTS["openai"], DIALECTS["anthropic"], DIALECTS["gemini"]
+        # Shutdown: the handlers in flight, the ones cut at the drain deadline, the drain itself.
+        self._inflight: set[asyncio.Task[Any]] = set()
+        self._cut: set[asyncio.Task[Any]] = set()
+        self._drain: asyncio.Task[tuple[int, int]] | None = None
+        self.refused = 0  # requests answered 503 because the gateway was draining
 
     # ------------------------------------------------------------------ ASGI
 
@@ -99,6 +118,8 @@ class Gateway:
             if message["type"] == "lifespan.startup":
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                if self._drain is not None:
+                    await asyncio.shield(self._drain)
                 await self.wheel.aclose()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
@@ -111,23 +132,83 @@ class Gateway:
         dialect = self._dialect_of(path, headers)
         served: list[Served] = []
         status = 500
+        handler = asyncio.current_task()
+        assert handler is not None
+        reply = _Reply(send)
+        self._inflight.add(handler)
         try:
-            status = await self._route(scope, method, path, headers, dialect, receive, send, served)
+            if self._drain is not None:
+                self.refused += 1
+                raise ShuttingDown()
+            status = await self._route(scope, method, path, headers, dialect, receive, reply.send, served)
         except HttpError as err:
             status = err.status
             if err.status == 401:
                 code, extra, body = dialect.render_auth_error(err.message)
             else:
                 code, extra, body = dialect.render_simple_error(err.status, err.message)
-            await _respond(send, code, body, {**extra, **err.headers})
+            await reply.error(code, body, {**extra, **err.headers})
         except KeywheelError as err:
             status, extra, body = dialect.render_error(err)
             if isinstance(err, RequestFault) and err.body and self._same_dialect(err, dialect):
                 body = err.body  # the upstream's own words, in the caller's dialect (key already stripped)
-            await _respond(send, status, body, {**extra, **_served_headers(err)})
+            await reply.error(status, body, {**extra, **_served_headers(err)})
+        except asyncio.CancelledError:
+            if handler not in self._cut:
+                raise  # not ours to answer (the server is tearing the connection down)
+            handler.uncancel()
+            status, extra, body = dialect.render_error(ShuttingDown())
+            await reply.error(status, body, extra)
+        except Exception as exc:
+            _log_internal(exc, method, path)
+            status, extra, body = dialect.render_error(KeywheelError())
+            await reply.error(status, body, extra)
+        finally:
+            self._inflight.discard(handler)
         if log.isEnabledFor(logging.INFO):
             who = f" {served[0].target.provider.name} {_ascii(served[0].key.fingerprint)}" if served else ""
             log.info("%s %s %d%s %.1fms", method, path, status, who, (time.perf_counter() - started) * 1000)
+
+    # --------------------------------------------------------------- shutdown
+
+    def start_drain(self, timeout: float | None = None) -> None:
+        """Begin draining (idempotent): see :meth:`drain`.  Needs a running loop."""
+        if self._drain is None:
+            wait = self.settings.shutdown_timeout if timeout is None else timeout
+            self._drain = asyncio.get_running_loop().create_task(self.drain(wait))
+
+    async def drain(self, timeout: float) -> tuple[int, int]:
+        """Let the requests in flight finish for up to ``timeout`` seconds, then cut the rest
+        (each answers in its dialect: a 503, or an in-band error on an open stream).
+        Returns and logs how many were drained and how many were cut."""
+        pending = set(self._inflight)
+        if pending:
+            errors_log.info("shutting down: draining %d request(s) in flight, for up to %g s", len(pending), timeout)
+            await asyncio.wait(pending, timeout=timeout)
+        still = {task for task in pending if not task.done()}
+        for task in still:
+            self._cut.add(task)
+            task.cancel(CUT_REASON)
+        if still:
+            await asyncio.wait(still, timeout=CUT_GRACE)
+        drained, cut = len(pending) - len(still), len(still)
+        errors_log.info(
+            "shutdown drain: %d request(s) drained, %d cut at the %g s deadline, %d refused while draining",
+            drained,
+            cut,
+            timeout,
+            self.refused,
+        )
+        return drained, cut
+
+    async def refuse(self, scope: Scope, _receive: Receive, send: Send) -> None:
+        """The answer on a connection past ``KEYWHEEL_MAX_CONNECTIONS``: a 503 in the caller's dialect."""
+        if scope["type"] != "http":
+            return
+        dialect = self._dialect_of(scope["path"], dict(scope["headers"]))
+        message = "the gateway is at its connection limit (KEYWHEEL_MAX_CONNECTIONS); retry shortly"
+        code, extra, body = dialect.render_simple_error(503, message)
+        await _respond(send, code, body, {**extra, "retry-after": "1", "connection": "close"})
 
     def _dialect_of(self, path: str, headers: dict[bytes, bytes]) -> Dialect:
         if path.startswith("/v1beta/") or (path.startswith(("/v1/models/", "/models/")) and ":" in path):
@@ -180,6 +261,8 @@ class Gateway:
             _allow(method, "POST")
             return await self._count_tokens(headers, receive, send, served)
         if dialect is self.gemini and ":" in path:  # /v1beta/models/…, /v1/models/… or /models/… (no version)
+            if "/models/" not in path:
+                raise HttpError(404, f"no route {method} {path[:200]}: expected /v1beta/models/<model>:<method>")
             model, _, action = path.split("/models/", 1)[1].rpartition(":")
             if action not in ("generateContent", "streamGenerateContent"):
                 raise HttpError(404, f"unsupported Gemini method {action!r}")
@@ -351,8 +434,21 @@ class Gateway:
                     await send({"type": "http.response.body", "body": start, "more_body": True})
                 async for event in stream:
                     await send({"type": "http.response.body", "body": renderer.event(event), "more_body": True})
-        except KeywheelError as err:
+        except (KeywheelError, Exception, asyncio.CancelledError) as exc:
             # Once the stream has started, errors travel in-band, the dialect's way.
+            if isinstance(exc, asyncio.CancelledError):
+                task = asyncio.current_task()
+                if task is None or task not in self._cut:
+                    raise
+                task.uncancel()
+                err: KeywheelError = ShuttingDown()
+            elif isinstance(exc, KeywheelError):
+                err = exc
+            else:
+                _log_internal(exc, "POST", "(stream)")
+                err = KeywheelError()
+            if ended:
+                raise  # the response is complete: nothing more may be sent
             renderer = renderer or dialect.stream_renderer(who.target.model, False)
             await send({"type": "http.response.body", "body": renderer.error(err), "more_body": True})
         finally:
@@ -624,7 +720,12 @@ def _builder(dialect: Dialect, request: _Request, forwarded: dict[str, str]) -> 
             if forwarded:
                 http.headers.update(forwarded)
             return http
-        return adapter.build_request(target.endpoint, key, request.inbound().request, target.model, stream=stream)
+        try:
+            return adapter.build_request(target.endpoint, key, request.inbound().request, target.model, stream=stream)
+        except TypeError:  # orjson.JSONEncodeError: a value the encoder cannot write
+            where = unencodable(request.body, "")
+            what = f"{where}: " if where else ""
+            raise BadRequest(f"{what}value cannot be encoded as JSON (integers are limited to 64 bits)") from None
 
     return build
 
@@ -682,6 +783,32 @@ def _served_headers(source: Served | KeywheelError) -> dict[str, str]:
 
 def _header_list(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
     return [(k.encode(), v.encode("latin-1", "replace")) for k, v in headers.items()]
+
+
+class _Reply:
+    """``send`` that remembers whether the response has started, so an error met later
+    is not answered with a second response head."""
+
+    __slots__ = ("_send", "started")
+
+    def __init__(self, send: Send) -> None:
+        self._send = send
+        self.started = False
+
+    async def send(self, message: Message) -> None:
+        self.started = True
+        await self._send(message)
+
+    async def error(self, status: int, body: bytes, headers: dict[str, str]) -> None:
+        if not self.started:
+            await _respond(self._send, status, body, headers)
+
+
+def _log_internal(exc: BaseException, method: str, path: str) -> None:
+    """Log an unforeseen exception once: its type and where it was raised, never its
+    message (which may quote the request) nor the request body."""
+    frames = "".join(traceback.format_tb(exc.__traceback__)).rstrip()
+    errors_log.error("internal error %s answering %s %s:\n%s", type(exc).__name__, method, path[:200], frames)
 
 
 async def _respond(send: Send, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:

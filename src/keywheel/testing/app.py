@@ -172,6 +172,8 @@ class FakeApp:
         if problem is not None:
             return _respond(problem)
         turn = dialect.plan(incoming, record.seq)
+        if kind == "oversized":
+            return await self._oversized(request, dialect, turn, stream, int(behaviour.number("size")), key)
         if not stream:
             return _respond(dialect.failed_response(turn) if kind == "stream_error" else dialect.response(turn))
         return await self._stream(request, dialect, turn, behaviour, key)
@@ -188,12 +190,19 @@ class FakeApp:
             assert isinstance(after, int)
             cut = cut_point(frames, after)
         interval = behaviour.number("interval") if kind == "slow_stream" else 0.0
+        stall = -1
+        if kind == "stall_stream":
+            after = behaviour.params["after"]
+            assert isinstance(after, int)
+            stall = cut_point(frames, after)
         response = web.StreamResponse(status=200, headers=dict(streamed.headers))
         response.content_type = streamed.media_type
         try:
             await response.prepare(request)
             for index, frame in enumerate(frames[:cut]):
                 if interval and index and not await self._pause(request, interval):
+                    return self._gone(key, response)
+                if index == stall and not await self._pause(request, behaviour.number("seconds")):
                     return self._gone(key, response)
                 await response.write(frame.data)
                 turn.sent += frame.content
@@ -202,6 +211,32 @@ class FakeApp:
             if kind == "stream_error":
                 for frame in dialect.stream_error(turn):
                     await response.write(frame.data)
+        except ConnectionError:
+            return self._gone(key, response)
+        return response
+
+    async def _oversized(
+        self, request: web.Request, dialect: Dialect, turn: Turn, stream: bool, size: int, key: str
+    ) -> web.StreamResponse:
+        """A body of ``size`` bytes sent chunked (no length to refuse it by), or a stream that
+        starts normally (one piece of content) and then sends one ``size``-byte event."""
+        response = web.StreamResponse(status=200)
+        response.content_type = "text/event-stream" if stream else "application/json"
+        response.enable_chunked_encoding()
+        pad = b"x" * 65536
+        try:
+            await response.prepare(request)
+            if stream:
+                frames = dialect.stream(turn).frames
+                for frame in frames[: cut_point(frames, 1)]:  # the stream starts, with one piece of content
+                    await response.write(frame.data)
+                await response.write(b'data: {"pad": "')
+            else:
+                await response.write(b'{"pad": "')
+            for _ in range(size // len(pad) + 1):
+                await response.write(pad)
+            await response.write(b'"}\n\n' if stream else b'"}')
+            await response.write_eof()
         except ConnectionError:
             return self._gone(key, response)
         return response

@@ -39,6 +39,10 @@ KINDS: Mapping[str, Mapping[str, tuple[tuple[type, ...], object]]] = {
     "break_stream": {"after": ((int,), 3)},
     "stream_error": {"after": ((int,), 3)},
     "slow_stream": {"interval": (_Number, 0.2)},
+    # a stream that sends ``after`` content frames, then pauses ``seconds``, then goes on
+    "stall_stream": {"after": ((int,), 1), "seconds": (_Number, 30.0)},
+    # a 200 whose body (no declared length), or one event of whose stream, is ``size`` bytes
+    "oversized": {"size": ((int,), 1024 * 1024)},
 }
 
 #: Kinds answered with an HTTP error status before any reply is built.

@@ -37,6 +37,8 @@ from keywheel.errors import (
     Overloaded,
     QuotaExhausted,
     RateLimited,
+    ResponseTooLarge,
+    ShuttingDown,
     Timeout,
     UpstreamError,
 )
@@ -185,7 +187,28 @@ def opt_int(value: Any, where: str, *, required: bool = False) -> int | None:
         raise fail(where, "required" if value is None else f"expected an integer, got {_kind(value)}")
     if value < 1:
         raise fail(where, f"must be at least 1, got {int(value)}")
+    if value > MAX_INT:  # no upstream takes more, and the JSON encoder cannot write it
+        raise fail(where, f"must be at most {MAX_INT}, got {value:g}")
     return int(value)
+
+
+#: The largest integer a request field may hold (a signed 64-bit integer).
+MAX_INT = 2**63 - 1
+
+
+def unencodable(value: Any, where: str = "body") -> str | None:
+    """The path of the first value in a decoded body that the JSON encoder cannot
+    write (an integer beyond 64 bits), or ``None``."""
+    stack: list[tuple[Any, str]] = [(value, where)]
+    while stack:
+        item, path = stack.pop()
+        if isinstance(item, dict):
+            stack.extend((v, f"{path}.{k}" if path else str(k)) for k, v in reversed(item.items()))
+        elif isinstance(item, list):
+            stack.extend((v, f"{path}[{i}]") for i, v in reversed(list(enumerate(item))))
+        elif isinstance(item, int) and not isinstance(item, bool) and not -(2**63) <= item < 2**64:
+            return path
+    return None
 
 
 def opt_number(value: Any, where: str) -> float | None:
@@ -385,6 +408,8 @@ def problem_of(exc: KeywheelError) -> Problem:
             return _hinted(503, message, "overloaded", after)
         if isinstance(exc, Timeout):
             return Problem(504, message, "timeout")
+        if isinstance(exc, ResponseTooLarge):
+            return Problem(502, message, "upstream_response_too_large")
         return _hinted(502, message, "upstream_error", after)  # ServerError, NetworkError
     if isinstance(exc, NoKeyAvailable):
         if exc.retry_after is None:  # every key is disabled: waiting will not help
@@ -392,6 +417,8 @@ def problem_of(exc: KeywheelError) -> Problem:
         return _hinted(429, str(exc), "rate_limit_exceeded", exc.retry_after)
     if isinstance(exc, AllProvidersFailed):
         return Problem(502, str(exc), "all_providers_failed")
+    if isinstance(exc, ShuttingDown):  # another replica can take it: ask for the retry
+        return Problem(503, str(exc), "shutting_down", exc.retry_after, retry=True)
     # ConfigError or anything unforeseen: its text is the operator's business, not the client's.
     return Problem(500, f"internal gateway error ({type(exc).__name__})", "internal_error")
 
