@@ -142,5 +142,5 @@ def test_claude_code_when_every_key_rests(
     fake.set("test-anthropic-key-1", "rate_limit", retry_after=1)
     done = run_claude(claude, served, tmp_path / "home", "--tools", "", CLAUDE_CODE_MAX_RETRIES="1")
     assert done.returncode != 0
-    assert "429" in done.stdout and "every key is resting" in done.stdout, done.stdout + done.stderr
+    assert "429" in done.stdout and "1 resting (the earliest back in" in done.stdout, done.stdout + done.stderr
     assert messages_statuses(served, 0) == [429, 429]  # the first try and one retry

@@ -53,15 +53,17 @@ def http() -> Iterator[httpx.Client]:
 @pytest.mark.parametrize(
     ("path", "headers", "body"),
     [
-        ("/v1/chat/completions", OPENAI, {"model": "auto", "messages": USER, "max_tokens": 1e30}),
+        # Translated requests (fallback off, so no same-dialect provider can pass the value on as it is:
+        # pass-through forwards the caller's value untouched and leaves judging it to the upstream).
+        ("/v1/chat/completions", OPENAI, {"model": "gemini/gemini-2.5-flash", "messages": USER, "max_tokens": 1e30}),
         ("/v1/messages", ANTHROPIC, {"model": "gemini/gemini-2.5-flash", "messages": USER, "max_tokens": 1e30}),
-        ("/v1/chat/completions", OPENAI, {"model": "auto", "messages": USER, "max_completion_tokens": 2e19}),
+        ("/v1/chat/completions", OPENAI, {"model": "anthropic/claude-x", "messages": USER, "max_completion_tokens": 2e19}),
     ],
 )
 def test_an_integer_beyond_64_bits_is_a_400_naming_the_field(
     bounded: Served, fake: FakeUpstream, http: httpx.Client, path: str, headers: dict[str, str], body: dict[str, object]
 ) -> None:
-    resp = http.post(bounded.url + path, json=body, headers=headers)
+    resp = http.post(bounded.url + path, json=body, headers={**headers, "x-keywheel-fallback": "off"})
     assert resp.status_code == 400, resp.text
     assert resp.headers["content-type"] == "application/json"
     field = next(k for k in ("max_completion_tokens", "max_tokens") if k in body)

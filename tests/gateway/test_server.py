@@ -139,7 +139,7 @@ def test_a_busy_port_is_named_with_what_to_do_and_exit_code_2(fake: FakeUpstream
         holder.listen()
         env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), **fake_env(fake)}
         done = subprocess.run(
-            [sys.executable, "-m", "keywheel.cli", "--env-file", "/nonexistent", "serve", "--port", str(port)],
+            [sys.executable, "-m", "keywheel.cli", "--env-file", os.devnull, "serve", "--port", str(port)],
             env=env,
             capture_output=True,
             timeout=60,
@@ -158,7 +158,7 @@ def test_an_address_that_cannot_be_bound_is_named_with_exit_code_2(fake: FakeUps
         **fake_env(fake),
     }
     done = subprocess.run(
-        [sys.executable, "-m", "keywheel.cli", "--env-file", "/nonexistent", "serve", "--host", "203.0.113.7"],
+        [sys.executable, "-m", "keywheel.cli", "--env-file", os.devnull, "serve", "--host", "203.0.113.7"],
         env=env,
         capture_output=True,
         timeout=60,
