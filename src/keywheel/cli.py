@@ -225,14 +225,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "port": args.port,
         "loop": "uvloop",
         "http": "httptools",
+        # keywheel's own access log (keywheel.access) logs paths, never query strings.
         "access_log": False,
         "log_level": args.log_level.lower(),
+        # No handlers of uvicorn's own: its records reach the root handlers, which redact key pieces.
+        "log_config": None,
         "lifespan": "on",
         "timeout_graceful_shutdown": 5,
     }
     if args.workers > 1:
         wheel.close()
         os.environ["KEYWHEEL_ENV_FILE"] = args.env_file
+        os.environ["KEYWHEEL_LOG_LEVEL"] = args.log_level.upper()
         uvicorn.run("keywheel.gateway:app_from_env", factory=True, workers=args.workers, **common)
     else:
         uvicorn.run(Gateway(wheel), **common)
@@ -301,11 +305,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def configure_logging(level: str) -> None:
+    """Log to stderr through handlers that strip every piece of every key (and any ``?key=``)."""
+    from keywheel.secrets import install_log_filter
+
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    install_log_filter(handlers=logging.root.handlers)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.log_level is None:
         args.log_level = "INFO" if args.command in ("serve", "run") else "WARNING"
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(args.log_level)
     try:
         code: int = args.func(args)
     except KeyboardInterrupt:

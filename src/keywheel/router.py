@@ -41,7 +41,8 @@ from keywheel.errors import (
 from keywheel.keys import PoolBackend
 from keywheel.providers import get_adapter
 from keywheel.providers.base import Adapter, Endpoint, HttpRequest, StreamParser
-from keywheel.secrets import ApiKey
+from keywheel.providers.paths import check_model
+from keywheel.secrets import ApiKey, Redactor, register
 from keywheel.sse import SSEDecoder
 from keywheel.transport import StreamingResponse, Transport
 from keywheel.types import Attempt, ChatRequest, Completion, StreamEnd, StreamEvent, Usage
@@ -83,8 +84,11 @@ class Router:
         transport: Transport,
         *,
         rng: random.Random | None = None,
+        redactor: Redactor | None = None,
     ) -> None:
         self.settings = settings
+        # Every upstream error text is stripped of key pieces before anything sees it.
+        self.redactor = register(redactor or redactor_for(settings))
         self.pools = pools
         self.transport = transport
         self._rng = rng or random.Random()
@@ -117,6 +121,7 @@ class Router:
         for i, name in enumerate(names):
             cfg = settings.providers[name]
             chosen = model if (i == 0 and model) else cfg.model
+            check_model(chosen, cfg.dialect)  # a BadRequest naming `model`, before any upstream request
             endpoint = Endpoint(cfg.name, cfg.base_url, chosen, cfg.headers)
             targets.append(Target(cfg, chosen, endpoint, get_adapter(cfg.dialect)))
         return targets
@@ -208,14 +213,9 @@ class Router:
             raise AllProvidersFailed(attempts, last)
 
     def _own(self, exc: UpstreamError, target: Target, key: ApiKey) -> None:
-        """Stamp provider and key on an error, and make sure it cannot carry the key."""
+        """Stamp provider and key on an error, and strip it of every piece of every key."""
         exc.provider, exc.key = target.provider.name, key.fingerprint
-        raw = key.reveal()
-        if raw in exc.message:
-            exc.message = exc.message.replace(raw, "[redacted]")
-            exc.args = (exc.message,)
-        if exc.body is not None and raw.encode() in exc.body:
-            exc.body = exc.body.replace(raw.encode(), b"[redacted]")
+        scrub(exc, self.redactor)
 
     # ---------------------------------------------------------- one attempt
 
@@ -257,8 +257,27 @@ class Router:
             return await EventStream.open(self.transport, target, http, timeout, idle, passthrough=raw)
 
         stream, served = await self.execute(targets, attempt)
-        stream.bind(served, self.pools[served.target.provider.name])
+        stream.bind(served, self.pools[served.target.provider.name], self.redactor)
         return stream
+
+
+def redactor_for(settings: Settings) -> Redactor:
+    """A redactor of every secret in ``settings``; its names, base URLs and models are public text."""
+    public = [(cfg.name, cfg.base_url, cfg.model) for cfg in settings.providers.values()]
+    return Redactor.for_settings(settings.secrets(), public)
+
+
+def scrub(exc: UpstreamError, redactor: Redactor) -> UpstreamError:
+    """Strip ``exc``'s message, body and request id of key pieces (in place).  Error paths only."""
+    message = redactor.redact(exc.message)
+    if message is not exc.message:
+        exc.message = message
+        exc.args = (message,)
+    if exc.body is not None:
+        exc.body = redactor.redact_bytes(exc.body)
+    if exc.request_id:
+        exc.request_id = redactor.redact(exc.request_id)
+    return exc
 
 
 def translated(request: ChatRequest) -> RequestBuilder:
@@ -311,6 +330,7 @@ class EventStream:
         self._held: UpstreamError | None = None  # an error that came right behind the first events
         self._served: Served | None = None
         self._pool: PoolBackend | None = None
+        self._redactor: Redactor | None = None
         self._started = time.perf_counter()
         self._usage: Usage | None = None
         self._finished = False
@@ -369,8 +389,8 @@ class EventStream:
                 self._stamp(event)
         return events
 
-    def bind(self, served: Served, pool: PoolBackend) -> None:
-        self._served, self._pool = served, pool
+    def bind(self, served: Served, pool: PoolBackend, redactor: Redactor | None = None) -> None:
+        self._served, self._pool, self._redactor = served, pool, redactor
         for event in self._first:
             if isinstance(event, StreamEnd):
                 self._stamp(event)
@@ -409,7 +429,9 @@ class EventStream:
         error: UpstreamError | None = None
         try:
             if self._first_raw:
-                yield b"".join(self._first_raw)
+                first = b"".join(self._first_raw)
+                # An error event that came with the first events is passed on: strip it of key pieces.
+                yield first if self._held is None else self._clean(first)
             if self._held is not None:
                 error = self._own(self._held)
                 return
@@ -420,7 +442,7 @@ class EventStream:
                 except UpstreamError as exc:
                     error = self._own(exc)
                     if chunk is not None:
-                        yield chunk  # the error event, in the caller's own dialect
+                        yield self._clean(chunk)  # the error event, in the caller's own dialect
                         return
                     raise
                 if chunk is None:
@@ -437,7 +459,12 @@ class EventStream:
             held, self._held = self._held, None
             raise held
 
+    def _clean(self, chunk: bytes) -> bytes:
+        return self._redactor.redact_bytes(chunk) if self._redactor is not None else chunk
+
     def _own(self, exc: UpstreamError) -> UpstreamError:
+        if self._redactor is not None:
+            scrub(exc, self._redactor)
         if self._served is not None:
             exc.provider, exc.key = self._served.target.provider.name, self._served.key.fingerprint
             exc.attempts = self._served.attempts

@@ -23,7 +23,9 @@ import asyncio
 import hmac
 import ipaddress
 import logging
+import re
 import time
+import urllib.parse
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -34,8 +36,9 @@ from keywheel.errors import BadRequest, KeywheelError, RequestFault, UpstreamErr
 from keywheel.gateway.dialects import DIALECTS, Dialect
 from keywheel.gateway.dialects.base import InboundRequest
 from keywheel.providers.base import HttpRequest
+from keywheel.providers.paths import check_model
 from keywheel.router import RequestBuilder, Served, Target
-from keywheel.secrets import ApiKey
+from keywheel.secrets import ApiKey, install_log_filter
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -75,6 +78,7 @@ class Gateway:
         admin = self.settings.admin_key
         self._admin_key = admin.reveal().encode() if admin is not None else None
         self.openai, self.anthropic, self.gemini = DIALECTS["openai"], DIALECTS["anthropic"], DIALECTS["gemini"]
+        install_log_filter()  # key pieces never reach a log line from the gateway's loggers
 
     # ------------------------------------------------------------------ ASGI
 
@@ -119,7 +123,9 @@ class Gateway:
             await _respond(send, status, body, {**extra, **_served_headers(err)})
         if log.isEnabledFor(logging.INFO):
             who = f" {served[0].target.provider.name} {_ascii(served[0].key.fingerprint)}" if served else ""
-            log.info("%s %s %d%s %.1fms", method, path, status, who, (time.perf_counter() - started) * 1000)
+            # The path only, never the query string (?key= may carry a gateway key).
+            took = (time.perf_counter() - started) * 1000
+            log.info("%s %s %d%s %.1fms", method, _loggable(path), status, who, took)
 
     def _dialect_of(self, path: str, headers: dict[bytes, bytes]) -> Dialect:
         if path.startswith("/v1beta/") or (path.startswith("/v1/models/") and ":" in path):
@@ -152,7 +158,8 @@ class Gateway:
         if path == "/status" or path.startswith("/admin/"):
             self._check_admin(scope, headers)
             return await self._admin(method, path, receive, send)
-        self._check_client(scope, headers)
+        # ?key= only on the Gemini routes (Google's REST convention); elsewhere keys go in headers.
+        self._check_client(scope, headers, query=dialect is self.gemini)
         if path == "/v1/chat/completions":
             _allow(method, "POST")
             return await self._chat(self.openai, None, False, headers, receive, send, served)
@@ -178,10 +185,10 @@ class Gateway:
 
     # --------------------------------------------------------------- security
 
-    def _check_client(self, scope: Scope, headers: dict[bytes, bytes]) -> None:
+    def _check_client(self, scope: Scope, headers: dict[bytes, bytes], *, query: bool) -> None:
         if not self._client_keys:
             return  # no gateway keys: serve refuses to bind beyond loopback
-        presented = _presented_key(scope, headers)
+        presented = _presented_key(scope, headers, query=query)
         if presented is None or not any(hmac.compare_digest(presented, k) for k in self._client_keys):
             raise HttpError(401, "missing or invalid gateway key")
 
@@ -191,7 +198,7 @@ class Gateway:
             if client and _is_loopback(client[0]):
                 return
             raise HttpError(403, "admin routes need KEYWHEEL_ADMIN_KEY (or a loopback client when none is set)")
-        presented = _presented_key(scope, headers)
+        presented = _presented_key(scope, headers, query=False)
         if presented is None or not hmac.compare_digest(presented, self._admin_key):
             raise HttpError(401, "missing or invalid admin key")
 
@@ -308,6 +315,7 @@ class Gateway:
         settings = self.settings
         if model in AUTO_MODELS:
             return None, None
+        check_model(model)  # a 400 naming `model` for what cannot be a model id, before anything else
         for name in settings.chain:  # a configured model, slashes and all ("openai/gpt-4o-mini")
             if settings.providers[name].model == model:
                 return name, model
@@ -392,9 +400,20 @@ class Gateway:
 FORWARDED = {"anthropic": (b"anthropic-beta",)}
 
 
+_HEADER_VALUE = re.compile(rb"[A-Za-z0-9._,= -]{1,512}")
+
+
 def _forwarded(dialect: Dialect, headers: dict[bytes, bytes]) -> dict[str, str]:
     names = FORWARDED.get(dialect.name, ())
-    return {name.decode(): headers[name].decode("latin-1") for name in names if name in headers}
+    out: dict[str, str] = {}
+    for name in names:
+        value = headers.get(name)
+        if value is not None:
+            # It reaches a keyed upstream request: only the characters its values use, bounded.
+            if not _HEADER_VALUE.fullmatch(value):
+                raise HttpError(400, f"header {name.decode()}: invalid value (letters, digits, . _ , = - only)")
+            out[name.decode()] = value.decode("ascii")
+    return out
 
 
 def _builder(
@@ -429,7 +448,14 @@ def _allow(method: str, *allowed: str) -> None:
         raise HttpError(405, f"method {method} not allowed here", {"allow": ", ".join(allowed)})
 
 
-def _presented_key(scope: Scope, headers: dict[bytes, bytes]) -> bytes | None:
+def _loggable(path: str) -> str:
+    """A client's path fit for a log line: bounded, control characters escaped (no forged lines)."""
+    if len(path) > 200:
+        path = path[:200] + "…"
+    return path if path.isprintable() else path.encode("unicode_escape").decode("ascii")
+
+
+def _presented_key(scope: Scope, headers: dict[bytes, bytes], *, query: bool) -> bytes | None:
     auth = headers.get(b"authorization")
     if auth is not None and auth[:7].lower() == b"bearer ":
         return auth[7:].strip()
@@ -437,10 +463,12 @@ def _presented_key(scope: Scope, headers: dict[bytes, bytes]) -> bytes | None:
         value = headers.get(name)
         if value is not None:
             return value.strip()
-    query: bytes = scope.get("query_string", b"")
-    for pair in query.split(b"&"):
+    if not query:
+        return None
+    query_string: bytes = scope.get("query_string", b"")
+    for pair in query_string.split(b"&"):
         if pair.startswith(b"key="):
-            return pair[4:]
+            return urllib.parse.unquote_to_bytes(pair[4:])
     return None
 
 

@@ -15,6 +15,7 @@ import asyncio
 import orjson
 from aiohttp import web
 
+from keywheel.testing._echo import echo_answer
 from keywheel.testing._openai import OpenAIDialect
 from keywheel.testing.behaviours import ERROR_KINDS, Behaviour
 from keywheel.testing.dialects import Answer, Dialect, Frame, Incoming, Json, Turn, dialect_for
@@ -141,6 +142,8 @@ class FakeApp:
         if key is None:
             return _respond(dialect.missing_key())
         kind = behaviour.kind
+        if kind == "echo_key":
+            return _respond(echo_answer(dialect, behaviour, key))
         if kind in ERROR_KINDS:
             return _respond(dialect.error(behaviour, incoming))
         if kind == "hang" and not await self._pause(request, behaviour.number("seconds")):

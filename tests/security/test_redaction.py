@@ -1,0 +1,143 @@
+"""Defect 2: a key partly echoed by the upstream is redacted wherever text leaves the process."""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import traceback
+
+import httpx
+import pytest
+
+from keywheel import KeywheelError, Wheel
+from keywheel.config import settings_from_env
+from keywheel.secrets import Redactor
+from keywheel.testing import FakeUpstream
+from keywheel.testing._echo import PARTS, piece
+from tests.gateway.conftest import GatewayFactory
+from tests.helpers import fake_env
+from tests.security.conftest import ADMIN_KEY, GATEWAY_KEY
+
+HELLO = [{"role": "user", "content": "hello"}]
+
+
+def random_key(provider: str) -> str:
+    return f"test-{provider}-{secrets.token_hex(8)}"  # a 16-character random body
+
+
+def test_every_piece_of_eight_or_more_is_redacted() -> None:
+    key = "sk-ant-api03-" + "Q7f2Kd9xLm4Pz8Rt"
+    redactor = Redactor([key], ["anthropic", "https://api.anthropic.com", "claude-sonnet-4-6"])
+    for start in range(len(key) - 8 + 1):
+        for end in range(start + 8, len(key) + 1):
+            text = f"Incorrect API key provided: {key[start:end]}."
+            out = redactor.redact(text)
+            # What is left of the key is public (a known prefix) or shorter than 8.
+            if any(key[i : i + 8] in out for i in range(13 - 7, len(key) - 7)):
+                pytest.fail(f"a piece survived: {out!r}")
+    assert redactor.redact("provider anthropic, model claude-sonnet-4-6, key sk-ant-api03-…") == (
+        "provider anthropic, model claude-sonnet-4-6, key sk-ant-api03-…"
+    )
+    assert redactor.redact("sk-ant-api03-Q7f2Kd9x…Rt") == "sk-ant[redacted]…Rt"
+    assert redactor.redact("7 chars: Q7f2Kd9") == "7 chars: Q7f2Kd9"
+    clean = "nothing to see here, at all, for a long while"
+    assert redactor.redact(clean) is clean
+
+
+def test_a_fake_key_does_not_blank_provider_names() -> None:
+    public_config = [("openrouter", "http://127.0.0.1:1/api/v1", "openai/gpt-4o-mini")]
+    redactor = Redactor.for_settings(["test-openrouter-key-1"], public_config)
+    public = "openrouter openrouter#1 …ab12 http://127.0.0.1:1/api/v1 openai/gpt-4o-mini test-openrouter-key-"
+    assert redactor.redact(public) == public
+    assert "test-openrouter-key-1" not in redactor.redact("got test-openrouter-key-1!")
+
+
+def test_keys_added_and_removed_at_runtime() -> None:
+    redactor = Redactor()
+    added = random_key("gemini")
+    assert redactor.redact(added) == added
+    redactor.add(added)
+    assert redactor.redact(added[3:14]) == "[redacted]"
+    redactor.remove(added)
+    assert redactor.redact(added[3:14]) == added[3:14]
+
+
+@pytest.mark.parametrize("status", [401, 400])
+def test_library_partial_echo_leaves_no_piece(
+    fake: FakeUpstream, caplog: pytest.LogCaptureFixture, status: int
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    env = fake_env(fake, gemini=1, openrouter=1, anthropic=1)
+    keys = {p: random_key(p) for p in ("gemini", "openrouter", "anthropic")}
+    for provider, key in keys.items():
+        env[f"{provider.upper()}_API_KEY_1"] = key
+    wheel = Wheel(settings_from_env(env))
+    added = random_key("gemini")
+    wheel.add_key("gemini", added)  # a key added at runtime is covered too
+    texts: list[str] = []
+    try:
+        for provider in keys:
+            for part in PARTS:
+                for key in [keys[provider], added] if provider == "gemini" else [keys[provider]]:
+                    fake.set(key, "echo_key", part=part, status=status)
+                for stream in (False, True):
+                    try:
+                        if stream:
+                            list(wheel.stream(HELLO, provider=provider, fallback=False))
+                        else:
+                            wheel.chat(HELLO, provider=provider, fallback=False)
+                    except KeywheelError as exc:
+                        texts += [str(exc), repr(exc), "".join(traceback.format_exception(exc))]
+                        texts += [str(getattr(exc, "body", b"")), str(getattr(exc, "request_id", ""))]
+                        texts += [repr(a) for a in getattr(exc, "attempts", [])]
+                    texts.append(json.dumps(wheel.status()))
+                    for pool in wheel.pools.values():
+                        for k in pool.keys():
+                            wheel.enable_key(k.fingerprint)
+    finally:
+        wheel.close()
+    texts += [r.getMessage() for r in caplog.records] + [caplog.text]
+    everything = "\n".join(texts)
+    assert "[redacted]" in everything  # the pieces did come back, and were caught
+    echoed = {piece(k, p) for k in [*keys.values(), added] for p in ("middle", "chopped")}
+    for text in echoed:
+        assert text not in everything
+    for key in [*keys.values(), added]:
+        body = key.split("-", 2)[2]
+        for i in range(len(body) - 7):
+            assert body[i : i + 8] not in everything, f"a piece of {key[:12]}… leaked"
+
+
+def test_gateway_passes_a_same_dialect_400_on_without_the_piece(serve: GatewayFactory, fake: FakeUpstream) -> None:
+    key = random_key("openrouter")
+    served = serve("--log-level", "DEBUG", openrouter="1", OPENROUTER_API_KEY_1=key)
+    headers = {"authorization": f"Bearer {GATEWAY_KEY}", "x-keywheel-fallback": "off"}
+    fake.set(key, "echo_key", part="middle", status=400)
+    resp = httpx.post(
+        served.url + "/v1/chat/completions", headers=headers, json={"model": "openrouter/x-1", "messages": HELLO}
+    )
+    assert resp.status_code == 400
+    assert resp.json()["error"]["metadata"] == {"key": "[redacted]"}  # the upstream's own body, passed on
+    assert piece(key, "middle") not in resp.text
+    fake.set(key, "echo_key", part="chopped", status=401)
+    resp = httpx.post(
+        served.url + "/v1/chat/completions", headers=headers, json={"model": "openrouter/x-1", "messages": HELLO}
+    )
+    assert resp.status_code == 502 and key[:-1] not in resp.text
+    status = httpx.get(served.url + "/status", headers={"authorization": f"Bearer {ADMIN_KEY}"}).text
+    assert "invalid key" in status and "[redacted]" in status
+    # A key added at runtime through the admin API is covered at once.
+    added = random_key("openrouter")
+    admin = {"authorization": f"Bearer {ADMIN_KEY}"}
+    assert httpx.post(served.url + "/admin/keys/add", headers=admin, json={"provider": "openrouter", "key": added})
+    fake.set(added, "echo_key", part="middle", status=401)
+    resp = httpx.post(
+        served.url + "/v1/chat/completions", headers=headers, json={"model": "openrouter/x-1", "messages": HELLO}
+    )
+    assert resp.status_code == 502 and piece(added, "middle") not in resp.text
+    served.stop()
+    log = served.log()
+    assert "attempt failed" in log
+    for k in (key, added):
+        assert piece(k, "middle") not in log and k[:-1] not in log
