@@ -296,6 +296,22 @@ def _attempt(target: Target, key: ApiKey, exc: UpstreamError, latency_ms: float)
     return Attempt(target.provider.name, key.fingerprint, type(exc).__name__, latency_ms, exc.status, exc.message[:200])
 
 
+_EVENT_ENDS = (b"\n\n", b"\r\n\r\n", b"\r\r")
+_EVENT_SEPARATORS = (b"\n\n", b"\n\r\n", b"\r\r")
+
+
+def _whole_events(data: bytes) -> tuple[bytes, bytes]:
+    """``data`` split after its last complete SSE event: (what may go out, what must wait)."""
+    if data.endswith(_EVENT_ENDS):
+        return data, b""  # the common case: a read ends where an event does
+    cut = 0
+    for separator in _EVENT_SEPARATORS:
+        at = data.rfind(separator)
+        if at >= 0:
+            cut = max(cut, at + len(separator))
+    return data[:cut], data[cut:]
+
+
 class EventStream:
     """A started upstream stream, read to its first event; iterate for the rest.
 
@@ -424,17 +440,28 @@ class EventStream:
             await self._finish(error)
 
     async def raw(self) -> AsyncGenerator[bytes, None]:
-        """The upstream's bytes as they come.  An upstream error event is passed on in
-        its bytes and ends the iteration; a broken connection raises."""
+        """The upstream's bytes as they come, whole events at a time.  An upstream error
+        event is passed on in its bytes (stripped of key pieces) and ends the iteration;
+        a broken connection raises.
+
+        The bytes of an event that has not ended yet are held back until it has: an
+        error event split across reads must not go out half before it can be redacted."""
         error: UpstreamError | None = None
+        tail = b""
         try:
-            if self._first_raw:
-                first = b"".join(self._first_raw)
-                # An error event that came with the first events is passed on: strip it of key pieces.
-                yield first if self._held is None else self._clean(first)
+            first = b"".join(self._first_raw)
             if self._held is not None:
+                # An error event that came with the first events is passed on: strip it of key pieces.
+                yield self._clean(first)
                 error = self._own(self._held)
                 return
+            if self._finished:
+                if first:
+                    yield first
+                return
+            send, tail = _whole_events(first)
+            if send:
+                yield send
             while not self._finished:
                 chunk = await anext(self._chunks, None)
                 try:
@@ -442,12 +469,20 @@ class EventStream:
                 except UpstreamError as exc:
                     error = self._own(exc)
                     if chunk is not None:
-                        yield self._clean(chunk)  # the error event, in the caller's own dialect
+                        yield self._clean(tail + chunk)  # the error event, in the caller's own dialect
                         return
                     raise
                 if chunk is None:
+                    if tail:
+                        yield tail  # a last event without its blank line, parsed without error
                     break
-                yield chunk
+                data = tail + chunk if tail else chunk
+                if self._finished:
+                    yield data
+                    break
+                send, tail = _whole_events(data)
+                if send:
+                    yield send
         except UpstreamError as exc:
             error = self._own(exc)
             raise

@@ -85,3 +85,19 @@ def test_any_key_query_value_in_a_log_message_is_blanked() -> None:
     record = logging.LogRecord("aiohttp.client", logging.DEBUG, __file__, 1, "GET %s", ("/x?alt=sse&key=abc",), None)
     RedactingFilter().filter(record)
     assert record.getMessage() == "GET /x?alt=sse&key=[redacted]"
+
+
+def test_the_one_forwarded_client_header_is_checked(serve: GatewayFactory, fake: FakeUpstream) -> None:
+    served = serve()
+    url = served.url + "/v1/messages"
+    body = {"model": "anthropic/claude-sonnet-4-6", "max_tokens": 5, "messages": HELLO}
+    headers = {"x-api-key": GATEWAY_KEY, "x-keywheel-fallback": "off"}
+    bad = httpx.post(url, json=body, headers={**headers, "anthropic-beta": "x" * 600})
+    assert bad.status_code == 400 and "anthropic-beta" in bad.json()["error"]["message"]
+    bad = httpx.post(url, json=body, headers={**headers, "anthropic-beta": "a;b=%0d"})
+    assert bad.status_code == 400 and bad.json()["type"] == "error"
+    assert fake.requests == []
+    beta = "prompt-caching-2024-07-31,interleaved-thinking-2025-05-14"
+    good = httpx.post(url, json=body, headers={**headers, "anthropic-beta": beta})
+    assert good.status_code == 200, good.text
+    assert [r.headers.get("anthropic-beta") for r in fake.requests] == [beta]

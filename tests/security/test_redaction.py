@@ -5,7 +5,12 @@ from __future__ import annotations
 import json
 import logging
 import secrets
+import socket
+import threading
+import time
 import traceback
+from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -15,7 +20,7 @@ from keywheel.config import settings_from_env
 from keywheel.secrets import Redactor
 from keywheel.testing import FakeUpstream
 from keywheel.testing._echo import PARTS, piece
-from tests.gateway.conftest import GatewayFactory
+from tests.gateway.conftest import GatewayFactory, start_gateway
 from tests.helpers import fake_env
 from tests.security.conftest import ADMIN_KEY, GATEWAY_KEY
 
@@ -141,3 +146,57 @@ def test_gateway_passes_a_same_dialect_400_on_without_the_piece(serve: GatewayFa
     assert "attempt failed" in log
     for k in (key, added):
         assert piece(k, "middle") not in log and k[:-1] not in log
+
+
+def _split_error_stream(key: str) -> Iterator[int]:
+    """A bare upstream that streams one content event, then an error event quoting the key
+    minus its last character, split across two writes in the middle of the quote."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(8)
+    delta = {"index": 0, "delta": {"role": "assistant", "content": "Hi"}, "finish_reason": None}
+    content = {"id": "c1", "object": "chat.completion.chunk", "created": 0, "model": "m", "choices": [delta]}
+    error = json.dumps({"error": {"message": f"Incorrect API key provided: {key[:-1]}", "code": 401}})
+    cut = error.index(key[:8]) + len(key) // 2
+    parts = [f"data: {json.dumps(content)}\n\ndata: {error[:cut]}".encode(), f"{error[cut:]}\n\n".encode()]
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = sock.accept()
+            except OSError:
+                return
+            with conn:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    data += conn.recv(65536)
+                head = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n"
+                conn.sendall(head + parts[0])
+                time.sleep(0.3)
+                conn.sendall(parts[1])
+
+    threading.Thread(target=serve, daemon=True).start()
+    yield sock.getsockname()[1]
+    sock.close()
+
+
+def test_an_error_event_split_across_reads_is_redacted_whole(fake: FakeUpstream, tmp_path: Path) -> None:
+    key = random_key("openrouter")
+    for port in _split_error_stream(key):  # one upstream, closed after the loop
+        env = fake_env(fake, gemini=0, openrouter=0, anthropic=0)
+        env.update({"OPENROUTER_API_KEY_1": key, "OPENROUTER_BASE_URL": f"http://127.0.0.1:{port}/api/v1"})
+        served = start_gateway(env, tmp_path / "split.log")
+        try:
+            with httpx.stream(
+                "POST",
+                served.url + "/v1/chat/completions",
+                json={"model": "openrouter/x-1", "messages": HELLO, "stream": True},
+                timeout=10,
+            ) as resp:
+                assert resp.status_code == 200
+                received = b"".join(resp.iter_raw()).decode()
+        finally:
+            served.stop()
+        assert '"content": "Hi"' in received and "Incorrect API key provided: test-open[redacted]" in received
+        body = key.split("-", 2)[2]
+        assert not any(body[i : i + 8] in received for i in range(len(body) - 7)), received
