@@ -61,6 +61,8 @@ class ApiKey:
 
 #: How long a piece of a key must be to be redacted wherever it appears.
 GRAM = 8
+# The pre-check: every 8-character window holds a whole 6-gram starting at a multiple of 3.
+_PRE, _STRIDE = 6, 3
 _REDACTED = "[redacted]"
 
 #: Public key prefixes: they say which provider a key is for, and nothing more.
@@ -102,8 +104,9 @@ class Redactor:
     would blank every provider name.
 
     The 8-grams are computed once per change of the key set.  :meth:`redact` scans
-    the text once; an aligned 4-gram pre-check (every 8-character window contains a
-    4-aligned 4-gram of itself) lets a clean text through in ``len/4`` set lookups.
+    the text once; an aligned pre-check (every 8-character window contains a 6-gram
+    of itself that starts at a multiple of 3) lets a clean text through in ``len/3``
+    set lookups.
     Meant for error paths: upstream error texts, log records, status output.
     """
 
@@ -162,7 +165,7 @@ class Redactor:
             grams |= _grams(secret, GRAM) - public
         quads: set[str] = set()
         for gram in grams:
-            quads |= _grams(gram, 4)
+            quads |= _grams(gram, _PRE)
         # Publish whole tables at once: readers never take the lock.
         self._grams, self._quads, self._short = frozenset(grams), frozenset(quads), tuple(short)
 
@@ -179,8 +182,8 @@ class Redactor:
         n = len(text)
         if not grams or n < GRAM:
             return text
-        for i in range(0, n - 3, 4):
-            if text[i : i + 4] in quads:
+        for i in range(0, n - _PRE + 1, _STRIDE):
+            if text[i : i + _PRE] in quads:
                 break
         else:
             return text
