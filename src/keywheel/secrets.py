@@ -256,6 +256,9 @@ class RedactingFilter(logging.Filter):
         except Exception:  # a broken format string: let the handler report it
             return True
         clean = redact_everywhere(message)
+        if "\n" in clean or "\r" in clean:
+            # Upstream texts may quote what a client sent: one record, one line, no forged lines.
+            clean = clean.replace("\r", "\\r").replace("\n", "\\n")
         if clean != message:
             record.msg, record.args = clean, None
         if record.exc_info and not record.exc_text:

@@ -101,3 +101,10 @@ def test_the_one_forwarded_client_header_is_checked(serve: GatewayFactory, fake:
     good = httpx.post(url, json=body, headers={**headers, "anthropic-beta": beta})
     assert good.status_code == 200, good.text
     assert [r.headers.get("anthropic-beta") for r in fake.requests] == [beta]
+
+
+def test_a_record_quoting_client_text_stays_one_line() -> None:
+    message = "attempt failed: [gemini HTTP 400] Invalid value 'x\n2026-01-01 INFO keywheel.access: forged'"
+    record = logging.LogRecord("keywheel.router", logging.INFO, __file__, 1, "%s", (message,), None)
+    RedactingFilter().filter(record)
+    assert "\n" not in record.getMessage() and "x\\n2026-01-01" in record.getMessage()
