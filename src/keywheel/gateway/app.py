@@ -11,7 +11,8 @@ more than the whole floor).  One request:
 
 Upstream keys never leave the process: responses carry only fingerprints, and
 error bodies are rendered here rather than forwarded, except request faults of
-the same dialect, whose bodies the router has already stripped of the key.
+the same dialect, whose bodies the router has already stripped of every piece
+of every key.
 
 A client that goes away cancels the handler, which closes the upstream
 connection and frees the key's in-flight slot.
@@ -119,7 +120,7 @@ class Gateway:
         except KeywheelError as err:
             status, extra, body = dialect.render_error(err)
             if isinstance(err, RequestFault) and err.body and self._same_dialect(err, dialect):
-                body = err.body  # the upstream's own words, in the caller's dialect (key already stripped)
+                body = err.body  # the upstream's own words, in the caller's dialect (key pieces already stripped)
             await _respond(send, status, body, {**extra, **_served_headers(err)})
         if log.isEnabledFor(logging.INFO):
             who = f" {served[0].target.provider.name} {_ascii(served[0].key.fingerprint)}" if served else ""
