@@ -42,9 +42,9 @@ PARAMS: dict[str, dict[str, object]] = {
     "stream_error": {"after": 1},
     "slow_stream": {"interval": 0.01},
 }
-ECHOES = [
-    ("echo_key", {"part": part, "status": status}) for part in ("ends", "middle", "chopped") for status in (401, 400)
-]
+PARTS = ("ends", "middle", "chopped")
+ECHOES = [("echo_key", {"part": part, "status": status}) for part in PARTS for status in (401, 400)]
+ECHOES += [("echo_key", {"part": part, "where": "stream"}) for part in PARTS]  # in-band, split across reads
 
 
 def faults() -> list[tuple[str, dict[str, object]]]:

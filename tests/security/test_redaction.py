@@ -200,3 +200,35 @@ def test_an_error_event_split_across_reads_is_redacted_whole(fake: FakeUpstream,
         assert '"content": "Hi"' in received and "Incorrect API key provided: test-open[redacted]" in received
         body = key.split("-", 2)[2]
         assert not any(body[i : i + 8] in received for i in range(len(body) - 7)), received
+
+
+@pytest.mark.parametrize("dialect", ["openai", "anthropic", "gemini"])
+def test_an_in_band_error_event_quoting_the_key_is_redacted(
+    serve: GatewayFactory, fake: FakeUpstream, dialect: str
+) -> None:
+    """After the first content event an error event quotes the key, split across two reads:
+    passed through (same dialect) or rendered (other dialects), no piece reaches the client."""
+    keys = {p: random_key(p) for p in ("gemini", "openrouter", "anthropic")}
+    env = {f"{p.upper()}_API_KEY_1": k for p, k in keys.items()}
+    served = serve(gemini="1", openrouter="1", anthropic="1", **env)
+    for key in keys.values():
+        fake.set(key, "echo_key", part="chopped", where="stream")
+    received = []
+    for provider, model in (("gemini", "gemini-2.5-flash"), ("openrouter", "x-1"), ("anthropic", "claude-x")):
+        headers = {"authorization": f"Bearer {GATEWAY_KEY}", "x-keywheel-fallback": "off"}
+        if dialect == "openai":
+            path, body = "/v1/chat/completions", {"model": f"{provider}/{model}", "messages": HELLO, "stream": True}
+        elif dialect == "anthropic":
+            body = {"model": f"{provider}/{model}", "max_tokens": 9, "messages": HELLO, "stream": True}
+            path = "/v1/messages"
+        else:
+            path, body = f"/v1beta/models/{provider}/{model}:streamGenerateContent?alt=sse", {"contents": [
+                {"role": "user", "parts": [{"text": "hello"}]}]}  # fmt: skip
+        with httpx.stream("POST", served.url + path, json=body, headers=headers, timeout=10) as resp:
+            assert resp.status_code == 200
+            received.append(b"".join(resp.iter_raw()).decode())
+    text = "\n".join(received)
+    assert text.count("Incorrect API key provided: test-") == 3, text  # the errors did arrive, in-band
+    for key in keys.values():
+        body_of_key = key.split("-", 2)[2]
+        assert not any(body_of_key[i : i + 8] in text for i in range(len(body_of_key) - 7)), text

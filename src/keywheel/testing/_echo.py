@@ -6,12 +6,18 @@ gateway's redaction must catch pieces of a key, not just the whole key.
 by ``…``), ``"middle"`` (a 12-character chunk from the middle), ``"chopped"``
 (the key minus its last character).  ``status`` 401 (default) reads as an
 invalid key; 400 as a bad request, whose body a same-dialect gateway passes on.
+
+``where="stream"`` plays it inside a stream instead: ``after`` content events,
+then the error as an in-band event in the dialect's own form, written in two
+halves split inside the quoted piece (so a reader sees it across two reads).
 """
 
 from __future__ import annotations
 
+import orjson
+
 from keywheel.testing.behaviours import Behaviour
-from keywheel.testing.dialects import Answer, Dialect, Json
+from keywheel.testing.dialects import Answer, Dialect, Json, sse
 
 PARTS = ("ends", "middle", "chopped")
 
@@ -52,3 +58,18 @@ def echo_answer(served_as: Dialect, behaviour: Behaviour, key: str) -> Answer:
         code = "invalid_api_key" if auth else None
         body = {"error": {"message": message, "type": "invalid_request_error", "param": None, "code": code}}
     return Answer(status, body, {"x-request-id": f"req-{quoted}"} if dialect != "gemini" else {})
+
+
+def echo_event(served_as: Dialect, behaviour: Behaviour, key: str) -> tuple[bytes, bytes]:
+    """The in-stream form: one SSE error event, in two halves split inside the quoted piece."""
+    dialect = "openrouter" if getattr(served_as, "openrouter", False) else served_as.name
+    quoted = piece(key, behaviour.text("part") or "ends")
+    message = f"Incorrect API key provided: {quoted}"
+    if dialect == "anthropic":
+        event = sse({"type": "error", "error": {"type": "authentication_error", "message": message}}, "error")
+    elif dialect == "gemini":
+        event = sse({"error": {"code": 401, "message": message, "status": "UNAUTHENTICATED"}}, crlf=True)
+    else:
+        event = sse({"error": {"code": 401, "message": message}})
+    at = event.index(orjson.dumps(quoted)[1:-1]) + len(quoted) // 2
+    return event[:at], event[at:]

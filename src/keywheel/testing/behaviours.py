@@ -39,7 +39,7 @@ KINDS: Mapping[str, Mapping[str, tuple[tuple[type, ...], object]]] = {
     "break_stream": {"after": ((int,), 3)},
     "stream_error": {"after": ((int,), 3)},
     "slow_stream": {"interval": (_Number, 0.2)},
-    "echo_key": {"part": ((str,), "ends"), "status": ((int,), 401)},  # see _echo.py
+    "echo_key": {"part": ((str,), "ends"), "status": ((int,), 401), "where": ((str,), "status"), "after": ((int,), 1)},
 }
 
 #: Kinds answered with an HTTP error status before any reply is built.
