@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import subprocess
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -71,7 +72,7 @@ class ScaledKeywheel(Keywheel):
             kind = "cool" if cools(i, self.shape.cooling) else "key"
             env[f"OPENROUTER_API_KEY_{i + 1}"] = f"test-openrouter-{kind}-{i + 1}"
         # No ./.env: its keys would join the pool and change its size.
-        return [cmd[0], "--env-file", str(workdir / "no-such.env"), *cmd[1:]], env
+        return [cmd[0], "--env-file", os.devnull, *cmd[1:]], env
 
 
 def cooling_keys(base_url: str) -> int:

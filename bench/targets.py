@@ -165,7 +165,7 @@ class Keywheel(Target):
             for i, key in enumerate(upstream_keys(provider), start=1):
                 env[f"{provider.upper()}_API_KEY_{i}"] = key
         # --env-file: a .env in the working directory must not leak into the measured configuration.
-        cmd = [str(self.executable), "--env-file", "/nonexistent", "serve", "--host", "127.0.0.1", "--port", str(port)]
+        cmd = [str(self.executable), "--env-file", os.devnull, "serve", "--host", "127.0.0.1", "--port", str(port)]
         cmd += ["--workers", "1"]
         return cmd, procs.child_env(env)
 

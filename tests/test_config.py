@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 from keywheel import ConfigError, Wheel
 from keywheel.config import load_env, read_env_file, settings_from_env
+from keywheel.testing import FakeUpstream
 
 
 def base(**extra: str) -> dict[str, str]:
@@ -74,7 +76,6 @@ def test_auth_token_is_bearer_and_disabled_provider_is_left_out() -> None:
         ),
         ({"ENABLE_OPENROUTER": "true"}, "ENABLE_OPENROUTER", "no keys"),
         ({"GEMINI_API_KEY_3": "test-gemini-key-1"}, "GEMINI_API_KEY_3", "same key as GEMINI_API_KEY_1"),
-        ({"GEMINI_API_KEY_3": ""}, "GEMINI_API_KEY_3", "empty"),
         ({"GEMINI_API_KEY_3": " test-gemini-key-3 "}, "GEMINI_API_KEY_3", "whitespace"),
         ({"GEMINI_BASE_URL": "ftp://example"}, "GEMINI_BASE_URL", "not an http(s) URL"),
         ({"GEMINI_BASE_URL": "localhost:8080"}, "GEMINI_BASE_URL", "not an http(s) URL"),
@@ -144,3 +145,107 @@ def test_env_file_parsing_and_process_env_wins(tmp_path: Path) -> None:
         assert wheel.settings.primary == "gemini" and len(wheel.settings.providers["gemini"].keys) == 2
     finally:
         wheel.close()
+
+
+# ------------------------------------------------------------- blank lines and .env files
+
+
+def test_a_blank_value_means_not_set() -> None:
+    """``NAME=`` neither counts as a key nor switches anything: the .env.example lines left empty."""
+    s = settings_from_env(
+        base(
+            GEMINI_API_KEY_3="",
+            OPENROUTER_API_KEY_1="",
+            ANTHROPIC_API_KEY="  ",
+            OPENROUTER_API_KEYS="",
+            AI_PROVIDER="",
+            ENABLE_OPENROUTER="",
+            FALLBACK_ORDER="",
+        )
+    )
+    assert s.chain == ["gemini"]
+    assert [k.label for k in s.providers["gemini"].keys] == ["1", "2"]
+    assert s.providers["openrouter"].keys == [] and not s.providers["openrouter"].enabled
+
+
+def test_explicit_enable_without_keys_stays_an_error() -> None:
+    found = problems(base(ENABLE_OPENROUTER="true", OPENROUTER_API_KEY_1=""))
+    assert "no keys" in found["ENABLE_OPENROUTER"]
+
+
+def test_a_blank_line_in_the_file_does_not_hide_and_a_blank_variable_does_not_override(tmp_path: Path) -> None:
+    env_file = tmp_path / "x.env"
+    env_file.write_text("GEMINI_API_KEY_1=test-gemini-key-1\nGEMINI_API_KEY_2=\n")
+    merged = load_env({"GEMINI_API_KEY_1": "", "GEMINI_API_KEY_2": "test-gemini-key-2"}, env_file)
+    assert merged == {"GEMINI_API_KEY_1": "test-gemini-key-1", "GEMINI_API_KEY_2": "test-gemini-key-2"}
+
+
+def test_a_named_env_file_that_does_not_exist_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_env({}, tmp_path / "missing.env")
+    assert "missing.env" in info.value.problems["--env-file"]
+    with pytest.raises(ConfigError):
+        Wheel.from_env(env_file=tmp_path / "missing.env")
+
+
+def test_from_env_with_a_mapping_uses_only_that_mapping(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake: FakeUpstream
+) -> None:
+    """A folder whose .env holds other keys and another primary: a mapping ignores it; no argument reads it."""
+    (tmp_path / ".env").write_text(
+        "AI_PROVIDER=openrouter\n"
+        "OPENROUTER_API_KEY_1=test-openrouter-key-1\n"
+        "ANTHROPIC_API_KEY=test-anthropic-key-1\n"
+        f"OPENROUTER_BASE_URL={fake.openrouter_base_url}\n"
+        "GEMINI_API_KEY_9=test-gemini-key-9\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    for name in list(os.environ):
+        if name.endswith(("_API_KEY", "_API_KEYS", "_AUTH_TOKEN")) or "_API_KEY_" in name or name == "AI_PROVIDER":
+            monkeypatch.delenv(name)
+    with Wheel.from_env({"GEMINI_API_KEY_1": "test-gemini-key-1", "GEMINI_BASE_URL": fake.gemini_base_url}) as wheel:
+        assert wheel.settings.chain == ["gemini"]
+        assert [k.label for k in wheel.settings.providers["gemini"].keys] == ["1"]
+        assert wheel.chat([{"role": "user", "content": "hi"}]).provider == "gemini"
+    assert fake.count("test-openrouter-key-1") == 0
+    with Wheel.from_env() as wheel:  # no argument: the environment over ./.env
+        assert wheel.settings.primary == "openrouter"
+        assert [k.label for k in wheel.settings.providers["gemini"].keys] == ["9"]
+
+
+# ------------------------------------------------------------------ key shapes
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "base_url", "provider", "shape"),
+    [
+        ("GEMINI_API_KEY_1", "sk-or-v1-" + "0" * 20 + "fake", None, "gemini", "openrouter"),
+        ("GEMINI_API_KEY_1", "sk-or-v1-" + "0" * 20 + "fake", "http://127.0.0.1:9", "gemini", "openrouter"),
+        ("OPENROUTER_API_KEY_1", "AIza" + "x" * 35 + "fake", "http://127.0.0.1:9/api/v1", "openrouter", "gemini"),
+        ("ANTHROPIC_API_KEY", "sk-or-v1-fake", "https://api.z.ai/api/anthropic", "anthropic", "openrouter"),
+        ("OPENROUTER_API_KEY", "sk-ant-api03-fake", None, "openrouter", "anthropic"),
+        ("GEMINI_API_KEY", "sk-proj-fake", "http://127.0.0.1:9", "gemini", "openai"),
+    ],
+)
+def test_a_key_shaped_like_another_providers_warns_wherever_it_points(
+    variable: str, value: str, base_url: str | None, provider: str, shape: str
+) -> None:
+    env = {variable: value}
+    if base_url:
+        env[f"{provider.upper()}_BASE_URL"] = base_url
+    s = settings_from_env(env)
+    (warning,) = s.warnings
+    assert f"looks like a{'n' if shape[0] in 'aeiou' else ''} {shape} key" in warning
+    assert variable in warning and value not in warning
+
+
+def test_keys_of_no_known_shape_warn_only_at_the_default_url() -> None:
+    s = settings_from_env(
+        {"ANTHROPIC_API_KEY": "0123abcd.fakeglmkey", "ANTHROPIC_BASE_URL": "https://api.z.ai/api/anthropic"}
+    )
+    assert s.warnings == []
+    env = {"ENABLE_DEEPSEEK": "true", "DEEPSEEK_BASE_URL": "http://127.0.0.1:9/v1", "DEEPSEEK_MODEL": "deepseek-chat"}
+    s = settings_from_env({**env, "DEEPSEEK_API_KEY": "sk-fake-deepseek"})
+    assert s.warnings == []  # sk- is OpenAI's shape and many compatible hosts'
+    s = settings_from_env({**env, "DEEPSEEK_API_KEY": "sk-or-v1-fake"})
+    assert any("looks like an openrouter key" in w for w in s.warnings)

@@ -6,16 +6,19 @@ import argparse
 import logging
 import os
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
+from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from keywheel.client import Wheel
 from keywheel.config import load_env
 from keywheel.errors import ConfigError, KeywheelError
-from keywheel.types import StreamEnd, TextDelta
+from keywheel.types import Attempt, StreamEnd, TextDelta
 
 HOW_TO_CONFIGURE = """\
 keywheel found no API keys.  Put them in the environment or in a .env file here, e.g.:
@@ -33,8 +36,14 @@ def _console(stderr: bool = False) -> Console:
     return Console(stderr=stderr, highlight=False)
 
 
-def _wheel(env_file: str) -> Wheel:
+def _wheel(env_file: str | None) -> Wheel:
+    """The one way every command reads its configuration: the environment over ``--env-file``
+    (default ``./.env`` when there is one)."""
     return Wheel.from_env(env_file=env_file)
+
+
+def _variables(env_file: str | None) -> dict[str, str]:
+    return load_env(None, env_file)
 
 
 def _config_failed(err: ConfigError) -> int:
@@ -43,17 +52,34 @@ def _config_failed(err: ConfigError) -> int:
     if no_keys:
         console.print(HOW_TO_CONFIGURE)
     else:
-        console.print(f"[red]{err}[/red]")
+        console.print(problem_table(err))
     return 2
+
+
+def problem_table(err: ConfigError) -> Table:
+    table = Table(title="[red]invalid keywheel configuration[/red]", title_justify="left", box=box.SIMPLE_HEAD)
+    table.add_column("setting", style="bold", no_wrap=True)
+    table.add_column("problem", overflow="fold")
+    for name, why in err.problems.items():
+        table.add_row(name, why)
+    return table
+
+
+def _quiet_config_log() -> None:
+    # The commands below print configuration warnings themselves, once, in their own words.
+    logging.getLogger("keywheel.config").setLevel(logging.ERROR)
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
     out = _console()
+    _quiet_config_log()
     try:
         wheel = _wheel(args.env_file)
     except ConfigError as err:
         return _config_failed(err)
     with wheel:
+        for warning in wheel.settings.warnings:
+            _console(stderr=True).print(f"[yellow]warning:[/yellow] {warning}")
         if args.prompt:
             return _ask(wheel, " ".join(args.prompt), args, out, history=None)
         out.print(
@@ -72,13 +98,22 @@ def cmd_chat(args: argparse.Namespace) -> int:
             _ask(wheel, prompt, args, out, history=history)
 
 
+def _print_attempts(out: Console, attempts: Sequence[Attempt]) -> None:
+    for attempt in attempts:
+        if attempt.outcome == "ok":
+            continue
+        out.print(f"[dim]  tried {escape(str(attempt))}[/dim]", highlight=False, soft_wrap=True)
+
+
 def _ask(
     wheel: Wheel, prompt: str, args: argparse.Namespace, out: Console, history: list[dict[str, Any]] | None
 ) -> int:
     messages = [*(history or []), {"role": "user", "content": prompt}]
-    options: dict[str, Any] = {"provider": args.provider, "model": args.model}
+    options: dict[str, Any] = {"provider": args.provider, "model": args.model, "fallback": not args.no_fallback}
     if args.system:
         options["system"] = args.system
+    if args.max_tokens is not None:
+        options["max_tokens"] = args.max_tokens
     try:
         if args.no_stream:
             response = wheel.chat(messages, **options)
@@ -86,8 +121,7 @@ def _ask(
             out.print(text, markup=False)
             if args.verbose:
                 out.print(f"[dim]served by {response.provider} {response.key} ({response.model})[/dim]")
-                for attempt in response.attempts:
-                    out.print(f"[dim]  tried {attempt}[/dim]")
+                _print_attempts(out, response.attempts)
         else:
             parts = []
             for event in wheel.stream(messages, **options):
@@ -97,47 +131,87 @@ def _ask(
                 elif isinstance(event, StreamEnd) and args.verbose:
                     out.print()
                     out.print(f"[dim]served by {event.provider} {event.key} ({event.model})[/dim]")
-                    for attempt in event.attempts:
-                        out.print(f"[dim]  tried {attempt}[/dim]")
+                    _print_attempts(out, event.attempts)
             out.print()
             text = "".join(parts)
     except KeywheelError as err:
-        _console(stderr=True).print(f"[red]error:[/red] {err}", markup=True, highlight=False)
+        err_console = _console(stderr=True)
+        err_console.print(f"[red]error:[/red] {escape(str(err))}", highlight=False, soft_wrap=True)
+        if args.verbose:
+            _print_attempts(err_console, getattr(err, "attempts", []))
         return 1
     if history is not None:
         history.extend([{"role": "user", "content": prompt}, {"role": "assistant", "content": text}])
     return 0
 
 
-def key_table(status: dict[str, Any], title: str = "keys") -> Table:
-    table = Table(title=title, caption="* primary provider", expand=False)
-    for column in ("provider", "key", "state", "rest s", "reqs", "ok", "failures", "tokens in/out"):
-        table.add_column(column, no_wrap=True, min_width=len(column))
-    table.add_column("last error", overflow="ellipsis", no_wrap=True, max_width=36)
+# Short names for failure kinds, so the key table fits 80 columns.
+_SHORT = {
+    "RateLimited": "429",
+    "KeyInvalid": "invalid",
+    "QuotaExhausted": "quota",
+    "Overloaded": "overload",
+    "ServerError": "5xx",
+    "Timeout": "timeout",
+    "NetworkError": "network",
+    "ModelNotFound": "no-model",
+    "BadRequest": "400",
+    "ContextTooLong": "too-long",
+    "ContentFiltered": "filtered",
+}
+WIDE = 110  # from this console width on, the table also shows provider, tokens and the last error
+
+
+def key_table(status: dict[str, Any], title: str = "keys", width: int | None = None) -> Table:
+    """Every key by fingerprint with its state and counters.  Below :data:`WIDE` columns the
+    provider (already in each fingerprint), tokens and last-error columns are left out, so
+    nothing is squeezed to nothing at 80 columns."""
+    wide = (width or 200) >= WIDE
+    notes = []
+    for provider in status["providers"]:
+        if provider.get("primary"):
+            notes.append(f"primary: {provider['provider']}")
+        if provider.get("throttled_for"):
+            notes.append(f"{provider['provider']} throttled {provider['throttled_for']:.1f} s")
+    table = Table(title=title, caption="; ".join(notes) or None, box=box.SIMPLE_HEAD, expand=False, pad_edge=False)
+    if wide:
+        table.add_column("provider", no_wrap=True)
+    table.add_column("key", no_wrap=True)
+    table.add_column("state", no_wrap=True)
+    table.add_column("rest s", no_wrap=True, justify="right")
+    table.add_column("reqs", no_wrap=True, justify="right")
+    table.add_column("ok", no_wrap=True, justify="right")
+    table.add_column("failures", overflow="fold")
+    if wide:
+        table.add_column("tokens in/out", no_wrap=True, justify="right")
+        table.add_column("last error", overflow="fold", max_width=40)
     colors = {"active": "green", "cooling": "yellow", "disabled": "red"}
     for provider in status["providers"]:
         name = provider["provider"] + (" *" if provider.get("primary") else "")
-        if provider.get("throttled_for"):
-            name += f" throttled {provider['throttled_for']:.1f}s"
         for key in provider["keys"]:
             state = key["state"]
-            failures = " ".join(f"{k} {v}" for k, v in sorted(key["failures"].items())) or "-"
-            table.add_row(
-                name,
+            failures = " ".join(f"{_SHORT.get(k, k)}×{v}" for k, v in sorted(key["failures"].items())) or "-"
+            row = [
                 key["key"],
                 f"[{colors.get(state, 'white')}]{state}[/]",
                 f"{key['cooldown_remaining']:.1f}" if key["cooldown_remaining"] else "",
                 str(key["requests"]),
                 str(key["successes"]),
                 failures,
-                f"{key['tokens_in']}/{key['tokens_out']}",
-                (key["reason"] or key["last_error"] or "")[:60],
-            )
-            name = ""
+            ]
+            if wide:
+                why = (key["reason"] or key["last_error"] or "")[:80]
+                row = [name, *row, f"{key['tokens_in']}/{key['tokens_out']}", why]
+                name = ""
+            table.add_row(*row)
     return table
 
 
-def _remote_status(url: str, admin_key: str | None) -> int:
+class _StatusUnavailable(Exception):
+    """A gateway's /status could not be read; the message says why."""
+
+
+def _fetch_status(url: str, admin_key: str | None, timeout: float = 10) -> dict[str, Any]:
     import json
     import urllib.error
     import urllib.request
@@ -146,37 +220,166 @@ def _remote_status(url: str, admin_key: str | None) -> int:
     if admin_key:
         request.add_header("authorization", f"Bearer {admin_key}")
     try:
-        with urllib.request.urlopen(request, timeout=10) as resp:
-            status = json.loads(resp.read())
+        with urllib.request.urlopen(request, timeout=timeout) as resp:
+            status: dict[str, Any] = json.loads(resp.read())
     except urllib.error.HTTPError as err:
-        _console(stderr=True).print(f"[red]{url}/status answered {err.code}[/red] (is KEYWHEEL_ADMIN_KEY right?)")
-        return 1
+        hint = (
+            "KEYWHEEL_ADMIN_KEY (environment, .env or --admin-key) is not the gateway's"
+            if admin_key
+            else "the gateway wants its KEYWHEEL_ADMIN_KEY: set it in the environment or .env, or pass --admin-key"
+        )
+        raise _StatusUnavailable(f"{url}/status answered {err.code}: {hint}") from None
     except (OSError, ValueError) as err:
-        _console(stderr=True).print(f"[red]could not read {url}/status:[/red] {err}")
-        return 1
-    out = _console()
-    out.print(f"gateway {url}: primary [bold]{status['primary']}[/bold], chain {' → '.join(status['chain'])}")
-    out.print(key_table(status, "keys (live)"))
-    return 0
+        raise _StatusUnavailable(f"could not read {url}/status: {err}") from None
+    if not isinstance(status, dict) or "providers" not in status:
+        raise _StatusUnavailable(f"{url}/status is not a keywheel gateway's status")
+    return status
+
+
+def _gateway_answers(url: str) -> bool:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url + "/health", timeout=1) as resp:
+            return bool(resp.status == 200)
+    except (OSError, ValueError):
+        return False
+
+
+def _local_url(variables: dict[str, str]) -> str:
+    host = variables.get("KEYWHEEL_HOST") or "127.0.0.1"
+    if host in ("0.0.0.0", "::", ""):  # noqa: S104 — a wildcard bind is reached on loopback
+        host = "127.0.0.1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{variables.get('KEYWHEEL_PORT') or 8787}"
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    if args.url:
-        return _remote_status(args.url, args.admin_key or os.environ.get("KEYWHEEL_ADMIN_KEY"))
+    _quiet_config_log()
+    try:
+        variables = _variables(args.env_file)
+    except ConfigError as err:
+        return _config_failed(err)
+    admin_key = args.admin_key or variables.get("KEYWHEEL_ADMIN_KEY")
+    url = args.url
+    if url is None and not args.local:
+        candidate = _local_url(variables)
+        if _gateway_answers(candidate):
+            url = candidate
+    if url is not None:
+        return _watch(args, lambda: _remote_view(url, admin_key))
     try:
         wheel = _wheel(args.env_file)
     except ConfigError as err:
         return _config_failed(err)
     with wheel:
-        out = _console()
-        for warning in wheel.settings.warnings:
-            out.print(f"[yellow]warning:[/yellow] {warning}")
+        note = (
+            "this process only: fresh counters of the configuration below"
+            if args.local
+            else f"no gateway answers at {_local_url(variables)}, so this is this process only: "
+            "fresh counters of the configuration below (a running gateway's state: --url)"
+        )
+        return _watch(args, lambda: _local_view(wheel, note))
+
+
+def _remote_view(url: str, admin_key: str | None) -> list[Any]:
+    status = _fetch_status(url, admin_key)
+    width = _console().width
+    return [
+        f"gateway {url} (live): primary [bold]{status['primary']}[/bold], chain {' → '.join(status['chain'])}",
+        key_table(status, "keys (live)", width),
+    ]
+
+
+def _local_view(wheel: Wheel, note: str) -> list[Any]:
+    settings = wheel.settings
+    parts: list[Any] = [f"[yellow]warning:[/yellow] {w}" for w in settings.warnings]
+    parts.append(f"[dim]{note}[/dim]")
+    parts.append(f"primary: [bold]{settings.primary}[/bold]   chain: {' → '.join(settings.chain)}")
+    for name in settings.chain:
+        cfg = settings.providers[name]
+        parts.append(f"  {name}: {cfg.dialect} dialect, model {cfg.model}, {len(cfg.keys)} keys, {cfg.base_url}")
+    parts.append(key_table(wheel.status(), "keys (this process)", _console().width))
+    return parts
+
+
+def _watch(args: argparse.Namespace, view: Callable[[], list[Any]]) -> int:
+    out = _console()
+    try:
+        parts = view()
+    except _StatusUnavailable as err:
+        _console(stderr=True).print(f"[red]error:[/red] {err}")
+        return 1
+    if args.watch is None:
+        for part in parts:
+            out.print(part)
+        return 0
+    interval = max(args.watch, 0.1)
+    try:
+        while True:
+            if out.is_terminal:
+                out.clear()
+            out.print(f"[dim]{time.strftime('%H:%M:%S')} — every {interval:g} s, Ctrl-C stops[/dim]")
+            for part in parts:
+                out.print(part)
+            out.file.flush()
+            time.sleep(interval)
+            try:
+                parts = view()
+            except _StatusUnavailable as err:
+                parts = [f"[red]{err}[/red]"]
+    except KeyboardInterrupt:
+        return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    """Print the resolved configuration (keys by fingerprint) with warnings; non-zero on errors."""
+    _quiet_config_log()
+    out = _console()
+    try:
+        wheel = _wheel(args.env_file)
+    except ConfigError as err:
+        _console(stderr=True).print(problem_table(err))
+        return 2
+    with wheel:
         settings = wheel.settings
+        source = args.env_file or (".env" if os.path.isfile(".env") else "no .env file")
+        out.print(f"configuration from the environment and {source}")
         out.print(f"primary: [bold]{settings.primary}[/bold]   chain: {' → '.join(settings.chain)}")
-        for name in settings.chain:
-            cfg = settings.providers[name]
-            out.print(f"  {name}: {cfg.dialect} dialect, model {cfg.model}, {len(cfg.keys)} keys, {cfg.base_url}")
-        out.print(key_table(wheel.status(), "keys (this process)"))
+        providers = Table(title="providers", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+        for column in ("provider", "on", "dialect", "model", "base URL"):
+            providers.add_column(column, overflow="fold")
+        keys = Table(title="keys", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+        keys.add_column("provider", no_wrap=True)
+        keys.add_column("key (fingerprint)", no_wrap=True)
+        keys.add_column("sent as", no_wrap=True)
+        for name, cfg in settings.providers.items():
+            if not cfg.keys and not cfg.enabled:
+                continue
+            providers.add_row(name, "yes" if cfg.enabled else "no", cfg.dialect, cfg.model, cfg.base_url)
+            for key in cfg.keys:
+                keys.add_row(name, key.fingerprint, "Bearer" if key.auth == "bearer" else "API key header")
+        out.print(providers)
+        out.print(keys)
+        behaviour = Table(title="behaviour", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+        behaviour.add_column("setting", no_wrap=True)
+        behaviour.add_column("value", overflow="fold")
+        for name, value in (
+            ("KEYWHEEL_TIMEOUT", f"{settings.timeout:g} s"),
+            ("KEYWHEEL_ATTEMPT_TIMEOUT", f"{settings.attempt_timeout:g} s"),
+            ("KEYWHEEL_STREAM_IDLE_TIMEOUT", f"{settings.stream_idle_timeout:g} s"),
+            ("KEYWHEEL_MAX_WAIT", f"{settings.max_wait:g} s"),
+            ("KEYWHEEL_PROVIDER_ATTEMPTS", str(settings.provider_attempts)),
+            ("KEYWHEEL_STATE", settings.state),
+            ("KEYWHEEL_GATEWAY_KEYS", f"{len(settings.gateway_keys)} set" if settings.gateway_keys else "none"),
+            ("KEYWHEEL_ADMIN_KEY", "set" if settings.admin_key else "not set (admin endpoints: loopback only)"),
+        ):
+            behaviour.add_row(name, value)
+        out.print(behaviour)
+        for warning in settings.warnings:
+            out.print(f"[yellow]warning:[/yellow] {warning}")
+        out.print("[green]configuration is valid[/green]" + (" (with warnings)" if settings.warnings else ""))
     return 0
 
 
@@ -235,7 +438,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     }
     if args.workers > 1:
         wheel.close()
-        os.environ["KEYWHEEL_ENV_FILE"] = args.env_file
+        if args.env_file:
+            os.environ["KEYWHEEL_ENV_FILE"] = args.env_file
         os.environ["KEYWHEEL_LOG_LEVEL"] = args.log_level.upper()
         uvicorn.run("keywheel.gateway:app_from_env", factory=True, workers=args.workers, **common)
     else:
@@ -249,10 +453,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         _wheel(args.env_file).close()
     except ConfigError as err:
         if any("no provider has keys" in why for why in err.problems.values()):
+            if not args.log_level_given:
+                logging.getLogger().setLevel(DEMO_LOG_LEVEL)  # the demo's own level: no INFO lines over its table
             _console().print("No API keys configured (see .env.example), so here is the demo.\n")
             return run_demo_default()
         return _config_failed(err)
-    serve_args = build_parser().parse_args(["--env-file", args.env_file, "serve"])
+    serve_args = build_parser().parse_args(["serve", *(["--env-file", args.env_file] if args.env_file else [])])
     serve_args.log_level = args.log_level
     return cmd_serve(serve_args)
 
@@ -263,36 +469,80 @@ def run_demo_default() -> int:
     return run_demo(console=_console())
 
 
+DEMO_LOG_LEVEL = "WARNING"
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("keywheel")
+    except PackageNotFoundError:  # pragma: no cover — running from a source tree without install
+        return "unknown"
+
+
+def _global_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
+    """``--env-file`` and ``--log-level``, accepted before and after the subcommand.
+
+    On the subcommands they default to SUPPRESS, so an option given before the
+    subcommand is not overwritten by the subcommand's default."""
+    default: Any = None if top else argparse.SUPPRESS
+    parser.add_argument(
+        "--env-file",
+        default=default,
+        help="the .env file to read (default: ./.env when it exists); a named file must exist",
+    )
+    parser.add_argument(
+        "--log-level",
+        default=default,
+        type=str.upper,
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+        help="default: INFO for serve and run, WARNING otherwise",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="keywheel", description="Many LLM keys and providers behind one door.")
-    parser.add_argument("--env-file", default=".env", help="the .env file to read (default: ./.env)")
-    parser.add_argument(
-        "--log-level", default=None, help="DEBUG, INFO, WARNING, ERROR (default: INFO for serve, WARNING otherwise)"
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--version", action="version", version=f"keywheel {_version()}")
+    _global_options(parser, top=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    chat = sub.add_parser("chat", help="ask a question (no prompt: interactive)")
+    def command(name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, **kwargs)
+        _global_options(p, top=False)
+        return p
+
+    chat = command("chat", help="ask a question (no prompt: interactive)")
     chat.add_argument("prompt", nargs="*", help="the prompt; omit for an interactive session")
     chat.add_argument(
-        "-v", "--verbose", action="store_true", help="say which provider and key served, and what was tried"
+        "-v", "--verbose", action="store_true", help="say who served, what was tried, and each retry time"
     )
     chat.add_argument("--provider", help="provider to try first (default: AI_PROVIDER)")
     chat.add_argument("--model", help="model for that provider (default: its configured model)")
     chat.add_argument("--system", help="system prompt")
+    chat.add_argument("--max-tokens", type=int, metavar="N", help="longest answer, in tokens")
+    chat.add_argument("--no-fallback", action="store_true", help="use only the first provider; never fail over")
     chat.add_argument("--no-stream", action="store_true", help="wait for the whole answer instead of streaming")
     chat.set_defaults(func=cmd_chat)
 
-    status = sub.add_parser("status", help="show providers and keys by fingerprint (of a running gateway with --url)")
-    status.add_argument("--url", help="a running gateway, e.g. http://127.0.0.1:8787: show its live key state")
-    status.add_argument("--admin-key", help="the gateway's KEYWHEEL_ADMIN_KEY (default: from the environment)")
+    status = command("status", help="key state of the running gateway (found at KEYWHEEL_HOST:KEYWHEEL_PORT, or --url)")
+    status.add_argument("--url", help="a running gateway, e.g. http://127.0.0.1:8787 (default: the local one, if up)")
+    status.add_argument("--admin-key", help="the gateway's KEYWHEEL_ADMIN_KEY (default: from the environment or .env)")
+    status.add_argument("--local", action="store_true", help="do not look for a gateway: this process's view only")
+    status.add_argument(
+        "--watch", nargs="?", type=float, const=2.0, metavar="SECONDS", help="refresh every SECONDS (default 2)"
+    )
     status.set_defaults(func=cmd_status)
 
-    demo = sub.add_parser("demo", help="watch rotation, cooldowns and failover against a local fake upstream")
+    config = command("config", help="print the resolved configuration (keys by fingerprint) and check it")
+    config.set_defaults(func=cmd_config)
+
+    demo = command("demo", help="watch rotation, cooldowns and failover against a local fake upstream")
     demo.add_argument("--requests", type=int, default=120, help="how many requests (default 120)")
     demo.add_argument("--concurrency", type=int, default=6, help="concurrent requests (default 6)")
     demo.set_defaults(func=cmd_demo)
 
-    serve = sub.add_parser("serve", help="run the HTTP gateway (OpenAI, Anthropic and Gemini dialects)")
+    serve = command("serve", help="run the HTTP gateway (OpenAI, Anthropic and Gemini dialects)")
     serve.add_argument("--host", help="address to bind (default KEYWHEEL_HOST, else 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default KEYWHEEL_PORT, else 8787)")
     serve.add_argument(
@@ -300,7 +550,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.set_defaults(func=cmd_serve)
 
-    run = sub.add_parser("run", help="the main job: the gateway with the configured keys, or the demo without any")
+    run = command("run", help="the main job: the gateway with the configured keys, or the demo without any")
     run.set_defaults(func=cmd_run)
     return parser
 
@@ -315,6 +565,7 @@ def configure_logging(level: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.log_level_given = args.log_level is not None
     if args.log_level is None:
         args.log_level = "INFO" if args.command in ("serve", "run") else "WARNING"
     configure_logging(args.log_level)

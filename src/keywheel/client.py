@@ -16,6 +16,8 @@ from collections.abc import AsyncGenerator, Callable, Coroutine, Iterator, Mappi
 from types import TracebackType
 from typing import Any, TypeVar
 
+import aiohttp
+
 from keywheel.config import Settings, load_env, settings_from_env
 from keywheel.errors import BadRequest
 from keywheel.keys import KeyPool
@@ -93,8 +95,13 @@ class Wheel:
         self.redactor = self.router.redactor  # strips key pieces from error texts, status and logs
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, env_file: str | os.PathLike[str] | None = ".env") -> Wheel:
-        """Configure from ``env`` (default: the process environment) plus an optional ``.env`` file."""
+    def from_env(cls, env: Mapping[str, str] | None = None, env_file: str | os.PathLike[str] | None = None) -> Wheel:
+        """Configure from variables.
+
+        - ``Wheel.from_env()``: the process environment over ``./.env`` (if present);
+        - ``Wheel.from_env(mapping)``: exactly that mapping — no file is read;
+        - ``env_file=path``: that file (which must exist), under ``env`` or the process environment.
+        """
         return cls(settings_from_env(load_env(env, env_file)))
 
     # ---------------------------------------------------------------- requests
@@ -279,7 +286,11 @@ class Wheel:
         await self.transport.aclose()
 
     def close(self) -> None:
+        """Close everything: the sync API's loop and its connections, and the connections the
+        async API opened on any other loop, so ``with Wheel.from_env() as wheel:`` around
+        ``await wheel.achat(...)`` leaves no "Unclosed client session" behind."""
         self._portal.close(self.transport.aclose())
+        _close_sessions_now(self.transport)
 
     def __enter__(self) -> Wheel:
         return self
@@ -295,6 +306,26 @@ class Wheel:
     ) -> None:
         await self.aclose()
         self.close()
+
+
+def _close_sessions_now(transport: Transport) -> None:
+    """Close, without awaiting, the connection pools left on other event loops.
+
+    ``ClientSession.close`` is a coroutine, which a sync ``__exit__`` inside a running loop
+    cannot await; closing the connector drops its connections at once and marks the session
+    closed.  A pool on a loop running in another thread is closed from that loop's thread."""
+    for loop, session in transport.sessions():
+        connector = session.connector
+        if session.closed or connector is None:
+            continue
+        if loop.is_running() and asyncio._get_running_loop() is not loop:
+            loop.call_soon_threadsafe(_close_connector, connector)
+        else:
+            _close_connector(connector)
+
+
+def _close_connector(connector: aiohttp.BaseConnector) -> None:
+    connector._close()  # noqa: SLF001 — the synchronous part of BaseConnector.close()
 
 
 async def _next(agen: AsyncGenerator[StreamEvent, None]) -> StreamEvent:

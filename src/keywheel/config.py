@@ -68,6 +68,7 @@ DIALECTS = ("anthropic", "gemini", "openai")
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
+DEFAULT_ENV_FILE = ".env"
 
 
 @dataclass(slots=True)
@@ -136,13 +137,34 @@ def read_env_file(path: str | os.PathLike[str]) -> dict[str, str]:
     return values
 
 
-def load_env(env: Mapping[str, str] | None = None, env_file: str | os.PathLike[str] | None = ".env") -> dict[str, str]:
-    """The variables keywheel sees: the ``.env`` file, overridden by ``env`` (default: the process environment)."""
+def load_env(env: Mapping[str, str] | None = None, env_file: str | os.PathLike[str] | None = None) -> dict[str, str]:
+    """The variables keywheel sees.
+
+    - ``load_env()``: the process environment over ``./.env`` (if there is one);
+    - ``load_env(env)``: exactly ``env`` — no file is read;
+    - ``env_file=path`` (with either): that file under ``env`` (default: the process
+      environment).  A named file that does not exist is a :class:`ConfigError`.
+
+    A blank value (``NAME=`` in a file, or an empty variable) means "not set": it neither
+    counts nor hides a value the file gives.
+    """
     merged: dict[str, str] = {}
-    if env_file is not None and Path(env_file).is_file():
-        merged.update(read_env_file(env_file))
-    merged.update(os.environ if env is None else env)
+    path: str | os.PathLike[str] | None = env_file
+    if path is None and env is None and Path(DEFAULT_ENV_FILE).is_file():
+        path = DEFAULT_ENV_FILE
+    if path is not None:
+        if not Path(path).exists():
+            raise ConfigError({"--env-file": f"{os.fspath(path)!r} does not exist"})
+        if Path(path).is_dir():
+            raise ConfigError({"--env-file": f"{os.fspath(path)!r} is a folder, not a .env file"})
+        merged.update(_set_only(read_env_file(path)))
+    merged.update(_set_only(os.environ if env is None else env))
     return merged
+
+
+def _set_only(env: Mapping[str, str]) -> dict[str, str]:
+    """Drop blank values: ``NAME=`` means not set."""
+    return {name: value for name, value in env.items() if value.strip()}
 
 
 class _Problems:
@@ -299,14 +321,59 @@ def _provider(env: Mapping[str, str], name: str, problems: _Problems) -> Provide
                 check_model(model, dialect)
             except KeywheelError as exc:
                 problems.error(f"{prefix}_MODEL", str(exc).removeprefix("model: "))
-        if preset and base_url == preset.base_url:
-            for key in keys:
-                if key.auth == "key" and not key.reveal().startswith(preset.key_prefix):
-                    problems.warnings.append(
-                        f"{key.fingerprint} does not look like a {name} key "
-                        f"(expected it to start {preset.key_prefix!r})"
-                    )
+        for key in keys:
+            warning = _shape_warning(key, name, preset, base_url)
+            if warning:
+                problems.warnings.append(warning)
     return config
+
+
+# What real keys of the known providers start with, most specific first.
+KEY_SHAPES: tuple[tuple[str, str], ...] = (
+    ("sk-ant-", "anthropic"),
+    ("sk-or-", "openrouter"),
+    ("AIza", "gemini"),
+    ("sk-", "openai"),
+)
+
+
+def key_shape(value: str) -> str | None:
+    """The known provider whose keys look like ``value``, if any."""
+    for prefix, provider in KEY_SHAPES:
+        if value.startswith(prefix):
+            return provider
+    return None
+
+
+def _shape_warning(key: ApiKey, name: str, preset: Preset | None, base_url: str) -> str | None:
+    """A key that looks like another known provider's is a warning wherever it points; one that
+    looks like nothing known only at the provider's own default URL.  ``sk-`` alone (OpenAI's
+    shape) is used by many OpenAI-compatible hosts, so it warns only for the built-in providers."""
+    shape = key_shape(key.reveal())
+    if shape is not None and shape != name and (shape != "openai" or preset is not None):
+        variable = _variable_of(key)
+        return (
+            f"{key.fingerprint} ({variable}) looks like {_article(shape)} {shape} key, not {_article(name)} {name} key"
+        )
+    if shape is None and preset is not None and base_url == preset.base_url and key.auth == "key":
+        expected = f"expected it to start {preset.key_prefix!r}"
+        return f"{key.fingerprint} does not look like {_article(name)} {name} key ({expected})"
+    return None
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1] in "aeiou" else "a"
+
+
+def _variable_of(key: ApiKey) -> str:
+    prefix = key.provider.upper()
+    if key.label == "key":
+        return f"{prefix}_API_KEY"
+    if key.label == "token":
+        return "ANTHROPIC_AUTH_TOKEN"
+    if key.label.startswith("k"):
+        return f"{prefix}_API_KEYS[{key.label[1:]}]"
+    return f"{prefix}_API_KEY_{key.label}"
 
 
 def _named(env: Mapping[str, str]) -> set[str]:
@@ -338,6 +405,7 @@ def _gateway_keys(env: Mapping[str, str], problems: _Problems) -> tuple[list[Api
 def settings_from_env(env: Mapping[str, str]) -> Settings:
     """Build and validate :class:`Settings` from a mapping of variables."""
     problems = _Problems()
+    env = _set_only(env)
     providers = {name: _provider(env, name, problems) for name in _provider_names(env)}
     enabled = [name for name, p in providers.items() if p.enabled]
 

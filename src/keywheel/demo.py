@@ -83,7 +83,8 @@ async def _demo(fake: FakeUpstream, total: int, concurrency: int, console: Conso
             + (f"; failed {len(failed)}" if failed else ""),
         )
         recent = Text("\n".join(events[-8:]) or "(no retries yet)", style="dim")
-        return Group(header, key_table(wheel.status(), "keys"), Text("recent retries and failovers:"), recent)
+        table = key_table(wheel.status(), "keys", console.width)
+        return Group(header, table, Text("recent retries and failovers:"), recent)
 
     tasks = []
     overload_at, recover_at = total // 2, total // 2 + total // 5

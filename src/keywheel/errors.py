@@ -19,7 +19,7 @@
     │       ├── BadRequest
     │       │   └── ContextTooLong  fails over only to a provider with a larger window
     │       └── ContentFiltered
-    ├── NoKeyAvailable              every key is resting; retry_after says for how long
+    ├── NoKeyAvailable              no key can serve now: resting (retry_after says for how long) or disabled
     └── AllProvidersFailed          every provider in the chain was tried; attempts say how
 
 Every :class:`UpstreamError` carries the provider, the key *fingerprint*, the
@@ -158,8 +158,11 @@ class NoKeyAvailable(KeywheelError):
 class AllProvidersFailed(KeywheelError):
     """Every provider in the chain was tried and none answered."""
 
-    def __init__(self, attempts: Sequence[Attempt], last: KeywheelError | None = None) -> None:
+    def __init__(self, attempts: Sequence[Attempt], last: KeywheelError | None = None, *, summary: str = "") -> None:
         self.attempts = list(attempts)
         self.last = last
+        # How many keys rest, are disabled or failed (the router's count), if known.
+        self.summary = summary
         tried = "; ".join(str(a) for a in self.attempts) or "nothing could be tried"
-        super().__init__(f"all providers failed: {tried}")
+        counted = f"{summary}; " if summary else ""
+        super().__init__(f"all providers failed: {counted}tried: {tried}")

@@ -198,19 +198,20 @@ class Router:
                 await asyncio.sleep(earliest + 0.001)
                 waited += earliest
                 continue
+            tally = key_tally(targets, self.pools, attempts, earliest)
             if earliest is not None and all(a.outcome in _KEY_FAULTS for a in attempts):
                 raise NoKeyAvailable(
-                    f"every key is resting; the earliest is back in {earliest:.1f} s"
+                    f"no key can serve now: {tally}"
                     + (f" (tried: {'; '.join(map(str, attempts))})" if attempts else ""),
                     retry_after=earliest,
                     attempts=attempts,
                 )
             if not attempts:
-                raise NoKeyAvailable("no usable key: every key of every provider is disabled", attempts=attempts)
+                raise NoKeyAvailable(f"no usable key: {tally}", attempts=attempts)
             if isinstance(last, ContextTooLong):
                 last.attempts = attempts
                 raise last
-            raise AllProvidersFailed(attempts, last)
+            raise AllProvidersFailed(attempts, last, summary=tally)
 
     def _own(self, exc: UpstreamError, target: Target, key: ApiKey) -> None:
         """Stamp provider and key on an error, and strip it of every piece of every key."""
@@ -292,8 +293,68 @@ def translated(request: ChatRequest) -> RequestBuilder:
 _KEY_FAULTS = frozenset({"RateLimited", "KeyInvalid", "QuotaExhausted"})
 
 
+def key_tally(
+    targets: list[Target], pools: Mapping[str, PoolBackend], attempts: list[Attempt], earliest: float | None
+) -> str:
+    """What every key of a failed call's providers is doing, counted truthfully.
+
+    ``"of 8 keys (gemini, openrouter): 3 resting (the earliest back in 5.0 s), 4 disabled,
+    1 failed this call (Overloaded)"``: resting keys wait out a rate limit (or their provider
+    does), disabled ones are invalid, out of credit or switched off, failed ones were tried and
+    met a provider fault.  Runs only on the failure path: it takes a snapshot of each pool."""
+    failed_by: dict[str, set[str]] = {}
+    for a in attempts:
+        if a.outcome not in _KEY_FAULTS and a.outcome != "ok":
+            failed_by.setdefault(a.key, set()).add(a.outcome)
+    providers: list[str] = []
+    throttled_providers: list[str] = []
+    total = resting = disabled = failed = idle = 0
+    outcomes: set[str] = set()
+    for target in targets:
+        name = target.provider.name
+        if name in providers or name not in pools:
+            continue
+        providers.append(name)
+        snap = pools[name].snapshot()
+        throttled = bool(snap.get("throttled_for"))
+        if throttled:
+            throttled_providers.append(name)
+        for key in snap["keys"]:
+            total += 1
+            if key["state"] == "disabled":
+                disabled += 1
+            elif key["state"] == "cooling" or throttled:
+                resting += 1
+            elif key["key"] in failed_by:
+                failed += 1
+                outcomes |= failed_by[key["key"]]
+            else:
+                idle += 1
+    parts = []
+    if resting:
+        notes = [f"the earliest back in {earliest:.1f} s"] if earliest is not None else []
+        notes += [f"{name} rests as a whole: all its keys were limited at once" for name in throttled_providers]
+        parts.append(f"{resting} resting" + (f" ({'; '.join(notes)})" if notes else ""))
+    if disabled:
+        parts.append(f"{disabled} disabled")
+    if failed:
+        parts.append(f"{failed} failed this call ({', '.join(sorted(outcomes))})")
+    if idle:
+        parts.append(f"{idle} not tried")
+    counted = ", ".join(parts) or "none"
+    return f"of {total} key{'s' if total != 1 else ''} ({', '.join(providers)}): {counted}"
+
+
 def _attempt(target: Target, key: ApiKey, exc: UpstreamError, latency_ms: float) -> Attempt:
-    return Attempt(target.provider.name, key.fingerprint, type(exc).__name__, latency_ms, exc.status, exc.message[:200])
+    return Attempt(
+        target.provider.name,
+        key.fingerprint,
+        type(exc).__name__,
+        latency_ms,
+        exc.status,
+        exc.message[:200],
+        exc.retry_after,
+    )
 
 
 _EVENT_ENDS = (b"\n\n", b"\r\n\r\n", b"\r\r")

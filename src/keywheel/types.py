@@ -107,10 +107,12 @@ class Attempt:
     latency_ms: float
     status: int | None = None
     detail: str = ""
+    retry_after: float | None = None  # how long the upstream asked this key (or provider) to rest
 
     def __str__(self) -> str:
         status = f" {self.status}" if self.status is not None else ""
-        return f"{self.provider} {self.key}: {self.outcome}{status} ({self.latency_ms:.0f} ms)"
+        rest = f", retry in {self.retry_after:.1f} s" if self.retry_after is not None else ""
+        return f"{self.provider} {self.key}: {self.outcome}{status}{rest} ({self.latency_ms:.0f} ms)"
 
 
 @dataclass(slots=True)

@@ -52,7 +52,7 @@ def start_gateway(env: dict[str, str], log_path: Path, *args: str) -> Served:
     full = {"PATH": os.environ["PATH"], "HOME": str(log_path.parent), **env}
     log = log_path.open("wb")
     process = subprocess.Popen(
-        [sys.executable, "-m", "keywheel.cli", "--env-file", "/nonexistent", *args, "serve", "--port", str(port)],
+        [sys.executable, "-m", "keywheel.cli", "--env-file", os.devnull, *args, "serve", "--port", str(port)],
         env=full,
         stdout=log,
         stderr=subprocess.STDOUT,

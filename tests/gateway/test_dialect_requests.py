@@ -12,7 +12,7 @@ from google.genai import types as gtypes
 from keywheel.errors import (
     BadRequest,
 )
-from keywheel.gateway.dialects import DIALECTS, AnthropicDialect, GeminiDialect, OpenAIDialect
+from keywheel.gateway.dialects import DIALECTS, AnthropicDialect, GeminiDialect, OpenAIDialect, ResponsesDialect
 from keywheel.gateway.dialects.base import Dialect
 from keywheel.types import (
     ImagePart,
@@ -38,6 +38,7 @@ def test_registry_names_match_the_adapters_dialects() -> None:
         "openai": OpenAIDialect,
         "anthropic": AnthropicDialect,
         "gemini": GeminiDialect,
+        "responses": ResponsesDialect,  # inbound only: no adapter speaks it
     }
 
 

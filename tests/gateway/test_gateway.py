@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -343,7 +344,7 @@ def test_run_serves_the_gateway_when_keys_are_configured(fake: FakeUpstream, tmp
 def test_serve_refuses_a_public_address_without_gateway_keys(tmp_path: object) -> None:
     env = {"PATH": "/usr/bin:/bin", "GEMINI_API_KEY_1": "test-gemini-key-1"}
     result = subprocess.run(
-        [sys.executable, "-m", "keywheel.cli", "--env-file", "/nonexistent", "serve", "--host", "0.0.0.0"],
+        [sys.executable, "-m", "keywheel.cli", "--env-file", os.devnull, "serve", "--host", "0.0.0.0"],
         env=env,
         capture_output=True,
         text=True,

@@ -15,7 +15,7 @@ def app_from_env() -> Gateway:
         from keywheel.cli import configure_logging
 
         configure_logging(level)
-    return Gateway(Wheel.from_env(env_file=os.environ.get("KEYWHEEL_ENV_FILE", ".env")))
+    return Gateway(Wheel.from_env(env_file=os.environ.get("KEYWHEEL_ENV_FILE") or None))
 
 
 __all__ = ["Gateway", "app_from_env"]

@@ -164,6 +164,9 @@ class Gateway:
         if path == "/v1/chat/completions":
             _allow(method, "POST")
             return await self._chat(self.openai, None, False, headers, receive, send, served)
+        if path == "/v1/responses":
+            _allow(method, "POST")
+            return await self._chat(DIALECTS["responses"], None, False, headers, receive, send, served)
         if path == "/v1/messages":
             _allow(method, "POST")
             return await self._chat(self.anthropic, None, False, headers, receive, send, served)
