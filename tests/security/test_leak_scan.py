@@ -1,7 +1,8 @@
 """The leak scan: one run of a real ``keywheel serve`` over the fake upstream, with
 distinctive keys (a random 16-character body each), through every fault the fake can
-play, via all three inbound dialects, streamed and not.  Every log line (the server's
-whole stdout and stderr at DEBUG), every response status line, header and body,
+play, via every inbound dialect (OpenAI, Anthropic, Gemini, Responses), streamed
+and not.  Every log line (the server's whole stdout and stderr at DEBUG), every
+response status line, header and body,
 ``/status`` and every exception text of library calls are scanned for any
 8-character piece of any key, minus pieces that also occur in public configuration
 text (provider names, base URLs, model names, known key prefixes).
@@ -83,6 +84,8 @@ def _request(dialect: str, provider: str | None, stream: bool) -> tuple[str, dic
         return "/v1/chat/completions", {"model": model, "messages": HELLO, "stream": stream}
     if dialect == "anthropic":
         return "/v1/messages", {"model": model, "max_tokens": 16, "messages": HELLO, "stream": stream}
+    if dialect == "responses":
+        return "/v1/responses", {"model": model, "input": "hello", "stream": stream}
     method = "streamGenerateContent?alt=sse&" if stream else "generateContent?"
     return f"/v1beta/models/{model}:{method}", {"contents": [{"role": "user", "parts": [{"text": "hello"}]}]}
 
@@ -134,7 +137,8 @@ def test_leak_scan_of_a_gateway_run_through_every_fault(
                 k["key"] for p in client.get("/status", headers=admin).json()["providers"] for k in p["keys"]
             ]
             assert len(fingerprints) == 6
-            combos = [(d, p, s) for d in ("openai", "anthropic", "gemini") for p in [*PROVIDERS, None] for s in (0, 1)]
+            dialects = ("openai", "anthropic", "gemini", "responses")
+            combos = [(d, p, s) for d in dialects for p in [*PROVIDERS, None] for s in (0, 1)]
             for kind, params in faults():
                 for values in keys.values():
                     for value in values:
