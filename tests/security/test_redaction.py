@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import secrets
 import socket
+import subprocess
+import sys
 import threading
 import time
 import traceback
@@ -20,7 +23,7 @@ from keywheel.config import settings_from_env
 from keywheel.secrets import Redactor
 from keywheel.testing import FakeUpstream
 from keywheel.testing._echo import PARTS, piece
-from tests.gateway.conftest import GatewayFactory, start_gateway
+from tests.gateway.conftest import GatewayFactory, free_port, start_gateway
 from tests.helpers import fake_env
 from tests.security.conftest import ADMIN_KEY, GATEWAY_KEY
 
@@ -232,3 +235,37 @@ def test_an_in_band_error_event_quoting_the_key_is_redacted(
     for key in keys.values():
         body_of_key = key.split("-", 2)[2]
         assert not any(body_of_key[i : i + 8] in text for i in range(len(body_of_key) - 7)), text
+
+
+def test_worker_processes_redact_their_logs_too(fake: FakeUpstream, tmp_path: Path) -> None:
+    """``serve --workers 2``: each worker configures its own logging, with the same filter."""
+    key = random_key("openrouter")
+    env = fake_env(fake, gemini=0, openrouter=1, anthropic=0)
+    env.update({"OPENROUTER_API_KEY_1": key, "PATH": os.environ["PATH"], "HOME": str(tmp_path)})
+    port = free_port()
+    log_path = tmp_path / "workers.log"
+    with log_path.open("wb") as log:
+        command = [sys.executable, "-m", "keywheel.cli", "--log-level", "DEBUG", "--env-file", os.devnull]
+        process = subprocess.Popen(
+            [*command, "serve", "--port", str(port), "--workers", "2"], env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                if httpx.get(url + "/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        assert process.poll() is None, log_path.read_text()
+        fake.set(key, "echo_key", part="middle", status=400)
+        for _ in range(4):
+            resp = httpx.post(url + "/v1/chat/completions", json={"model": "openrouter/x-1", "messages": HELLO})
+            assert resp.status_code == 400 and piece(key, "middle") not in resp.text
+    finally:
+        process.terminate()
+        process.wait(15)
+    text = log_path.read_text(errors="replace")
+    assert text.count("attempt failed") >= 4 and "[redacted]" in text, text[-2000:]
+    assert piece(key, "middle") not in text
