@@ -557,12 +557,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def configure_logging(level: str) -> None:
+    """Log to stderr through handlers that strip every piece of every key (and any ``?key=``)."""
+    from keywheel.secrets import install_log_filter
+
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    install_log_filter(handlers=logging.root.handlers)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.log_level_given = args.log_level is not None
     if args.log_level is None:
         args.log_level = "INFO" if args.command in ("serve", "run") else "WARNING"
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(args.log_level)
     try:
         code: int = args.func(args)
     except KeyboardInterrupt:

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import os
 import threading
-from collections.abc import AsyncGenerator, Coroutine, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Coroutine, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -92,7 +92,7 @@ class Wheel:
         self.transport = transport or Transport()
         self.router = Router(settings, self.pools, self.transport)
         self._portal = _LoopThread()
-        self._secrets = settings.secrets()
+        self.redactor = self.router.redactor  # strips key pieces from error texts, status and logs
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, env_file: str | os.PathLike[str] | None = None) -> Wheel:
@@ -229,7 +229,10 @@ class Wheel:
             snap = self.pools[name].snapshot()
             snap.update({"dialect": cfg.dialect, "model": cfg.model, "primary": name == self.settings.primary})
             providers.append(snap)
-        return {"primary": self.settings.primary, "chain": list(self.settings.chain), "providers": providers}
+        status = {"primary": self.settings.primary, "chain": list(self.settings.chain), "providers": providers}
+        # Reasons and last errors quote upstream (and operator) text: no piece of a key may pass.
+        redacted: dict[str, Any] = _redacted(status, self.redactor.redact)
+        return redacted
 
     def _pool_of(self, fingerprint: str) -> KeyPool:
         provider = fingerprint.split("#", 1)[0]
@@ -239,7 +242,7 @@ class Wheel:
         return pool
 
     def disable_key(self, fingerprint: str, reason: str = "disabled by operator") -> None:
-        self._pool_of(fingerprint).disable(fingerprint, reason)
+        self._pool_of(fingerprint).disable(fingerprint, self.redactor.redact(reason)[:300])
 
     def enable_key(self, fingerprint: str) -> None:
         self._pool_of(fingerprint).enable(fingerprint)
@@ -257,9 +260,9 @@ class Wheel:
         api_key = ApiKey(key, provider, label, auth="bearer" if cfg.dialect == "openai" else "key")
         if api_key in pool.keys():
             raise ValueError(f"that key is already in {provider} as {pool.keys()[pool.keys().index(api_key)]}")
+        self.redactor.add(key)  # before any request can use it
         pool.add(api_key)
         cfg.keys.append(api_key)
-        self._secrets.append(key)
         return api_key.fingerprint
 
     def asgi_app(self) -> Any:
@@ -274,8 +277,8 @@ class Wheel:
         return Gateway(self)
 
     def secrets(self) -> list[str]:
-        """Every secret this wheel holds (for log redaction and leak tests)."""
-        return list(self._secrets)
+        """Every secret this wheel holds or held (for log redaction and leak tests)."""
+        return self.redactor.secrets()
 
     # ---------------------------------------------------------------- closing
 
@@ -341,3 +344,14 @@ def _response(completion: Completion, served: Served) -> ChatResponse:
         attempts=served.attempts,
         id=completion.id,
     )
+
+
+def _redacted(value: Any, redact: Callable[[str], str]) -> Any:
+    """``value`` (JSON-like) with every string passed through ``redact``."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {k: _redacted(v, redact) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redacted(v, redact) for v in value]
+    return value

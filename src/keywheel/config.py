@@ -27,7 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from keywheel.errors import ConfigError
+from keywheel.errors import ConfigError, KeywheelError
+from keywheel.providers.paths import check_model
 from keywheel.secrets import ApiKey
 
 log = logging.getLogger("keywheel.config")
@@ -320,6 +321,11 @@ def _provider(env: Mapping[str, str], name: str, problems: _Problems) -> Provide
             problems.error(f"{prefix}_BASE_URL", f"custom provider {name} needs a base URL")
         if not model:
             problems.error(f"{prefix}_MODEL", f"custom provider {name} needs a model")
+        else:
+            try:
+                check_model(model, dialect)
+            except KeywheelError as exc:
+                problems.error(f"{prefix}_MODEL", str(exc).removeprefix("model: "))
         for key in keys:
             warning = _shape_warning(key, name, preset, base_url)
             if warning:

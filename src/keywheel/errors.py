@@ -25,9 +25,10 @@
     └── AllProvidersFailed          every provider in the chain was tried; attempts say how
 
 Every :class:`UpstreamError` carries the provider, the key *fingerprint*, the
-upstream status and request id.  No message here ever contains a key: messages
-are built from fingerprints and from upstream error texts, and upstream texts
-are passed through :func:`keywheel.secrets.redact` by the router.
+upstream status and request id.  No message here ever contains a piece of a key:
+messages are built from fingerprints and from upstream error texts, and the
+router passes every upstream text (message, body, request id) through a
+:class:`keywheel.secrets.Redactor` before anything else sees it.
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ class UpstreamError(KeywheelError):
         self.request_id = request_id
         self.retry_after = retry_after
         # The upstream body, for pass-through of errors in the same dialect.
-        # Upstream error bodies do not echo keys; the gateway still redacts.
+        # Upstream error bodies may quote part of the key: the router redacts them.
         self.body = body
         # Filled in by the router: every try that led here.
         self.attempts: list[Attempt] = []

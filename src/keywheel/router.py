@@ -42,7 +42,8 @@ from keywheel.errors import (
 from keywheel.keys import PoolBackend
 from keywheel.providers import get_adapter
 from keywheel.providers.base import Adapter, Endpoint, HttpRequest, StreamParser
-from keywheel.secrets import ApiKey
+from keywheel.providers.paths import check_model
+from keywheel.secrets import ApiKey, Redactor, register
 from keywheel.sse import EventTooLarge, SSEDecoder
 from keywheel.transport import StreamingResponse, Transport
 from keywheel.types import Attempt, ChatRequest, Completion, StreamEnd, StreamEvent, Usage
@@ -84,8 +85,11 @@ class Router:
         transport: Transport,
         *,
         rng: random.Random | None = None,
+        redactor: Redactor | None = None,
     ) -> None:
         self.settings = settings
+        # Every upstream error text is stripped of key pieces before anything sees it.
+        self.redactor = register(redactor or redactor_for(settings))
         self.pools = pools
         self.transport = transport
         self._rng = rng or random.Random()
@@ -118,6 +122,7 @@ class Router:
         for i, name in enumerate(names):
             cfg = settings.providers[name]
             chosen = model if (i == 0 and model) else cfg.model
+            check_model(chosen, cfg.dialect)  # a BadRequest naming `model`, before any upstream request
             endpoint = Endpoint(cfg.name, cfg.base_url, chosen, cfg.headers)
             targets.append(Target(cfg, chosen, endpoint, get_adapter(cfg.dialect)))
         return targets
@@ -210,14 +215,9 @@ class Router:
             raise AllProvidersFailed(attempts, last, summary=tally)
 
     def _own(self, exc: UpstreamError, target: Target, key: ApiKey) -> None:
-        """Stamp provider and key on an error, and make sure it cannot carry the key."""
+        """Stamp provider and key on an error, and strip it of every piece of every key."""
         exc.provider, exc.key = target.provider.name, key.fingerprint
-        raw = key.reveal()
-        if raw in exc.message:
-            exc.message = exc.message.replace(raw, "[redacted]")
-            exc.args = (exc.message,)
-        if exc.body is not None and raw.encode() in exc.body:
-            exc.body = exc.body.replace(raw.encode(), b"[redacted]")
+        scrub(exc, self.redactor)
 
     # ---------------------------------------------------------- one attempt
 
@@ -261,8 +261,27 @@ class Router:
             )
 
         stream, served = await self.execute(targets, attempt)
-        stream.bind(served, self.pools[served.target.provider.name])
+        stream.bind(served, self.pools[served.target.provider.name], self.redactor)
         return stream
+
+
+def redactor_for(settings: Settings) -> Redactor:
+    """A redactor of every secret in ``settings``; its names, base URLs and models are public text."""
+    public = [(cfg.name, cfg.base_url, cfg.model) for cfg in settings.providers.values()]
+    return Redactor.for_settings(settings.secrets(), public)
+
+
+def scrub(exc: UpstreamError, redactor: Redactor) -> UpstreamError:
+    """Strip ``exc``'s message, body and request id of key pieces (in place).  Error paths only."""
+    message = redactor.redact(exc.message)
+    if message is not exc.message:
+        exc.message = message
+        exc.args = (message,)
+    if exc.body is not None:
+        exc.body = redactor.redact_bytes(exc.body)
+    if exc.request_id:
+        exc.request_id = redactor.redact(exc.request_id)
+    return exc
 
 
 def translated(request: ChatRequest) -> RequestBuilder:
@@ -341,6 +360,22 @@ def _attempt(target: Target, key: ApiKey, exc: UpstreamError, latency_ms: float)
     )
 
 
+_EVENT_ENDS = (b"\n\n", b"\r\n\r\n", b"\r\r")
+_EVENT_SEPARATORS = (b"\n\n", b"\n\r\n", b"\r\r")
+
+
+def _whole_events(data: bytes) -> tuple[bytes, bytes]:
+    """``data`` split after its last complete SSE event: (what may go out, what must wait)."""
+    if data.endswith(_EVENT_ENDS):
+        return data, b""  # the common case: a read ends where an event does
+    cut = 0
+    for separator in _EVENT_SEPARATORS:
+        at = data.rfind(separator)
+        if at >= 0:
+            cut = max(cut, at + len(separator))
+    return data[:cut], data[cut:]
+
+
 class EventStream:
     """A started upstream stream, read to its first event; iterate for the rest.
 
@@ -376,6 +411,7 @@ class EventStream:
         self._held: UpstreamError | None = None  # an error that came right behind the first events
         self._served: Served | None = None
         self._pool: PoolBackend | None = None
+        self._redactor: Redactor | None = None
         self._started = time.perf_counter()
         self._usage: Usage | None = None
         self._finished = False
@@ -439,8 +475,8 @@ class EventStream:
                 self._stamp(event)
         return events
 
-    def bind(self, served: Served, pool: PoolBackend) -> None:
-        self._served, self._pool = served, pool
+    def bind(self, served: Served, pool: PoolBackend, redactor: Redactor | None = None) -> None:
+        self._served, self._pool, self._redactor = served, pool, redactor
         for event in self._first:
             if isinstance(event, StreamEnd):
                 self._stamp(event)
@@ -474,15 +510,28 @@ class EventStream:
             await self._finish(error)
 
     async def raw(self) -> AsyncGenerator[bytes, None]:
-        """The upstream's bytes as they come.  An upstream error event is passed on in
-        its bytes and ends the iteration; a broken connection raises."""
+        """The upstream's bytes as they come, whole events at a time.  An upstream error
+        event is passed on in its bytes (stripped of key pieces) and ends the iteration;
+        a broken connection raises.
+
+        The bytes of an event that has not ended yet are held back until it has: an
+        error event split across reads must not go out half before it can be redacted."""
         error: UpstreamError | None = None
+        tail = b""
         try:
-            if self._first_raw:
-                yield b"".join(self._first_raw)
+            first = b"".join(self._first_raw)
             if self._held is not None:
+                # An error event that came with the first events is passed on: strip it of key pieces.
+                yield self._clean(first)
                 error = self._own(self._held)
                 return
+            if self._finished:
+                if first:
+                    yield first
+                return
+            send, tail = _whole_events(first)
+            if send:
+                yield send
             while not self._finished:
                 chunk = await anext(self._chunks, None)
                 try:
@@ -490,12 +539,20 @@ class EventStream:
                 except UpstreamError as exc:
                     error = self._own(exc)
                     if chunk is not None and not isinstance(exc, ResponseTooLarge):
-                        yield chunk  # the error event, in the caller's own dialect
+                        yield self._clean(tail + chunk)  # the error event, in the caller's own dialect
                         return
                     raise
                 if chunk is None:
+                    if tail:
+                        yield tail  # a last event without its blank line, parsed without error
                     break
-                yield chunk
+                data = tail + chunk if tail else chunk
+                if self._finished:
+                    yield data
+                    break
+                send, tail = _whole_events(data)
+                if send:
+                    yield send
         except UpstreamError as exc:
             error = self._own(exc)
             raise
@@ -507,7 +564,12 @@ class EventStream:
             held, self._held = self._held, None
             raise held
 
+    def _clean(self, chunk: bytes) -> bytes:
+        return self._redactor.redact_bytes(chunk) if self._redactor is not None else chunk
+
     def _own(self, exc: UpstreamError) -> UpstreamError:
+        if self._redactor is not None:
+            scrub(exc, self._redactor)
         if self._served is not None:
             exc.provider, exc.key = self._served.target.provider.name, self._served.key.fingerprint
             exc.attempts = self._served.attempts

@@ -5,11 +5,19 @@ fingerprint, ``gemini#2 …9f3a``: the provider, the key's position in the
 configuration (``GEMINI_API_KEY_2``) and four hex digits of a SHA-256 of the key,
 so no character of the key itself is ever shown.  The raw value is reachable
 only through :meth:`ApiKey.reveal`, which adapters call when building headers.
+
+:class:`Redactor` removes pieces of keys from text that leaves the process
+(upstream error texts, status, log records); :class:`RedactingFilter` applies
+every live redactor to log records.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
+import re
+import threading
+import weakref
 from collections.abc import Iterable
 
 
@@ -49,9 +57,232 @@ class ApiKey:
         raise TypeError("ApiKey cannot be pickled")
 
 
-def redact(text: str, secrets: Iterable[str]) -> str:
-    """Replace every occurrence of any of ``secrets`` in ``text`` by ``[redacted]``."""
-    for secret in secrets:
-        if secret and secret in text:
-            text = text.replace(secret, "[redacted]")
+# ------------------------------------------------------------------ redaction
+
+#: How long a piece of a key must be to be redacted wherever it appears.
+GRAM = 8
+# The pre-check: every 8-character window holds a whole 6-gram starting at a multiple of 3.
+_PRE, _STRIDE = 6, 3
+_REDACTED = "[redacted]"
+
+#: Public key prefixes: they say which provider a key is for, and nothing more.
+KNOWN_PREFIXES = (
+    "sk-or-v1-",
+    "sk-ant-api03-",
+    "sk-ant-admin01-",
+    "sk-ant-oat01-",
+    "sk-ant-",
+    "sk-proj-",
+    "sk-svcacct-",
+    "sk-admin-",
+    "sk-",
+    "AIza",
+    "gsk_",
+    "xai-",
+    "pplx-",
+    "nvapi-",
+    "hf_",
+    "r8_",
+    "fw_",
+    "csk-",
+)
+_QUERY_KEY = re.compile(r"([?&](?:key|api_key|apikey)=)[^&#\s\"']*", re.IGNORECASE)
+
+
+def _grams(text: str, n: int) -> set[str]:
+    return {text[i : i + n] for i in range(len(text) - n + 1)}
+
+
+class Redactor:
+    """Replaces every piece of 8 or more characters of any secret it holds by ``[redacted]``.
+
+    Providers quote parts of a bad key in their error messages ("Incorrect API key
+    provided: sk-ant-…XYZ"), so an exact match is not enough.  A piece that also
+    occurs in public configuration text (provider names, base URLs, model names,
+    well-known key prefixes such as ``sk-or-v1-``, and the ``test-<provider>-key-``
+    form of the test fakes) is exempt: otherwise a key like ``test-openrouter-key-1``
+    would blank every provider name.
+
+    The 8-grams are computed once per change of the key set.  :meth:`redact` scans
+    the text once; an aligned pre-check (every 8-character window contains a 6-gram
+    of itself that starts at a multiple of 3) lets a clean text through in ``len/3``
+    set lookups.
+    Meant for error paths: upstream error texts, log records, status output.
+    """
+
+    def __init__(self, secrets: Iterable[str] = (), public: Iterable[str] = ()) -> None:
+        self._lock = threading.Lock()
+        self._secrets: list[str] = []
+        self._public: list[str] = []
+        self._grams: frozenset[str] = frozenset()
+        self._quads: frozenset[str] = frozenset()
+        self._short: tuple[str, ...] = ()
+        self.update(secrets, public)
+
+    def update(self, secrets: Iterable[str], public: Iterable[str] | None = None) -> None:
+        """Replace the secret set (and, if given, the public text) and rebuild the tables."""
+        with self._lock:
+            self._secrets = [s for s in dict.fromkeys(secrets) if s]
+            if public is not None:
+                self._public = [p for p in public if p]
+            self._rebuild()
+
+    def add(self, secret: str) -> None:
+        with self._lock:
+            if secret and secret not in self._secrets:
+                self._secrets.append(secret)
+                self._rebuild()
+
+    def remove(self, secret: str) -> None:
+        with self._lock:
+            if secret in self._secrets:
+                self._secrets.remove(secret)
+                self._rebuild()
+
+    def secrets(self) -> list[str]:
+        return list(self._secrets)
+
+    @classmethod
+    def for_settings(cls, secrets: Iterable[str], providers: Iterable[tuple[str, str, str]]) -> Redactor:
+        """A redactor for ``secrets`` whose public text is each ``(name, base_url, model)``."""
+        public: list[str] = []
+        for name, base_url, model in providers:
+            public += [name, base_url, model, f"test-{name}-key-", f"test-{name}-token-", f"test-{name}-"]
+        return cls(secrets, public)
+
+    def _rebuild(self) -> None:
+        public_texts = list(self._public) + list(KNOWN_PREFIXES)
+        public: set[str] = set()
+        for text in public_texts:
+            public |= _grams(text, GRAM)
+        grams: set[str] = set()
+        short: list[str] = []
+        for secret in self._secrets:
+            if len(secret) < GRAM:
+                if len(secret) >= 4:
+                    short.append(secret)  # too short for pieces: only the whole key
+                continue
+            grams |= _grams(secret, GRAM) - public
+        quads: set[str] = set()
+        for gram in grams:
+            quads |= _grams(gram, _PRE)
+        # Publish whole tables at once: readers never take the lock.
+        self._grams, self._quads, self._short = frozenset(grams), frozenset(quads), tuple(short)
+
+    def hits(self, text: str) -> bool:
+        """Whether ``text`` holds any redactable piece of a secret."""
+        return self.redact(text) is not text
+
+    def redact(self, text: str) -> str:
+        """``text`` with every secret piece replaced; the very same object when there is none."""
+        for secret in self._short:
+            if secret in text:
+                text = text.replace(secret, _REDACTED)
+        grams, quads = self._grams, self._quads
+        n = len(text)
+        if not grams or n < GRAM:
+            return text
+        for i in range(0, n - _PRE + 1, _STRIDE):
+            if text[i : i + _PRE] in quads:
+                break
+        else:
+            return text
+        spans: list[tuple[int, int]] = []
+        start = end = -1
+        for i in range(n - GRAM + 1):
+            if text[i : i + GRAM] in grams:
+                if i <= end:
+                    end = i + GRAM
+                else:
+                    if end >= 0:
+                        spans.append((start, end))
+                    start, end = i, i + GRAM
+        if end < 0:
+            return text
+        spans.append((start, end))
+        out: list[str] = []
+        last = 0
+        for s, e in spans:
+            out.append(text[last:s])
+            out.append(_REDACTED)
+            last = e
+        out.append(text[last:])
+        return "".join(out)
+
+    def redact_bytes(self, data: bytes) -> bytes:
+        text = data.decode("utf-8", "surrogateescape")
+        redacted = self.redact(text)
+        return data if redacted is text else redacted.encode("utf-8", "surrogateescape")
+
+
+# Every live redactor in the process: the log filter applies them all.
+_LIVE: weakref.WeakSet[Redactor] = weakref.WeakSet()
+
+
+def register(redactor: Redactor) -> Redactor:
+    """Make ``redactor`` apply to every record that passes a :class:`RedactingFilter`."""
+    _LIVE.add(redactor)
+    install_log_filter()
+    return redactor
+
+
+def redact_everywhere(text: str) -> str:
+    """``text`` through every registered redactor, and with any ``?key=`` query value blanked."""
+    for redactor in list(_LIVE):
+        text = redactor.redact(text)
+    if "key=" in text:
+        text = _QUERY_KEY.sub(r"\1[redacted]", text)
     return text
+
+
+class RedactingFilter(logging.Filter):
+    """A logging filter that redacts key pieces from a record's message, exception and stack text.
+
+    On a logger it sees the records made by that logger; on a handler, every
+    record the handler writes (whichever logger made it).  ``keywheel serve``
+    puts one on the root handlers; :func:`install_log_filter` puts one on every
+    ``keywheel`` logger.  Never drops a record.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name == "uvicorn.access" and isinstance(record.args, tuple) and len(record.args) >= 3:
+            # uvicorn's access formatter unpacks args: keep the tuple, drop the query string.
+            args = list(record.args)
+            args[2] = str(args[2]).split("?", 1)[0]
+            record.args = tuple(redact_everywhere(a) if isinstance(a, str) else a for a in args)
+            return True
+        try:
+            message = record.getMessage()
+        except Exception:  # a broken format string: let the handler report it
+            return True
+        clean = redact_everywhere(message)
+        if "\n" in clean or "\r" in clean:
+            # Upstream texts may quote what a client sent: one record, one line, no forged lines.
+            clean = clean.replace("\r", "\\r").replace("\n", "\\n")
+        if clean != message:
+            record.msg, record.args = clean, None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact_everywhere(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redact_everywhere(record.stack_info)
+        return True
+
+
+_FILTER = RedactingFilter()
+
+
+def install_log_filter(*, handlers: Iterable[logging.Handler] = ()) -> None:
+    """Put the redacting filter on every ``keywheel`` logger that exists (idempotent), and on ``handlers``.
+
+    Loggers are made at import time, so calling this after keywheel's modules are
+    imported covers all of them.  The gateway also installs it on the root handlers.
+    """
+    loggers: list[logging.Logger] = [logging.getLogger("keywheel"), logging.getLogger("uvicorn.access")]
+    for name, logger in list(logging.root.manager.loggerDict.items()):
+        if name.startswith("keywheel.") and isinstance(logger, logging.Logger):
+            loggers.append(logger)
+    for target in [*loggers, *handlers]:
+        if _FILTER not in target.filters:
+            target.addFilter(_FILTER)

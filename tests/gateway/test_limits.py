@@ -57,7 +57,11 @@ def http() -> Iterator[httpx.Client]:
         # pass-through forwards the caller's value untouched and leaves judging it to the upstream).
         ("/v1/chat/completions", OPENAI, {"model": "gemini/gemini-2.5-flash", "messages": USER, "max_tokens": 1e30}),
         ("/v1/messages", ANTHROPIC, {"model": "gemini/gemini-2.5-flash", "messages": USER, "max_tokens": 1e30}),
-        ("/v1/chat/completions", OPENAI, {"model": "anthropic/claude-x", "messages": USER, "max_completion_tokens": 2e19}),
+        (
+            "/v1/chat/completions",
+            OPENAI,
+            {"model": "anthropic/claude-x", "messages": USER, "max_completion_tokens": 2e19},
+        ),
     ],
 )
 def test_an_integer_beyond_64_bits_is_a_400_naming_the_field(

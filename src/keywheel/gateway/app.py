@@ -11,7 +11,8 @@ more than the whole floor).  One request:
 
 Upstream keys never leave the process: responses carry only fingerprints, and
 error bodies are rendered here rather than forwarded, except request faults of
-the same dialect, whose bodies the router has already stripped of the key.
+the same dialect, whose bodies the router has already stripped of every piece
+of every key.
 
 A client that goes away cancels the handler, which closes the upstream
 connection and frees the key's in-flight slot.
@@ -31,8 +32,10 @@ import hmac
 import ipaddress
 import json
 import logging
+import re
 import time
 import traceback
+import urllib.parse
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -44,8 +47,9 @@ from keywheel.gateway.dialects import DIALECTS, Dialect
 from keywheel.gateway.dialects.base import InboundRequest, unencodable
 from keywheel.providers._common import dumps as _dumps
 from keywheel.providers.base import HttpRequest
+from keywheel.providers.paths import check_model
 from keywheel.router import RequestBuilder, Served, Target
-from keywheel.secrets import ApiKey
+from keywheel.secrets import ApiKey, install_log_filter
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -102,6 +106,7 @@ class Gateway:
         self._cut: set[asyncio.Task[Any]] = set()
         self._drain: asyncio.Task[tuple[int, int]] | None = None
         self.refused = 0  # requests answered 503 because the gateway was draining
+        install_log_filter()  # key pieces never reach a log line from the gateway's loggers
 
     # ------------------------------------------------------------------ ASGI
 
@@ -151,7 +156,7 @@ class Gateway:
         except KeywheelError as err:
             status, extra, body = dialect.render_error(err)
             if isinstance(err, RequestFault) and err.body and self._same_dialect(err, dialect):
-                body = err.body  # the upstream's own words, in the caller's dialect (key already stripped)
+                body = err.body  # the upstream's own words, in the caller's dialect (key pieces already stripped)
             await reply.error(status, body, {**extra, **_served_headers(err)})
         except asyncio.CancelledError:
             if handler not in self._cut:
@@ -167,7 +172,9 @@ class Gateway:
             self._inflight.discard(handler)
         if log.isEnabledFor(logging.INFO):
             who = f" {served[0].target.provider.name} {_ascii(served[0].key.fingerprint)}" if served else ""
-            log.info("%s %s %d%s %.1fms", method, path, status, who, (time.perf_counter() - started) * 1000)
+            # The path only, never the query string (?key= may carry a gateway key).
+            took = (time.perf_counter() - started) * 1000
+            log.info("%s %s %d%s %.1fms", method, _loggable(path), status, who, took)
 
     # --------------------------------------------------------------- shutdown
 
@@ -247,7 +254,8 @@ class Gateway:
         if path == "/status" or path.startswith("/admin/"):
             self._check_admin(scope, headers)
             return await self._admin(method, path, receive, send)
-        self._check_client(scope, headers)
+        # ?key= only on the Gemini routes (Google's REST convention); elsewhere keys go in headers.
+        self._check_client(scope, headers, query=dialect is self.gemini)
         if path == "/v1/chat/completions":
             _allow(method, "POST")
             return await self._chat(self.openai, None, False, headers, receive, send, served)
@@ -324,10 +332,10 @@ class Gateway:
 
     # --------------------------------------------------------------- security
 
-    def _check_client(self, scope: Scope, headers: dict[bytes, bytes]) -> None:
+    def _check_client(self, scope: Scope, headers: dict[bytes, bytes], *, query: bool) -> None:
         if not self._client_keys:
             return  # no gateway keys: serve refuses to bind beyond loopback
-        presented = _presented_key(scope, headers)
+        presented = _presented_key(scope, headers, query=query)
         if presented is None or not any(hmac.compare_digest(presented, k) for k in self._client_keys):
             raise HttpError(401, "missing or invalid gateway key")
 
@@ -337,7 +345,7 @@ class Gateway:
             if client and _is_loopback(client[0]):
                 return
             raise HttpError(403, "admin routes need KEYWHEEL_ADMIN_KEY (or a loopback client when none is set)")
-        presented = _presented_key(scope, headers)
+        presented = _presented_key(scope, headers, query=False)
         if presented is None or not hmac.compare_digest(presented, self._admin_key):
             raise HttpError(401, "missing or invalid admin key")
 
@@ -518,6 +526,7 @@ class Gateway:
         settings = self.settings
         if model in AUTO_MODELS:
             return None, None
+        check_model(model)  # a 400 naming `model` for what cannot be a model id, before anything else
         for name in settings.chain:  # a configured model, slashes and all ("openai/gpt-4o-mini")
             if settings.providers[name].model == model:
                 return name, model
@@ -602,9 +611,20 @@ class Gateway:
 FORWARDED = {"anthropic": (b"anthropic-beta",)}
 
 
+_HEADER_VALUE = re.compile(rb"[A-Za-z0-9._,= -]{1,512}")
+
+
 def _forwarded(dialect: Dialect, headers: dict[bytes, bytes]) -> dict[str, str]:
     names = FORWARDED.get(dialect.name, ())
-    return {name.decode(): headers[name].decode("latin-1") for name in names if name in headers}
+    out: dict[str, str] = {}
+    for name in names:
+        value = headers.get(name)
+        if value is not None:
+            # It reaches a keyed upstream request: only the characters its values use, bounded.
+            if not _HEADER_VALUE.fullmatch(value):
+                raise HttpError(400, f"header {name.decode()}: invalid value (letters, digits, . _ , = - only)")
+            out[name.decode()] = value.decode("ascii")
+    return out
 
 
 def _loads(raw: bytes) -> Any:
@@ -747,7 +767,14 @@ def _allow(method: str, *allowed: str) -> None:
         raise HttpError(405, f"method {method} not allowed here", {"allow": ", ".join(allowed)})
 
 
-def _presented_key(scope: Scope, headers: dict[bytes, bytes]) -> bytes | None:
+def _loggable(path: str) -> str:
+    """A client's path fit for a log line: bounded, control characters escaped (no forged lines)."""
+    if len(path) > 200:
+        path = path[:200] + "…"
+    return path if path.isprintable() else path.encode("unicode_escape").decode("ascii")
+
+
+def _presented_key(scope: Scope, headers: dict[bytes, bytes], *, query: bool) -> bytes | None:
     auth = headers.get(b"authorization")
     if auth is not None and auth[:7].lower() == b"bearer ":
         return auth[7:].strip()
@@ -755,10 +782,12 @@ def _presented_key(scope: Scope, headers: dict[bytes, bytes]) -> bytes | None:
         value = headers.get(name)
         if value is not None:
             return value.strip()
-    query: bytes = scope.get("query_string", b"")
-    for pair in query.split(b"&"):
+    if not query:
+        return None
+    query_string: bytes = scope.get("query_string", b"")
+    for pair in query_string.split(b"&"):
         if pair.startswith(b"key="):
-            return pair[4:]
+            return urllib.parse.unquote_to_bytes(pair[4:])
     return None
 
 

@@ -212,8 +212,11 @@ def config(app: Gateway | str, settings: Settings, *, workers: int, log_level: s
         workers=workers,
         loop="uvloop",
         http=GatewayProtocol,
+        # keywheel's own access log (keywheel.access) logs paths, never query strings.
         access_log=False,
         log_level=log_level.lower(),
+        # No handlers of uvicorn's own: its records reach the root handlers, which redact key pieces.
+        log_config=None,
         lifespan="on",
         # The gateway cuts late requests itself at the drain deadline; uvicorn's hard
         # cancel comes CUT_GRACE later, for handlers that could not even answer.
@@ -240,6 +243,7 @@ def serve(
 
         if env_file:
             os.environ["KEYWHEEL_ENV_FILE"] = env_file
+        os.environ["KEYWHEEL_LOG_LEVEL"] = log_level.upper()
         cfg = config(APP_FACTORY, settings, workers=workers, log_level=log_level)
         Multiprocess(cfg, sockets=[sock]).run()
         return

@@ -13,7 +13,6 @@ import mimetypes
 import re
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import quote
 
 from keywheel.errors import (
     ContextTooLong,
@@ -43,6 +42,7 @@ from keywheel.providers._common import (
     upstream_message,
 )
 from keywheel.providers.base import Endpoint, HttpRequest
+from keywheel.providers.paths import gemini_model_path
 from keywheel.providers.timing import explicit_retry_after, parse_duration, seconds_until_pacific_midnight
 from keywheel.secrets import ApiKey
 from keywheel.sse import SSEEvent
@@ -208,9 +208,10 @@ def _api_root(endpoint: Endpoint) -> str:
 
 
 def _url(endpoint: Endpoint, model: str, *, stream: bool) -> str:
-    path = model if "/" in model else f"models/{model}"  # "tunedModels/x" is used as given
+    # The model is checked and encoded as one segment under models/ or tunedModels/
+    # (a BadRequest otherwise): it can never leave the base URL's path.
     method = "streamGenerateContent?alt=sse" if stream else "generateContent"
-    return f"{_api_root(endpoint)}/{quote(path)}:{method}"
+    return f"{_api_root(endpoint)}/{gemini_model_path(model)}:{method}"
 
 
 def _headers(endpoint: Endpoint, key: ApiKey) -> dict[str, str]:

@@ -16,6 +16,7 @@ import json
 import orjson
 from aiohttp import web
 
+from keywheel.testing._echo import echo_answer, echo_event
 from keywheel.testing._openai import OpenAIDialect
 from keywheel.testing.behaviours import ERROR_KINDS, Behaviour
 from keywheel.testing.dialects import Answer, Dialect, Frame, Incoming, Json, Turn, dialect_for
@@ -154,6 +155,8 @@ class FakeApp:
         if key is None:
             return _respond(dialect.missing_key())
         kind = behaviour.kind
+        if kind == "echo_key" and not (stream and behaviour.text("where") == "stream"):
+            return _respond(echo_answer(dialect, behaviour, key))
         if kind in ERROR_KINDS:
             return _respond(dialect.error(behaviour, incoming))
         if kind == "hang" and not await self._pause(request, behaviour.number("seconds")):
@@ -185,7 +188,7 @@ class FakeApp:
         frames = streamed.frames
         kind = behaviour.kind
         cut = len(frames)
-        if kind in ("break_stream", "stream_error"):
+        if kind in ("break_stream", "stream_error", "echo_key"):
             after = behaviour.params["after"]
             assert isinstance(after, int)
             cut = cut_point(frames, after)
@@ -211,6 +214,11 @@ class FakeApp:
             if kind == "stream_error":
                 for frame in dialect.stream_error(turn):
                     await response.write(frame.data)
+            if kind == "echo_key":  # the error event in two writes, split inside the quoted key
+                first, second = echo_event(dialect, behaviour, key)
+                await response.write(first)
+                await asyncio.sleep(POLL)
+                await response.write(second)
         except ConnectionError:
             return self._gone(key, response)
         return response

@@ -43,6 +43,7 @@ KINDS: Mapping[str, Mapping[str, tuple[tuple[type, ...], object]]] = {
     "stall_stream": {"after": ((int,), 1), "seconds": (_Number, 30.0)},
     # a 200 whose body (no declared length), or one event of whose stream, is ``size`` bytes
     "oversized": {"size": ((int,), 1024 * 1024)},
+    "echo_key": {"part": ((str,), "ends"), "status": ((int,), 401), "where": ((str,), "status"), "after": ((int,), 1)},
 }
 
 #: Kinds answered with an HTTP error status before any reply is built.
