@@ -144,3 +144,17 @@ def test_env_file_parsing_and_process_env_wins(tmp_path: Path) -> None:
         assert wheel.settings.primary == "gemini" and len(wheel.settings.providers["gemini"].keys) == 2
     finally:
         wheel.close()
+
+
+def test_breaker_settings_defaults_and_checks() -> None:
+    s = settings_from_env(base())
+    assert (s.breaker_failures, s.breaker_cooloff, s.breaker_cooloff_max) == (5, 5.0, 60.0)
+    s = settings_from_env(base(KEYWHEEL_BREAKER_FAILURES="0", KEYWHEEL_BREAKER_COOLOFF="90"))
+    assert (s.breaker_failures, s.breaker_cooloff, s.breaker_cooloff_max) == (0, 90.0, 90.0)
+    found = problems(
+        base(KEYWHEEL_BREAKER_FAILURES="2.5", KEYWHEEL_BREAKER_COOLOFF="10", KEYWHEEL_BREAKER_COOLOFF_MAX="5")
+    )
+    assert "whole number" in found["KEYWHEEL_BREAKER_FAILURES"]
+    assert "at least KEYWHEEL_BREAKER_COOLOFF" in found["KEYWHEEL_BREAKER_COOLOFF_MAX"]
+    assert "more than zero" in problems(base(KEYWHEEL_BREAKER_COOLOFF="0"))["KEYWHEEL_BREAKER_COOLOFF"]
+    assert "KEYWHEEL_BREAKER_FAILURES" in problems(base(KEYWHEEL_BREAKER_FAILURES="-1"))

@@ -96,6 +96,9 @@ class Settings:
     admin_key: ApiKey | None = None
     max_body_bytes: int = 20 * 1024 * 1024  # gateway: larger request bodies get 413
     body_timeout: float = 30.0  # gateway: a body not received in this time gets 408
+    breaker_failures: int = 5  # consecutive provider faults that open a provider's breaker (0: no breaker)
+    breaker_cooloff: float = 5.0  # first cool-off of an open breaker; doubles after each failed trial ...
+    breaker_cooloff_max: float = 60.0  # ... up to this
     warnings: list[str] = field(default_factory=list)
 
     def secrets(self) -> list[str]:
@@ -329,6 +332,23 @@ def _gateway_keys(env: Mapping[str, str], problems: _Problems) -> tuple[list[Api
     return keys, admin
 
 
+def _breaker_settings(env: Mapping[str, str], settings: Settings, problems: _Problems) -> None:
+    """``KEYWHEEL_BREAKER_FAILURES`` (an integer, 0 turns the breaker off), ``_COOLOFF`` and ``_COOLOFF_MAX``."""
+    failures = _number(env, "KEYWHEEL_BREAKER_FAILURES", 5, problems)
+    if failures != int(failures):
+        problems.error(
+            "KEYWHEEL_BREAKER_FAILURES", f"expected a whole number, got {env['KEYWHEEL_BREAKER_FAILURES']!r}"
+        )
+    settings.breaker_failures = int(failures)
+    cooloff = _number(env, "KEYWHEEL_BREAKER_COOLOFF", 5.0, problems)
+    cap = _number(env, "KEYWHEEL_BREAKER_COOLOFF_MAX", max(60.0, cooloff), problems)
+    if cooloff <= 0 and settings.breaker_failures:
+        problems.error("KEYWHEEL_BREAKER_COOLOFF", "must be more than zero (KEYWHEEL_BREAKER_FAILURES=0 turns it off)")
+    if cap < cooloff:
+        problems.error("KEYWHEEL_BREAKER_COOLOFF_MAX", f"must be at least KEYWHEEL_BREAKER_COOLOFF ({cooloff:g} s)")
+    settings.breaker_cooloff, settings.breaker_cooloff_max = cooloff, cap
+
+
 def settings_from_env(env: Mapping[str, str]) -> Settings:
     """Build and validate :class:`Settings` from a mapping of variables."""
     problems = _Problems()
@@ -391,6 +411,7 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
         body_timeout=_number(env, "KEYWHEEL_BODY_TIMEOUT", 30.0, problems),
         warnings=problems.warnings,
     )
+    _breaker_settings(env, settings, problems)
     if problems.errors:
         raise ConfigError(problems.errors)
     for warning in problems.warnings:
