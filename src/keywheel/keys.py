@@ -253,8 +253,8 @@ class KeyPool:
             got = self._pick(now)
             if not isinstance(got, ApiKey):
                 return got  # no key for the trial: the breaker waits for the next request
-            self._breaker, _ = breaker_admit(breaker, now, self._policy, got.fingerprint)
-        _log_transition(self.provider, breaker, self._breaker, "")
+            self._breaker = new = breaker_admit(breaker, now, self._policy, got.fingerprint)[0]
+        _log_transition(self.provider, breaker, new, "")
         return got
 
     def breaker_closed(self) -> bool:
@@ -295,10 +295,11 @@ class KeyPool:
             outcome = _outcome(error, breaker)
             if outcome is not None:
                 self._breaker = breaker_record(breaker, outcome, now, self._policy, key.fingerprint)
+            new = self._breaker
             self._release(key, error, latency_ms, usage, now)
-        if outcome is not None and self._breaker.state != breaker.state:
-            cause = _cause(error) if error is not None and outcome == "failure" else outcome
-            _log_transition(self.provider, breaker, self._breaker, cause)
+        if new.state != breaker.state:
+            cause = _cause(error) if error is not None and outcome == "failure" else str(outcome)
+            _log_transition(self.provider, breaker, new, cause)
 
     def _release(
         self, key: ApiKey, error: UpstreamError | None, latency_ms: float, usage: Usage | None, now: float
@@ -340,8 +341,8 @@ class KeyPool:
             if rec is not None:
                 rec.stats.in_flight = max(rec.stats.in_flight - 1, 0)
             breaker = self._breaker
-            self._breaker = breaker_record(breaker, "inconclusive", now, self._policy, key.fingerprint)
-        _log_transition(self.provider, breaker, self._breaker, "inconclusive")
+            self._breaker = new = breaker_record(breaker, "inconclusive", now, self._policy, key.fingerprint)
+        _log_transition(self.provider, breaker, new, "inconclusive")
 
     # ---------------------------------------------------------------- transitions
 
