@@ -305,6 +305,19 @@ def test_exactly_one_trial_after_the_cooloff_and_success_closes() -> None:
     assert {take(pool) for _ in range(2)} == set(keys)
 
 
+def test_a_streams_first_event_closes_the_breaker_before_the_stream_ends() -> None:
+    clock = Clock()
+    pool, _ = breaker_pool(2, clock)
+    for _ in range(3):
+        fail(pool)
+    clock.now += 5.0
+    trial = take(pool)
+    pool.answered(trial)  # the trial stream's first event
+    assert pool.breaker_closed() and isinstance(pool.acquire(), ApiKey)
+    pool.release(trial, NetworkError("cut mid-stream"), 1.0)  # a later cut counts as one fault, no more
+    assert pool.breaker_closed() and breaker(pool)["failures"] == 1
+
+
 def test_a_failed_trial_reopens_with_a_cooloff_doubling_to_the_cap() -> None:
     clock = Clock()
     pool, _ = breaker_pool(2, clock)

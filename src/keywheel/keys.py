@@ -206,6 +206,10 @@ class PoolBackend(Protocol):
     def abandon(self, key: ApiKey) -> None:
         """The request made with ``key`` was cancelled: free its in-flight slot, count nothing."""
 
+    def answered(self, key: ApiKey) -> None:
+        """The provider answered on ``key`` (a stream's first event): a success for the breaker.
+        The request goes on: it is still released (or abandoned) when it ends."""
+
     def keys(self) -> list[ApiKey]: ...
     def disable(self, fingerprint: str, reason: str) -> None: ...
     def enable(self, fingerprint: str) -> None: ...
@@ -333,6 +337,16 @@ class KeyPool:
                 self._disable(rec, f"out of credit or quota: {error.message}"[:200])
         elif isinstance(error, KeyInvalid):
             self._disable(rec, f"invalid key: {error.message}"[:200])
+
+    def answered(self, key: ApiKey) -> None:
+        breaker = self._breaker
+        if breaker is _CLOSED:
+            return
+        now = self._clock()
+        with self._lock:
+            breaker = self._breaker
+            self._breaker = new = breaker_record(breaker, "success", now, self._policy, key.fingerprint)
+        _log_transition(self.provider, breaker, new, "success")
 
     def abandon(self, key: ApiKey) -> None:
         now = self._clock()

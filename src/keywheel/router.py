@@ -272,7 +272,9 @@ class Router:
             return await EventStream.open(self.transport, target, http, timeout, idle, passthrough=raw)
 
         stream, served = await self.execute(targets, attempt)
-        stream.bind(served, self.pools[served.target.provider.name])
+        pool = self.pools[served.target.provider.name]
+        stream.bind(served, pool)
+        pool.answered(served.key)  # the provider is up: its first event is in (closes an open breaker)
         return stream
 
 

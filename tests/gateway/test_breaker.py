@@ -82,8 +82,23 @@ def test_wheel_skips_an_open_provider_and_lets_one_trial_through_per_cooloff(
     assert back.provider == "gemini" and [a.outcome for a in back.attempts] == ["ok"]
     assert breaker() == {"state": "closed", "failures": 0, "open_until": None, "open_for": 0.0, "cooloff": 0.0}
     assert wheel.chat(HELLO).provider == "gemini"
-    # A stream takes the same door.
-    events = list(wheel.stream(HELLO))
+
+
+def test_a_trial_stream_closes_the_breaker_at_its_first_event(make_wheel: WheelFactory, fake: FakeUpstream) -> None:
+    chain = {"AI_PROVIDER": "gemini", "FALLBACK_ORDER": "openrouter"}
+    wheel = make_wheel(gemini=2, openrouter=1, anthropic=0, **chain, **BREAKER)
+    for key in GEMINI_KEYS:
+        fake.set(key, "overloaded", times=2)  # 4 faults: the breaker opens on the 3rd
+    for _ in range(2):
+        assert wheel.chat(HELLO).provider == "openrouter"
+    assert wheel.status()["providers"][0]["breaker"]["state"] == "open"
+    wait_for(lambda: wheel.status()["providers"][0]["breaker"]["state"] == "half-open", "the cool-off to end")
+    fake.set("test-gemini-key-1", "slow_stream", interval=0.1)
+    fake.set("test-gemini-key-2", "slow_stream", interval=0.1)
+    stream = wheel.stream(HELLO)
+    next(stream)  # the trial's first event: gemini is back, though its answer is still coming
+    assert wheel.status()["providers"][0]["breaker"]["state"] == "closed"
+    events = list(stream)
     assert events[-1].provider == "gemini"  # type: ignore[union-attr]
 
 
