@@ -96,10 +96,13 @@ def test_a_trial_stream_closes_the_breaker_at_its_first_event(make_wheel: WheelF
     fake.set("test-gemini-key-1", "slow_stream", interval=0.1)
     fake.set("test-gemini-key-2", "slow_stream", interval=0.1)
     stream = wheel.stream(HELLO)
-    next(stream)  # the trial's first event: gemini is back, though its answer is still coming
-    assert wheel.status()["providers"][0]["breaker"]["state"] == "closed"
-    events = list(stream)
-    assert events[-1].provider == "gemini"  # type: ignore[union-attr]
+    try:
+        next(stream)  # the trial's first event: gemini is back, though its answer is still coming
+        assert wheel.status()["providers"][0]["breaker"]["state"] == "closed"
+        events = list(stream)
+        assert events[-1].provider == "gemini"  # type: ignore[union-attr]
+    finally:
+        stream.close()
 
 
 def test_every_provider_open_tries_the_one_whose_cooloff_ends_first_once(
