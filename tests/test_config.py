@@ -249,3 +249,17 @@ def test_keys_of_no_known_shape_warn_only_at_the_default_url() -> None:
     assert s.warnings == []  # sk- is OpenAI's shape and many compatible hosts'
     s = settings_from_env({**env, "DEEPSEEK_API_KEY": "sk-or-v1-fake"})
     assert any("looks like an openrouter key" in w for w in s.warnings)
+
+
+def test_breaker_settings_defaults_and_checks() -> None:
+    s = settings_from_env(base())
+    assert (s.breaker_failures, s.breaker_cooloff, s.breaker_cooloff_max) == (5, 5.0, 60.0)
+    s = settings_from_env(base(KEYWHEEL_BREAKER_FAILURES="0", KEYWHEEL_BREAKER_COOLOFF="90"))
+    assert (s.breaker_failures, s.breaker_cooloff, s.breaker_cooloff_max) == (0, 90.0, 90.0)
+    found = problems(
+        base(KEYWHEEL_BREAKER_FAILURES="2.5", KEYWHEEL_BREAKER_COOLOFF="10", KEYWHEEL_BREAKER_COOLOFF_MAX="5")
+    )
+    assert "whole number" in found["KEYWHEEL_BREAKER_FAILURES"]
+    assert "at least KEYWHEEL_BREAKER_COOLOFF" in found["KEYWHEEL_BREAKER_COOLOFF_MAX"]
+    assert "more than zero" in problems(base(KEYWHEEL_BREAKER_COOLOFF="0"))["KEYWHEEL_BREAKER_COOLOFF"]
+    assert "KEYWHEEL_BREAKER_FAILURES" in problems(base(KEYWHEEL_BREAKER_FAILURES="-1"))

@@ -1,17 +1,36 @@
-"""The key pool on its own: rotation, cooldowns, disabling, provider-level throttling.
+"""The key pool on its own: rotation, cooldowns, disabling, provider-level throttling, the breaker.
 
 The pool takes its clock as an argument, so time is stepped here rather than slept.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import Counter
 
 import pytest
 
-from keywheel.errors import KeyInvalid, QuotaExhausted, RateLimited, ServerError
-from keywheel.keys import BACKOFF_CAP, KeyPool
+from keywheel.errors import (
+    BadRequest,
+    KeyInvalid,
+    ModelNotFound,
+    NetworkError,
+    Overloaded,
+    QuotaExhausted,
+    RateLimited,
+    ServerError,
+    Timeout,
+)
+from keywheel.keys import (
+    BACKOFF_CAP,
+    Breaker,
+    BreakerPolicy,
+    KeyPool,
+    Open,
+    breaker_admit,
+    breaker_record,
+)
 from keywheel.secrets import ApiKey
 
 
@@ -196,3 +215,246 @@ def test_add_and_remove_keys() -> None:
     assert keys[0] not in {take(pool) for _ in range(6)}
     with pytest.raises(ValueError):
         pool.add(extra)
+
+
+# ------------------------------------------------------------------ the breaker
+
+POLICY = BreakerPolicy(failures=3, cooloff=5.0, cooloff_max=12.0, trial_timeout=30.0)
+
+
+def breaker_pool(
+    n: int = 2, clock: Clock | None = None, policy: BreakerPolicy = POLICY
+) -> tuple[KeyPool, list[ApiKey]]:
+    keys = [ApiKey(f"test-gemini-key-{i}", "gemini", str(i)) for i in range(1, n + 1)]
+    return KeyPool("gemini", keys, clock=clock or Clock(), breaker=policy), keys
+
+
+def fail(pool: KeyPool, error: Exception | None = None) -> None:
+    """One request on the next key that ends in a provider fault (default a 500)."""
+    pool.release(take(pool), error or ServerError("boom", status=500), 1.0)  # type: ignore[arg-type]
+
+
+def breaker(pool: KeyPool) -> dict[str, object]:
+    view = pool.snapshot()["breaker"]
+    assert isinstance(view, dict)
+    return view
+
+
+def test_breaker_opens_after_consecutive_provider_faults_spread_over_keys() -> None:
+    clock = Clock()
+    pool, keys = breaker_pool(2, clock)
+    for error in (ServerError("500", status=500), Overloaded("529", status=529), Timeout("slow")):
+        assert pool.breaker_closed()
+        fail(pool, error)  # alternating keys: the count is the provider's, not a key's
+    assert not pool.breaker_closed()
+    got = pool.acquire()
+    assert isinstance(got, Open) and got.retry_in == pytest.approx(5.0)
+    view = breaker(pool)
+    assert view["state"] == "open" and view["failures"] == 3 and view["open_for"] == pytest.approx(5.0)
+    assert isinstance(view["open_until"], float)
+    assert all(k["state"] == "active" for k in pool.snapshot()["keys"])  # the keys are not punished
+    assert pool.acquire(force=True) in keys  # forced past it (every provider of a chain open)
+
+
+def test_key_and_request_faults_neither_count_nor_reset_and_a_success_resets() -> None:
+    pool, keys = breaker_pool(4)
+    fail(pool)
+    fail(pool, NetworkError("reset"))
+    # 429, 401, 402, 400, a missing model: none of them says the provider is down
+    for error in (
+        RateLimited("429", status=429, retry_after=1.0),
+        KeyInvalid("401", status=401),
+        QuotaExhausted("402", status=402),
+        BadRequest("400", status=400),
+        ModelNotFound("404", status=404),
+    ):
+        pool.enable(keys[0].fingerprint)
+        pool.release(keys[0], error, 1.0)  # type: ignore[arg-type]
+    assert breaker(pool)["failures"] == 2 and pool.breaker_closed()
+    pool.release(take(pool), None, 1.0)  # a success resets the count
+    assert breaker(pool)["failures"] == 0
+    fail(pool)
+    fail(pool)
+    assert pool.breaker_closed()  # 2 in a row again: still under 3
+    fail(pool)
+    assert not pool.breaker_closed()
+
+
+def test_exactly_one_trial_after_the_cooloff_and_success_closes() -> None:
+    clock = Clock()
+    pool, keys = breaker_pool(2, clock)
+    for _ in range(3):
+        fail(pool)
+    clock.now += 4.9
+    assert isinstance(pool.acquire(), Open)
+    clock.now += 0.1
+    assert breaker(pool)["state"] == "half-open"  # the next request is the trial
+    trial = take(pool)
+    assert breaker(pool)["state"] == "half-open"
+    for _ in range(5):  # the trial is out: nobody else goes
+        got = pool.acquire()
+        assert isinstance(got, Open) and got.retry_in == pytest.approx(30.0)
+    pool.release(trial, None, 1.0)
+    assert pool.breaker_closed() and breaker(pool) == {
+        "state": "closed",
+        "failures": 0,
+        "open_until": None,
+        "open_for": 0.0,
+        "cooloff": 0.0,
+    }
+    assert {take(pool) for _ in range(2)} == set(keys)
+
+
+def test_a_streams_first_event_closes_the_breaker_before_the_stream_ends() -> None:
+    clock = Clock()
+    pool, _ = breaker_pool(2, clock)
+    for _ in range(3):
+        fail(pool)
+    clock.now += 5.0
+    trial = take(pool)
+    pool.answered(trial)  # the trial stream's first event
+    assert pool.breaker_closed() and isinstance(pool.acquire(), ApiKey)
+    pool.release(trial, NetworkError("cut mid-stream"), 1.0)  # a later cut counts as one fault, no more
+    assert pool.breaker_closed() and breaker(pool)["failures"] == 1
+
+
+def test_a_failed_trial_reopens_with_a_cooloff_doubling_to_the_cap() -> None:
+    clock = Clock()
+    pool, _ = breaker_pool(2, clock)
+    for _ in range(3):
+        fail(pool)
+    cooloffs = [breaker(pool)["cooloff"]]
+    for _ in range(3):
+        clock.now += float(cooloffs[-1])  # type: ignore[arg-type]
+        fail(pool)  # the trial fails
+        got = pool.acquire()
+        assert isinstance(got, Open)
+        cooloffs.append(breaker(pool)["cooloff"])
+        assert got.retry_in == pytest.approx(cooloffs[-1])
+    assert cooloffs == [5.0, 10.0, 12.0, 12.0]
+    clock.now += 12.0
+    pool.release(take(pool), None, 1.0)  # it answers again: closed, and the next opening starts at 5 s
+    for _ in range(3):
+        fail(pool)
+    assert breaker(pool)["cooloff"] == 5.0
+
+
+def test_a_trial_that_tells_nothing_lets_the_next_request_try_at_once() -> None:
+    clock = Clock()
+    pool, keys = breaker_pool(3, clock)
+    for _ in range(3):
+        fail(pool)
+    clock.now += 5.0
+    trial = take(pool)
+    pool.release(trial, RateLimited("this key is limited", retry_after=60.0), 1.0)
+    second = take(pool)  # a key fault on the trial: another key is the trial at once
+    assert second != trial
+    pool.abandon(second)  # cancelled: the same
+    third = take(pool)
+    assert third not in (trial, second)
+    assert isinstance(pool.acquire(), Open)
+    pool.release(third, Overloaded("529", status=529), 1.0)
+    assert breaker(pool)["cooloff"] == 10.0
+
+
+def test_a_lost_trial_is_replaced_after_its_lease() -> None:
+    clock = Clock()
+    pool, _ = breaker_pool(2, clock)
+    for _ in range(3):
+        fail(pool)
+    clock.now += 5.0
+    take(pool)  # never reports back
+    clock.now += 29.9
+    assert isinstance(pool.acquire(), Open)
+    clock.now += 0.1
+    assert isinstance(pool.acquire(), ApiKey)
+
+
+def test_a_late_failure_while_open_does_not_extend_the_cooloff() -> None:
+    clock = Clock()
+    pool, keys = breaker_pool(2, clock)
+    late = take(pool)  # sent before the breaker opens, answers after
+    for _ in range(3):
+        fail(pool)
+    clock.now += 4.0
+    pool.release(late, ServerError("late", status=502), 1.0)
+    got = pool.acquire()
+    assert isinstance(got, Open) and got.retry_in == pytest.approx(1.0)
+
+
+def test_breaker_off_with_zero_failures() -> None:
+    pool, _ = breaker_pool(2, policy=BreakerPolicy(failures=0))
+    for _ in range(50):
+        fail(pool)
+    assert pool.breaker_closed() and isinstance(pool.acquire(), ApiKey)
+
+
+def test_only_one_trial_under_threads() -> None:
+    clock = Clock()
+    pool, _ = breaker_pool(8, clock)
+    for _ in range(3):
+        fail(pool)
+    clock.now += 5.0
+    got: list[object] = []
+    barrier = threading.Barrier(16)
+
+    def worker() -> None:
+        barrier.wait()
+        got.append(pool.acquire())
+
+    threads = [threading.Thread(target=worker) for _ in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(isinstance(g, ApiKey) for g in got) == 1
+    assert sum(isinstance(g, Open) for g in got) == 15
+
+
+def test_each_transition_is_logged_once_without_the_upstream_text(caplog: pytest.LogCaptureFixture) -> None:
+    clock = Clock()
+    pool, keys = breaker_pool(2, clock)
+    caplog.set_level(logging.INFO, logger="keywheel.keys")
+    for _ in range(5):  # the 4th and 5th are late answers while open: no new line
+        pool.release(keys[0], ServerError("Incorrect API key provided: test-gemini-key-1", status=500), 1.0)
+    clock.now += 5.0
+    pool.release(take(pool), Timeout("slow"), 1.0)
+    clock.now += 10.0
+    pool.release(take(pool), None, 1.0)
+    lines = [r.getMessage() for r in caplog.records if r.name == "keywheel.keys"]
+    assert len(lines) == 5, lines
+    assert lines[0].startswith(
+        "breaker of gemini opened after 3 consecutive provider faults (last: ServerError HTTP 500)"
+    )
+    assert "skipping gemini for 5 s" in lines[0]
+    assert "half-open" in lines[1] and "reopened" in lines[2] and "for 10 s" in lines[2]
+    assert "half-open" in lines[3] and "closed" in lines[4]
+    assert not any("test-gemini-key" in line for line in lines)
+
+
+@pytest.mark.parametrize(
+    ("start", "outcome", "now", "expected"),
+    [
+        (Breaker(), "failure", 0.0, Breaker("closed", 1)),
+        (Breaker("closed", 2), "failure", 7.0, Breaker("open", 3, 12.0, 5.0)),
+        (Breaker("closed", 2), "success", 7.0, Breaker()),
+        (Breaker("closed", 2), "inconclusive", 7.0, Breaker("closed", 2)),
+        (Breaker("open", 3, 12.0, 5.0), "failure", 8.0, Breaker("open", 4, 12.0, 5.0)),
+        (Breaker("open", 3, 12.0, 5.0), "success", 8.0, Breaker()),
+        (Breaker("half-open", 3, 42.0, 5.0, "k"), "failure", 12.0, Breaker("open", 4, 22.0, 10.0)),
+        (Breaker("half-open", 3, 42.0, 10.0, "k"), "failure", 22.0, Breaker("open", 4, 34.0, 12.0)),
+        (Breaker("half-open", 3, 42.0, 5.0, "k"), "inconclusive", 13.0, Breaker("open", 3, 13.0, 5.0)),
+        (Breaker("half-open", 3, 42.0, 5.0, "k"), "success", 13.0, Breaker()),
+    ],
+)
+def test_breaker_transitions_are_a_pure_function_of_state_outcome_and_time(
+    start: Breaker, outcome: str, now: float, expected: Breaker
+) -> None:
+    assert breaker_record(start, outcome, now, POLICY, "k") == expected  # type: ignore[arg-type]
+
+
+def test_breaker_admit_is_a_pure_function_of_state_and_time() -> None:
+    assert breaker_admit(Breaker(), 1.0, POLICY, "k") == (Breaker(), 0.0)
+    opened = Breaker("open", 3, 12.0, 5.0)
+    assert breaker_admit(opened, 10.0, POLICY, "k") == (opened, 2.0)
+    assert breaker_admit(opened, 12.0, POLICY, "k") == (Breaker("half-open", 3, 42.0, 5.0, "k"), 0.0)

@@ -20,7 +20,7 @@ import aiohttp
 
 from keywheel.config import Settings, load_env, settings_from_env
 from keywheel.errors import BadRequest
-from keywheel.keys import KeyPool
+from keywheel.keys import BreakerPolicy, KeyPool
 from keywheel.messages import from_openai, tool_choice_from_openai, tools_from_openai
 from keywheel.router import EventStream, Router, Served, Target, translated
 from keywheel.secrets import ApiKey
@@ -87,7 +87,9 @@ class Wheel:
     def __init__(self, settings: Settings, *, transport: Transport | None = None) -> None:
         self.settings = settings
         self.pools: dict[str, KeyPool] = {
-            name: KeyPool(name, cfg.keys) for name, cfg in settings.providers.items() if cfg.enabled
+            name: KeyPool(name, cfg.keys, breaker=_breaker_policy(settings))
+            for name, cfg in settings.providers.items()
+            if cfg.enabled
         }
         self.transport = transport or Transport()
         self.router = Router(settings, self.pools, self.transport)
@@ -326,6 +328,13 @@ def _close_sessions_now(transport: Transport) -> None:
 
 def _close_connector(connector: aiohttp.BaseConnector) -> None:
     connector._close()  # noqa: SLF001 — the synchronous part of BaseConnector.close()
+
+
+def _breaker_policy(settings: Settings) -> BreakerPolicy:
+    # A trial that has not answered within an attempt's timeout is presumed lost.
+    return BreakerPolicy(
+        settings.breaker_failures, settings.breaker_cooloff, settings.breaker_cooloff_max, settings.attempt_timeout
+    )
 
 
 async def _next(agen: AsyncGenerator[StreamEvent, None]) -> StreamEvent:

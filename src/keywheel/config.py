@@ -103,6 +103,9 @@ class Settings:
     max_connections: int = 1000  # gateway: open client connections beyond this get a 503 and are closed
     max_response_bytes: int = 64 * 1024 * 1024  # a larger non-streamed upstream answer is a 502
     max_event_bytes: int = 16 * 1024 * 1024  # a larger single SSE event ends the stream in-band
+    breaker_failures: int = 5  # consecutive provider faults that open a provider's breaker (0: no breaker)
+    breaker_cooloff: float = 5.0  # first cool-off of an open breaker; doubles after each failed trial ...
+    breaker_cooloff_max: float = 60.0  # ... up to this
     warnings: list[str] = field(default_factory=list)
 
     def secrets(self) -> list[str]:
@@ -407,6 +410,23 @@ def _gateway_keys(env: Mapping[str, str], problems: _Problems) -> tuple[list[Api
     return keys, admin
 
 
+def _breaker_settings(env: Mapping[str, str], settings: Settings, problems: _Problems) -> None:
+    """``KEYWHEEL_BREAKER_FAILURES`` (an integer, 0 turns the breaker off), ``_COOLOFF`` and ``_COOLOFF_MAX``."""
+    failures = _number(env, "KEYWHEEL_BREAKER_FAILURES", 5, problems)
+    if failures != int(failures):
+        problems.error(
+            "KEYWHEEL_BREAKER_FAILURES", f"expected a whole number, got {env['KEYWHEEL_BREAKER_FAILURES']!r}"
+        )
+    settings.breaker_failures = int(failures)
+    cooloff = _number(env, "KEYWHEEL_BREAKER_COOLOFF", 5.0, problems)
+    cap = _number(env, "KEYWHEEL_BREAKER_COOLOFF_MAX", max(60.0, cooloff), problems)
+    if cooloff <= 0 and settings.breaker_failures:
+        problems.error("KEYWHEEL_BREAKER_COOLOFF", "must be more than zero (KEYWHEEL_BREAKER_FAILURES=0 turns it off)")
+    if cap < cooloff:
+        problems.error("KEYWHEEL_BREAKER_COOLOFF_MAX", f"must be at least KEYWHEEL_BREAKER_COOLOFF ({cooloff:g} s)")
+    settings.breaker_cooloff, settings.breaker_cooloff_max = cooloff, cap
+
+
 def settings_from_env(env: Mapping[str, str]) -> Settings:
     """Build and validate :class:`Settings` from a mapping of variables."""
     problems = _Problems()
@@ -475,6 +495,7 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
         max_event_bytes=int(_number(env, "KEYWHEEL_MAX_EVENT_BYTES", 16 * 1024 * 1024, problems, integer=True)),
         warnings=problems.warnings,
     )
+    _breaker_settings(env, settings, problems)
     if problems.errors:
         raise ConfigError(problems.errors)
     for warning in problems.warnings:

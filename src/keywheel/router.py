@@ -9,6 +9,13 @@ Per provider in the chain (primary first, then the fallbacks):
   fail everywhere — except a too-long prompt, which fails over only to a
   provider whose model has a larger known context window.
 
+A provider whose circuit breaker is open (see :mod:`keywheel.keys`) is skipped
+without a request, and a provider fault stops the retries at once when it opened
+the breaker.  When nothing else could serve the call — every provider is open,
+or the others failed or rest beyond ``max_wait`` — the open provider whose
+cool-off ends first gets one try anyway (Envoy's panic routing), so a call never
+fails with its providers untried.
+
 When every key of every provider rests, the router waits for the earliest to
 come back if that is within ``max_wait``; otherwise it raises
 :class:`NoKeyAvailable` with the time to wait.  Streams fail over only before
@@ -39,7 +46,7 @@ from keywheel.errors import (
     Timeout,
     UpstreamError,
 )
-from keywheel.keys import PoolBackend
+from keywheel.keys import Open, PoolBackend
 from keywheel.providers import get_adapter
 from keywheel.providers.base import Adapter, Endpoint, HttpRequest, StreamParser
 from keywheel.providers.paths import check_model
@@ -138,16 +145,21 @@ class Router:
         waited = 0.0
         min_window: int | None = None  # set after a too-long prompt
         last: KeywheelError | None = None
+        forced: Target | None = None  # tried past its open breaker: nothing else could serve
         while True:
             earliest: float | None = None
-            for target in targets:
+            skipped: list[tuple[float, int]] = []  # (seconds to its trial, index) of each open provider
+            for index, target in enumerate(targets if forced is None else [forced]):
                 if min_window is not None and (target.provider.context_window or 0) <= min_window:
                     continue
                 pool = self.pools[target.provider.name]
                 key_faults = provider_faults = 0
                 while True:
-                    got = pool.acquire()
+                    got = pool.acquire(force=forced is not None)
                     if got is None:
+                        break
+                    if isinstance(got, Open):
+                        skipped.append((got.retry_in, index))
                         break
                     if isinstance(got, float):
                         earliest = got if earliest is None else min(earliest, got)
@@ -180,8 +192,8 @@ class Router:
                                 break
                             continue
                         provider_faults += 1
-                        retry = isinstance(exc, ProviderFault) and exc.retryable
-                        if not retry or provider_faults >= settings.provider_attempts:
+                        retry = isinstance(exc, ProviderFault) and exc.retryable and pool.breaker_closed()
+                        if not retry or provider_faults >= settings.provider_attempts or forced is not None:
                             break
                         delay = min(0.2 * 2 ** (provider_faults - 1), 2.0) * (0.5 + self._rng.random() / 2)
                         if loop.time() + delay >= deadline:
@@ -198,6 +210,9 @@ class Router:
             if earliest is not None and waited + earliest <= settings.max_wait and (loop.time() + earliest < deadline):
                 await asyncio.sleep(earliest + 0.001)
                 waited += earliest
+                continue
+            if skipped and forced is None:
+                forced = targets[min(skipped)[1]]  # the open provider whose cool-off ends first, once
                 continue
             tally = key_tally(targets, self.pools, attempts, earliest)
             if earliest is not None and all(a.outcome in _KEY_FAULTS for a in attempts):
@@ -261,7 +276,9 @@ class Router:
             )
 
         stream, served = await self.execute(targets, attempt)
-        stream.bind(served, self.pools[served.target.provider.name], self.redactor)
+        pool = self.pools[served.target.provider.name]
+        stream.bind(served, pool, self.redactor)
+        pool.answered(served.key)  # the provider is up: its first event is in (closes an open breaker)
         return stream
 
 

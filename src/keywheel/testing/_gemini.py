@@ -182,6 +182,19 @@ class GeminiDialect(Dialect):
         frames += [Frame((b"," if i else b"") + b"\r\n" + orjson.dumps(c), content=True) for i, c in enumerate(chunks)]
         return Streamed("application/json", [*frames, Frame(b"\r\n]")])
 
+    def unterminated(self, turn: Turn) -> Streamed:
+        # Gemini's end is the finishReason on the last chunk (and "]" without alt=sse): every chunk without it.
+        reply = turn.reply
+        if reply.tool_call is not None:
+            chunks = [self._chunk(reply, [self._call_part(reply)], final=False)]
+        else:
+            chunks = [self._chunk(reply, [{"text": p}], final=False) for p in reply.pieces]
+        if self._sse(turn.incoming):
+            return Streamed("text/event-stream", [Frame(sse(chunk, crlf=True), content=True) for chunk in chunks])
+        frames = [Frame(b"[")]
+        frames += [Frame((b"," if i else b"") + b"\r\n" + orjson.dumps(c), content=True) for i, c in enumerate(chunks)]
+        return Streamed("application/json", frames)
+
     def stream_error(self, turn: Turn) -> list[Frame]:
         error = {"error": {"code": 503, "message": OVERLOADED, "status": "UNAVAILABLE"}}
         if self._sse(turn.incoming):

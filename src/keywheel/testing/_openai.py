@@ -234,6 +234,10 @@ class OpenAIDialect(Dialect):
         body["usage"] = self._usage(turn.reply)
         return Answer(200, body, self._headers(turn.reply))
 
+    def error_in_200(self, turn: Turn) -> Answer:
+        # OpenRouter documents a 200 whose choice failed; OpenAI has no such shape: its error object, with 200.
+        return self.failed_response(turn) if self.openrouter else super().error_in_200(turn)
+
     # -- errors ----------------------------------------------------------------------------------------------------
 
     def error(self, behaviour: Behaviour, incoming: Incoming) -> Answer:

@@ -18,7 +18,7 @@ from aiohttp import web
 
 from keywheel.testing._echo import echo_answer, echo_event
 from keywheel.testing._openai import OpenAIDialect
-from keywheel.testing.behaviours import ERROR_KINDS, Behaviour
+from keywheel.testing.behaviours import ERROR_KINDS, WIRE_FAULTS, Behaviour
 from keywheel.testing.dialects import Answer, Dialect, Frame, Incoming, Json, Turn, dialect_for
 from keywheel.testing.state import FakeState
 
@@ -177,6 +177,10 @@ class FakeApp:
         turn = dialect.plan(incoming, record.seq)
         if kind == "oversized":
             return await self._oversized(request, dialect, turn, stream, int(behaviour.number("size")), key)
+        if kind in WIRE_FAULTS:
+            from keywheel.testing.wire import play  # noqa: PLC0415 — wire builds on this module
+
+            return await play(self, request, dialect, turn, behaviour, stream, key)
         if not stream:
             return _respond(dialect.failed_response(turn) if kind == "stream_error" else dialect.response(turn))
         return await self._stream(request, dialect, turn, behaviour, key)

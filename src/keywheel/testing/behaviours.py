@@ -46,6 +46,26 @@ KINDS: Mapping[str, Mapping[str, tuple[tuple[type, ...], object]]] = {
     "echo_key": {"part": ((str,), "ends"), "status": ((int,), 401), "where": ((str,), "status"), "after": ((int,), 1)},
 }
 
+# Faults of the wire and of misleading 200s, played by ``keywheel.testing.wire``:
+#   reset         a TCP reset: before the first byte (after=None); with after=N, after N content
+#                 events of a stream, or halfway through a non-streamed body
+#   trickle       the whole answer, ``size`` bytes at a time, ``interval`` seconds apart
+#   garbage       HTTP 200 whose JSON body (or SSE events) does not parse
+#   html          HTTP 200 text/html: a proxy's or captive portal's page
+#   error_200     HTTP 200 carrying the dialect's error object (OpenRouter: a failed choice);
+#                 a stream whose first event is the dialect's error event
+#   no_terminator a stream whose content all comes, then a clean end without the dialect's
+#                 closing event(s); a non-streamed answer is whole
+WIRE_FAULTS: Mapping[str, Mapping[str, tuple[tuple[type, ...], object]]] = {
+    "reset": {"after": ((int, _Maybe), None)},
+    "trickle": {"interval": (_Number, 0.02), "size": ((int,), 16)},
+    "garbage": {},
+    "html": {},
+    "error_200": {},
+    "no_terminator": {},
+}
+KINDS = {**KINDS, **WIRE_FAULTS}
+
 #: Kinds answered with an HTTP error status before any reply is built.
 ERROR_KINDS = frozenset(
     {

@@ -182,6 +182,20 @@ class Dialect(ABC):
     def error(self, behaviour: Behaviour, incoming: Incoming) -> Answer:
         """The HTTP error answer for an error behaviour kind."""
 
+    # -- wire faults (keywheel.testing.wire) -------------------------------------------------------------------------
+
+    def error_in_200(self, turn: Turn) -> Answer:
+        """``error_200``: an HTTP 200 whose body is this dialect's error object (the provider is overloaded)."""
+        failed = self.error(Behaviour.build("overloaded", {}), turn.incoming)
+        return Answer(200, failed.body, failed.headers)
+
+    def unterminated(self, turn: Turn) -> Streamed:
+        """``no_terminator``: the stream up to its last content event, without the closing event(s)."""
+        streamed = self.stream(turn)
+        frames = streamed.frames
+        end = max((i + 1 for i, frame in enumerate(frames) if frame.content), default=len(frames))
+        return Streamed(streamed.media_type, frames[:end], streamed.headers)
+
     @abstractmethod
     def missing_key(self) -> Answer: ...
 
