@@ -1,0 +1,52 @@
+"""Defects the fuzzer meets whose fixes belong to other work in progress (issue 7).
+
+Each entry names the defect, recognises the examples it explains (so the fuzz properties record
+them instead of failing), and carries one repro that the suite runs as a strict xfail.  When the
+fix is merged the repro passes, the strict xfail fails, and the entry must be deleted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from tests.fuzz.strategies import Case
+from tests.gateway.conftest import GATEWAY_KEY
+
+
+@dataclass(frozen=True)
+class KnownOpen:
+    name: str
+    why: str
+    matches: Callable[[Case, list[str]], bool]
+    case: Case
+
+
+def _only_upstream_path(_case: Case, problems: list[str]) -> bool:
+    return all(p.startswith("upstream request to") for p in problems)
+
+
+_STEER = b'{"model":"gemini/x/../../v1beta/models/EVIL","messages":[{"role":"user","content":"hello"}]}'
+
+KNOWN_OPEN: list[KnownOpen] = [
+    KnownOpen(
+        "model-path-steering",
+        "issue 7 defect 1: a model name with '/', '..' or escapes steers the keyed upstream URL path",
+        _only_upstream_path,
+        Case(
+            "openai",
+            "/v1/chat/completions",
+            _STEER,
+            [("authorization", f"Bearer {GATEWAY_KEY}"), ("x-keywheel-fallback", "off")],
+            "gemini/x/../../v1beta/models/EVIL",
+        ),
+    ),
+]
+
+
+def known_open(case: Case, problems: list[str]) -> str | None:
+    """The name of the known-open defect that explains ``problems``, if one does."""
+    for entry in KNOWN_OPEN:
+        if entry.matches(case, problems):
+            return entry.name
+    return None
