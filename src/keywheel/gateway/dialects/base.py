@@ -60,6 +60,9 @@ ErrorAnswer = tuple[int, dict[str, str], bytes]
 #: and the openai SDK gives up above 120 s anyway.  60 s is what older Stainless SDKs capped at.
 RETRY_HINT_LIMIT = 60.0
 
+#: The largest integer a request field may carry: int64, what the providers' wire formats hold.
+MAX_INT = 2**63 - 1
+
 
 @dataclass(slots=True)
 class InboundRequest:
@@ -185,6 +188,8 @@ def opt_int(value: Any, where: str, *, required: bool = False) -> int | None:
         raise fail(where, "required" if value is None else f"expected an integer, got {_kind(value)}")
     if value < 1:
         raise fail(where, f"must be at least 1, got {int(value)}")
+    if value > MAX_INT:  # beyond what the upstream's integer fields (and the JSON encoder) hold
+        raise fail(where, f"must be at most {MAX_INT}, got {value:.4g}")
     return int(value)
 
 
