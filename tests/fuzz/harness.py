@@ -18,7 +18,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote
 
 import httptools
 
@@ -164,7 +164,7 @@ class _ResponseCollector:
         self.answers.append(Answer(self.parser.get_status_code(), self._headers, b"".join(self._body)))
 
 
-def exchange(port: int, raw: bytes, *, wait: float = 15.0, idle: float = 0.3) -> Exchange:
+def exchange(port: int, raw: bytes, *, wait: float = 15.0, idle: float = 0.3, head: bool = False) -> Exchange:
     """Send ``raw`` bytes on a fresh connection and collect every answer.
 
     No half-close: uvicorn takes a client's EOF as a disconnect (and the gateway then rightly
@@ -210,7 +210,19 @@ def exchange(port: int, raw: bytes, *, wait: float = 15.0, idle: float = 0.3) ->
     out.answers = collector.answers
     if not out.answers and received:
         out.partial = received
+        if head:  # an answer to HEAD announces a body it does not send: read its head alone
+            out.answers = _head_only(received)
     return out
+
+
+def _head_only(received: bytes) -> list[Answer]:
+    head, sep, _ = received.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    parts = status_line.split(" ", 2)
+    if not sep or len(parts) < 2 or not parts[1].isdigit():
+        return []
+    headers = [(k.strip().lower(), v.strip()) for k, _, v in (line.partition(":") for line in lines)]
+    return [Answer(int(parts[1]), headers, b"")]
 
 
 def http_request(
@@ -228,10 +240,19 @@ def http_request(
 # ------------------------------------------------------------------------------------ invariant
 
 
+def dialect_path(target: str) -> str:
+    """The decoded path of a request target, as the server hands it to the app."""
+    try:
+        raw_path = httptools.parse_url(target.encode("latin-1", "replace")).path or b""
+    except httptools.HttpParserInvalidURLError:
+        raw_path = target.partition("?")[0].encode("latin-1", "replace")
+    return unquote(raw_path.decode("latin-1"))
+
+
 def dialect_of(target: str, headers: list[tuple[str, str]] | None = None) -> str:
     """The dialect the gateway answers a request in, from its (decoded) path, as README documents:
     the Gemini routes, then the Anthropic routes or an ``anthropic-version`` header, else OpenAI."""
-    path = unquote(urlsplit(target).path if target.startswith("/") else target.partition("?")[0])
+    path = dialect_path(target)
     if path.startswith("/v1beta/") or (path.startswith("/v1/models/") and ":" in path):
         return "gemini"
     if path.startswith("/v1/messages") or any(k.lower() == "anthropic-version" for k, _ in headers or []):
@@ -275,11 +296,12 @@ ERROR_SHAPES = {"openai": _openai_error, "anthropic": _anthropic_error, "gemini"
 GATEWAY_STATUSES = frozenset({429, 502, 503})  # upstream trouble the gateway reports, in dialect
 
 
-def violations(answer: Answer, dialect: str) -> list[str]:
+def violations(answer: Answer, dialect: str, also: frozenset[int] = frozenset()) -> list[str]:
     """Why ``answer`` breaks the invariant (empty when it holds).
 
     A 2xx; or a 4xx whose body is JSON in the caller's dialect's error shape; or a 429/502/503
-    in that shape, with ``retry-after`` on 429 and 503.  Never another 5xx, never text/plain.
+    in that shape, with ``retry-after`` on 429 and 503.  Never another 5xx (but those in ``also``,
+    e.g. a route's documented 501), never text/plain.
     """
     status = answer.status
     kind = (answer.header("content-type") or "").split(";")[0].strip()
@@ -288,7 +310,7 @@ def violations(answer: Answer, dialect: str) -> list[str]:
             return [f"{status} with content-type {kind!r}"]
         return []
     problems = []
-    if not (400 <= status < 500 or status in GATEWAY_STATUSES):
+    if not (400 <= status < 500 or status in GATEWAY_STATUSES or status in also):
         problems.append(f"status {status}")
     if status in (429, 503) and answer.header("retry-after") is None:
         problems.append(f"{status} without retry-after")
