@@ -8,7 +8,7 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Debian packages the suite needs: nginx (with njs) and wrk for the benchmark smoke test.
 SYSDEPS := nginx wrk libnginx-mod-http-js
 
-.PHONY: run test lint typecheck unit sysdeps bench clean
+.PHONY: run test lint typecheck unit sysdeps bench fuzz clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,12 @@ test: lint typecheck unit
 
 bench: $(VENV)/.installed-dev sysdeps
 	bash bench/run.sh
+
+# The fuzz suites at length (make test runs them with a fixed seed and few examples):
+# KEYWHEEL_FUZZ_EXAMPLES examples per property, same derandomized sequence each run.
+KEYWHEEL_FUZZ_EXAMPLES ?= 5000
+fuzz: $(VENV)/.installed-dev
+	KEYWHEEL_FUZZ_EXAMPLES=$(KEYWHEEL_FUZZ_EXAMPLES) $(BIN)/pytest tests/fuzz -q -s -rxX -p no:cacheprovider
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -30,6 +30,10 @@ def examples(default: int) -> int:
     return EXAMPLES or default
 
 
+#: pytest-timeout for one property: generous, and growing with a long ``make fuzz`` run.
+TIMEOUT = 300 + EXAMPLES // 2
+
+
 # ----------------------------------------------------------------------------------------- relay
 
 
@@ -265,8 +269,15 @@ def _is_str(value: Any) -> bool:
 
 
 def _openai_error(body: Any) -> bool:
+    # error.message is what the openai SDK reads; a top-level "type" or an error.status would be
+    # Anthropic's or Gemini's shape.  (An OpenRouter 4xx passed through may carry a numeric code.)
     error = body.get("error") if isinstance(body, dict) else None
-    return isinstance(error, dict) and _is_str(error.get("message")) and _is_str(error.get("type"))
+    return (
+        isinstance(error, dict)
+        and _is_str(error.get("message"))
+        and "type" not in body
+        and not _is_str(error.get("status"))
+    )
 
 
 def _anthropic_error(body: Any) -> bool:
@@ -290,8 +301,13 @@ def _gemini_error(body: Any) -> bool:
     )
 
 
-#: Each inbound dialect's error shape.  The Responses dialect answers errors in OpenAI's shape.
-ERROR_SHAPES = {"openai": _openai_error, "anthropic": _anthropic_error, "gemini": _gemini_error}
+#: Each inbound dialect's error shape, by the ``Case.dialect`` its strategy gives.
+ERROR_SHAPES = {
+    "openai": _openai_error,
+    "anthropic": _anthropic_error,
+    "gemini": _gemini_error,
+    "responses": _openai_error,  # OpenAI Responses (/v1/responses) answers errors in OpenAI's shape
+}
 
 GATEWAY_STATUSES = frozenset({429, 502, 503})  # upstream trouble the gateway reports, in dialect
 

@@ -31,6 +31,10 @@ def _unanswered_announced_body(_case: Case | RawCase, problems: list[str]) -> bo
     return problems == [p for p in problems if p.endswith("(a body was announced and no byte of it sent)")]
 
 
+def _websocket_handshake_500(case: Case | RawCase, problems: list[str]) -> bool:
+    return isinstance(case, RawCase) and "websocket-handshake" in case.note and "status 500" in problems
+
+
 _STEER = b'{"model":"gemini/x/../../v1beta/models/EVIL","messages":[{"role":"user","content":"hello"}]}'
 
 KNOWN_OPEN: list[KnownOpen] = [
@@ -55,6 +59,19 @@ KNOWN_OPEN: list[KnownOpen] = [
             b"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\n"
             b"authorization: Bearer " + GATEWAY_KEY.encode() + b"\r\ncontent-length: 61\r\n\r\n",
             ["long-cl", "no body byte"],
+        ),
+    ),
+    KnownOpen(
+        "websocket-handshake-500",
+        "a valid WebSocket handshake (uvicorn has the websockets package) reaches the app, which ignores the"
+        " 'websocket' scope: uvicorn answers a text/plain 500 and logs 'ASGI callable returned without completing"
+        " handshake' (gateway/app.py __call__, or run uvicorn with ws='none' in cli.py)",
+        _websocket_handshake_500,
+        RawCase(
+            b"GET /v1/models HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: upgrade\r\nupgrade: websocket\r\n"
+            b"sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\nsec-websocket-version: 13\r\n"
+            b"authorization: Bearer " + GATEWAY_KEY.encode() + b"\r\n\r\n",
+            ["upgrade", "websocket-handshake"],
         ),
     ),
 ]

@@ -128,6 +128,8 @@ HEADER_MUTATIONS = [
     "bare-lf",
     "garbage-body",
     "no-content-type",
+    "body-withheld",
+    "truncated",
 ]
 
 
@@ -190,7 +192,11 @@ def raw_http_cases(draw: st.DrawFn) -> RawCase:
         elif mutation == "expect-continue":
             headers.append(("expect", "100-continue"))
         elif mutation == "upgrade":
-            headers += [("connection", "upgrade"), ("upgrade", draw(st.sampled_from(["websocket", "h2c", "x"])))]
+            protocol = draw(st.sampled_from(["websocket", "h2c", "x", "websocket-handshake"]))
+            headers += [("connection", "upgrade"), ("upgrade", protocol.removesuffix("-handshake"))]
+            if protocol == "websocket-handshake":
+                headers += [("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="), ("sec-websocket-version", "13")]
+                note.append(protocol)
         elif mutation == "bare-lf":
             eol = b"\n"
         elif mutation == "garbage-body":
@@ -199,12 +205,17 @@ def raw_http_cases(draw: st.DrawFn) -> RawCase:
                 framing = [("content-length", str(len(body)))]
         elif mutation == "no-content-type":
             headers = [h for h in headers if h[0] != "content-type"]
+        elif mutation == "body-withheld":
+            body = b""  # announced by content-length, never sent
     lines = [f"{method} {path}{query} {version}".rstrip(" ")]
     lines += [f"{k}: {v}" for k, v in [*headers, *auth, *framing]]
     if "upgrade" not in mutations:
         lines.append("connection: close")
     head = eol.join(line.encode("utf-8", "surrogatepass") for line in lines) + eol + eol
-    return RawCase(head + body, note)
+    raw = head + body
+    if "truncated" in mutations:  # a request cut short anywhere: in the request line, a header, the body
+        raw = raw[: draw(st.integers(1, max(1, len(raw) - 1)))]
+    return RawCase(raw, note)
 
 
 # ----------------------------------------------------------------------------- classification

@@ -22,6 +22,7 @@ from hypothesis import HealthCheck, given, settings
 
 from tests.fuzz.conftest import GEMINI_MODEL, FuzzTarget
 from tests.fuzz.harness import (
+    TIMEOUT,
     allowed_models,
     examples,
     exchange,
@@ -34,7 +35,7 @@ from tests.fuzz.strategies import BODY_STRATEGIES, Case
 from tests.gateway.conftest import GATEWAY_KEY
 
 FUZZ = settings(
-    max_examples=examples(70),
+    max_examples=examples(120),
     derandomize=True,
     database=None,
     deadline=None,
@@ -74,7 +75,7 @@ def check(target: FuzzTarget, case: Case, seen: Counter[str], statuses: Counter[
     raise AssertionError(f"{case!r}\n" + "\n".join(problems))
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(TIMEOUT)
 @pytest.mark.parametrize("dialect", sorted(BODY_STRATEGIES))
 def test_request_bodies_get_a_dialect_answer(target: FuzzTarget, dialect: str) -> None:
     seen: Counter[str] = Counter()

@@ -28,6 +28,7 @@ from hypothesis import HealthCheck, given, settings
 from tests.fuzz.conftest import GEMINI_MODEL, FuzzTarget
 from tests.fuzz.harness import (
     ERROR_SHAPES,
+    TIMEOUT,
     Answer,
     allowed_models,
     dialect_of,
@@ -44,22 +45,23 @@ from tests.fuzz.test_fuzz_bodies import SERVER_TRACEBACK
 from tests.gateway.conftest import GATEWAY_KEY
 
 FUZZ = settings(
-    max_examples=examples(120),
+    max_examples=examples(150),
     derandomize=True,
     database=None,
     deadline=None,
     print_blob=False,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example],
 )
-HTTP_LAYER_400 = b"Invalid HTTP request received."
 # README: "/v1/messages/count_tokens answers 501" (in the dialect's shape): a documented answer, not a fault.
 NOT_IMPLEMENTED = frozenset({501})
 NOT_IMPLEMENTED_PATHS = frozenset({"/v1/messages/count_tokens"})
 
 
 def _http_layer(answer: Answer) -> bool:
+    """uvicorn's own refusal: a text/plain 4xx ("Invalid HTTP request received.", or its WebSocket
+    layer's "Failed to open a WebSocket connection: …")."""
     kind = (answer.header("content-type") or "").split(";")[0]
-    return answer.status == 400 and kind == "text/plain" and answer.body == HTTP_LAYER_400
+    return 400 <= answer.status < 500 and kind == "text/plain"
 
 
 def _model_in_path(url: str) -> str | None:
@@ -69,17 +71,17 @@ def _model_in_path(url: str) -> str | None:
     return path.split("/models/", 1)[1].rpartition(":")[0] or None
 
 
-# A body that never completes is answered 408 after KEYWHEEL_BODY_TIMEOUT (1 s here): wait 6 s.
-PATIENCE = 6.0
+# A body that never completes is answered 408 after KEYWHEEL_BODY_TIMEOUT (1 s here): wait 4 s.
+PATIENCE = 4.0
 
 
 def _wait(parsed: Parsed, patient: bool) -> float:
     if parsed.state == "incomplete-head":
-        return 0.5  # silence is the right answer until the head timeout closes it
+        return 0.3  # silence is the right answer until the head timeout closes it
     if parsed.state == "upgrade":
-        return 1.0  # uvicorn stops reading at an upgrade it does not support: silence is the HTTP layer's
+        return 0.3  # uvicorn stops reading at an upgrade it does not support: silence is the HTTP layer's
     if parsed.state == "incomplete-body" and not parsed.body_bytes and not patient:
-        return 0.5  # known open (body-timeout-first-read): do not spend PATIENCE on each
+        return 0.3  # known open (body-timeout-first-read): do not spend PATIENCE on each
     return PATIENCE
 
 
@@ -118,7 +120,7 @@ def run_raw(
     return problems
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(TIMEOUT)
 def test_hostile_http_gets_a_dialect_answer_or_the_http_layers_400(target: FuzzTarget) -> None:
     seen: Counter[str] = Counter()
     statuses: Counter[str] = Counter()
