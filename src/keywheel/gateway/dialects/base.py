@@ -62,6 +62,10 @@ RETRY_HINT_LIMIT = 60.0
 
 #: The largest integer a request field may carry: int64, what the providers' wire formats hold.
 MAX_INT = 2**63 - 1
+#: The deepest nesting a request body may have: the JSON encoder writes at most 254 levels, and
+#: translation wraps a client's values in a few levels of its own.
+MAX_DEPTH = 200
+_CONTAINERS = (dict, list)  # exactly what the JSON decoder makes
 
 
 @dataclass(slots=True)
@@ -154,9 +158,33 @@ def untranslatable(where: str, what: str) -> str:
 
 
 def require_object(value: Any, where: str = "body") -> dict[str, Any]:
+    """``value`` as an object; for the whole request body (``where="body"``) also bounds its nesting."""
     if not isinstance(value, dict):
         raise fail(where, f"expected a JSON object, got {_kind(value)}")
+    if where == "body":
+        _check_depth(value)
     return value
+
+
+def _check_depth(body: dict[str, Any]) -> None:
+    """A 400 naming the top-level field nested deeper than :data:`MAX_DEPTH`.
+
+    The JSON decoder accepts 1024 levels, but the encoder that writes the upstream request stops
+    at 254 (and translation recurses): deeper input must be refused here, not fail as a 500 there.
+    """
+    for name, value in body.items():  # level by level: cheap on the wide, shallow bodies chats are
+        level = [value] if type(value) in _CONTAINERS else []
+        depth = 2
+        while level:
+            if depth > MAX_DEPTH:
+                raise fail(name, f"nested too deep (more than {MAX_DEPTH} levels)")
+            deeper = []
+            for item in level:
+                for child in item.values() if type(item) is dict else item:
+                    if type(child) in _CONTAINERS:
+                        deeper.append(child)
+            level = deeper
+            depth += 1
 
 
 def require_list(value: Any, where: str, *, non_empty: bool = True) -> list[Any]:
