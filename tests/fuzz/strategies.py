@@ -102,9 +102,11 @@ ints = _sometimes(st.integers(1, 4096), st.one_of(st.sampled_from(HUGE_INTS), st
 numbers = _sometimes(
     st.floats(0, 2), st.one_of(st.sampled_from(ODD_FLOATS), st.integers(-2, 5), st.sampled_from(HUGE_INTS))
 )
+# Depths around the JSON encoder's limit (254), the gateway's (200) and the decoder's (1024).
+_DEPTHS = st.one_of(st.integers(2, 50), st.sampled_from([199, 200, 201, 254, 255, 300, 1000, 1023, 1024, 1100, 3000]))
 deep = st.one_of(
-    st.integers(2, 3000).map(lambda d: Raw("[" * d + "]" * d)),
-    st.integers(2, 3000).map(lambda d: Raw('{"a":' * d + "1" + "}" * d)),
+    _DEPTHS.map(lambda d: Raw("[" * d + "]" * d)),
+    _DEPTHS.map(lambda d: Raw('{"a":' * d + "1" + "}" * d)),
 )
 scalars = st.one_of(st.none(), st.booleans(), ints, numbers, texts)
 hostile = st.one_of(
@@ -246,7 +248,8 @@ _openai_call = st.fixed_dictionaries(
         "function": st.fixed_dictionaries(
             {"name": maybe(short_texts), "arguments": st.one_of(st.just("{}"), st.just('{"a": 1}'), texts, hostile)}
         ),
-    }
+    },
+    optional={"extra": maybe(st.just({"thoughtSignature": "c2ln"}))},  # keywheel's carrier for provider fields
 )
 _openai_message = _sometimes(
     st.one_of(
