@@ -312,12 +312,12 @@ ERROR_SHAPES = {
 GATEWAY_STATUSES = frozenset({429, 502, 503})  # upstream trouble the gateway reports, in dialect
 
 
-def violations(answer: Answer, dialect: str, also: frozenset[int] = frozenset()) -> list[str]:
+def violations(answer: Answer, dialect: str, also: frozenset[int] = frozenset(), *, head: bool = False) -> list[str]:
     """Why ``answer`` breaks the invariant (empty when it holds).
 
     A 2xx; or a 4xx whose body is JSON in the caller's dialect's error shape; or a 429/502/503
     in that shape, with ``retry-after`` on 429 and 503.  Never another 5xx (but those in ``also``,
-    e.g. a route's documented 501), never text/plain.
+    e.g. a route's documented 501), never text/plain.  ``head``: the answer to HEAD, which has no body.
     """
     status = answer.status
     kind = (answer.header("content-type") or "").split(";")[0].strip()
@@ -332,6 +332,8 @@ def violations(answer: Answer, dialect: str, also: frozenset[int] = frozenset())
         problems.append(f"{status} without retry-after")
     if kind != "application/json":
         problems.append(f"content-type {kind!r}")
+    if head:
+        return problems
     try:
         body = json.loads(answer.body)
     except ValueError:

@@ -108,7 +108,8 @@ def run_raw(
             continue
         if i == 0 and parsed.state not in ("malformed", "upgrade"):
             documented = NOT_IMPLEMENTED if dialect_path(parsed.url) in NOT_IMPLEMENTED_PATHS else frozenset()
-            problems += violations(answer, dialect_of(parsed.url, parsed.headers), documented)
+            head = parsed.method == "HEAD"
+            problems += violations(answer, dialect_of(parsed.url, parsed.headers), documented, head=head)
         else:  # the dialect of a pipelined leftover is anyone's guess: any dialect's shape will do
             found = [violations(answer, d) for d in ERROR_SHAPES]
             if all(found):

@@ -31,6 +31,8 @@ def test_what_the_invariant_rejects() -> None:
     assert violations(Answer(200, [("content-type", "text/html")], b"<html>"), "openai")
     assert violations(Answer(501, JSON, OPENAI_400), "openai")
     assert violations(Answer(501, JSON, OPENAI_400), "openai", frozenset({501})) == []
+    assert violations(Answer(405, JSON, b""), "openai", head=True) == []  # HEAD: no body to shape
+    assert violations(Answer(500, JSON, b""), "openai", head=True)
 
 
 def test_upstream_paths() -> None:
