@@ -191,11 +191,12 @@ def exchange(port: int, raw: bytes, *, wait: float = 15.0, idle: float = 0.3, he
             if left <= 0:
                 out.timed_out = True
                 break
-            sock.settimeout(min(left, idle) if collector.answers else left)
+            final = any(a.status >= 200 for a in collector.answers)  # not "100 Continue"
+            sock.settimeout(min(left, idle) if final else left)
             try:
                 data = sock.recv(65536)
             except TimeoutError:
-                if collector.answers:
+                if final:
                     break
                 out.timed_out = True
                 break
