@@ -16,7 +16,7 @@ CLAUDE_CODE_VERSION := 2.1.332
 NODE_DIR := .cache/node
 CLAUDE_CODE := $(NODE_DIR)/claude-code-$(CLAUDE_CODE_VERSION)
 
-.PHONY: run test lint typecheck unit sysdeps bench clean claude-code
+.PHONY: run test lint typecheck unit sysdeps bench fuzz clean claude-code
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -67,6 +67,12 @@ test: lint typecheck unit
 
 bench: $(VENV)/.installed-dev sysdeps
 	bash bench/run.sh
+
+# The fuzz suites at length (make test runs them with a fixed seed and few examples):
+# KEYWHEEL_FUZZ_EXAMPLES examples per property, same derandomized sequence each run.
+KEYWHEEL_FUZZ_EXAMPLES ?= 5000
+fuzz: $(VENV)/.installed-dev
+	KEYWHEEL_FUZZ_EXAMPLES=$(KEYWHEEL_FUZZ_EXAMPLES) $(BIN)/pytest tests/fuzz -q -s -rxX -p no:cacheprovider
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .cache

@@ -115,7 +115,10 @@ def from_openai(messages: Sequence[Mapping[str, Any]]) -> tuple[str | None, list
                 if not isinstance(fn, Mapping) or not isinstance(fn.get("name"), str):
                     raise _fail(f"{cat}.function.name", "expected a string")
                 args = parse_arguments(fn.get("arguments"), f"{cat}.function.arguments")
-                extra = dict(call.get("extra") or {})
+                extra = call.get("extra") or {}
+                if not isinstance(extra, Mapping):
+                    raise _fail(f"{cat}.extra", "expected an object")
+                extra = dict(extra)
                 parts.append(ToolCall(str(call.get("id") or f"call_{j}"), fn["name"], args, extra))
             out.append(Message("assistant", parts))
         elif role == "tool":

@@ -62,6 +62,13 @@ ErrorAnswer = tuple[int, dict[str, str], bytes]
 #: and the openai SDK gives up above 120 s anyway.  60 s is what older Stainless SDKs capped at.
 RETRY_HINT_LIMIT = 60.0
 
+#: The largest integer a request field may carry: int64, what the providers' wire formats hold.
+MAX_INT = 2**63 - 1
+#: The deepest nesting a request body may have: the JSON encoder writes at most 254 levels, and
+#: translation wraps a client's values in a few levels of its own.
+MAX_DEPTH = 200
+_CONTAINERS = (dict, list)  # exactly what the JSON decoder makes
+
 
 @dataclass(slots=True)
 class InboundRequest:
@@ -153,9 +160,33 @@ def untranslatable(where: str, what: str) -> str:
 
 
 def require_object(value: Any, where: str = "body") -> dict[str, Any]:
+    """``value`` as an object; for the whole request body (``where="body"``) also bounds its nesting."""
     if not isinstance(value, dict):
         raise fail(where, f"expected a JSON object, got {_kind(value)}")
+    if where == "body":
+        _check_depth(value)
     return value
+
+
+def _check_depth(body: dict[str, Any]) -> None:
+    """A 400 naming the top-level field nested deeper than :data:`MAX_DEPTH`.
+
+    The JSON decoder accepts 1024 levels, but the encoder that writes the upstream request stops
+    at 254 (and translation recurses): deeper input must be refused here, not fail as a 500 there.
+    """
+    for name, value in body.items():  # level by level: cheap on the wide, shallow bodies chats are
+        level = [value] if type(value) in _CONTAINERS else []
+        depth = 2
+        while level:
+            if depth > MAX_DEPTH:
+                raise fail(name, f"nested too deep (more than {MAX_DEPTH} levels)")
+            deeper = []
+            for item in level:
+                for child in item.values() if type(item) is dict else item:
+                    if type(child) in _CONTAINERS:
+                        deeper.append(child)
+            level = deeper
+            depth += 1
 
 
 def require_list(value: Any, where: str, *, non_empty: bool = True) -> list[Any]:
@@ -187,13 +218,9 @@ def opt_int(value: Any, where: str, *, required: bool = False) -> int | None:
         raise fail(where, "required" if value is None else f"expected an integer, got {_kind(value)}")
     if value < 1:
         raise fail(where, f"must be at least 1, got {int(value)}")
-    if value > MAX_INT:  # no upstream takes more, and the JSON encoder cannot write it
-        raise fail(where, f"must be at most {MAX_INT}, got {value:g}")
+    if value > MAX_INT:  # beyond what the upstream's integer fields (and the JSON encoder) hold
+        raise fail(where, f"must be at most {MAX_INT}, got {value:.4g}")
     return int(value)
-
-
-#: The largest integer a request field may hold (a signed 64-bit integer).
-MAX_INT = 2**63 - 1
 
 
 def unencodable(value: Any, where: str = "body") -> str | None:
