@@ -79,6 +79,9 @@ def chaos(fake_server: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -
             "KEYWHEEL_BREAKER_FAILURES": "0",
             "KEYWHEEL_ATTEMPT_TIMEOUT": str(ATTEMPT_TIMEOUT),
             "KEYWHEEL_STREAM_IDLE_TIMEOUT": str(ATTEMPT_TIMEOUT),
+            # small answer bounds, so the oversized fault crosses them cheaply
+            "KEYWHEEL_MAX_RESPONSE_BYTES": str(256 * 1024),
+            "KEYWHEEL_MAX_EVENT_BYTES": str(128 * 1024),
             # one window for all: a too-long prompt has nowhere larger to go
             "GEMINI_CONTEXT_WINDOW": "200000",
             "OPENROUTER_CONTEXT_WINDOW": "200000",

@@ -102,6 +102,8 @@ FAULTS: list[Fault] = [
     Fault("invalid",                                           **both(served("other key")), rests=True),
     Fault("forbidden",                                         **both(served("other key")), rests=True,
           but={"openrouter": failed(400)}),  # OpenRouter's 403 is moderation: content filtered, a 400
+    # an upstream that quotes part of the key: a key fault like any 401, its text redacted (tests/security)
+    Fault("echo_key", {"part": "middle"},                      **both(served("other key")), rests=True),
     # provider faults: retry once on the next key, then fail over
     Fault("server_error",                   scope="provider",  **both(served("fallback", tries=2))),
     Fault("overloaded",                     scope="provider",  **both(served("fallback", tries=2))),
@@ -111,6 +113,9 @@ FAULTS: list[Fault] = [
     Fault("garbage",                                           **both(served("other key"))),
     Fault("html",                                              **both(served("other key"))),
     Fault("error_200",                                         **both(served("other key"))),
+    # an answer over KEYWHEEL_MAX_RESPONSE_BYTES: the provider's fault, not the key's, and not worth a
+    # retry there (the next answer would be as large): straight to the fallback
+    Fault("oversized", {"size": 1024 * 1024}, non_stream=served("fallback", tries=1), stream=cut()),
     # request faults: would fail anywhere — returned at once (no provider here has a larger window)
     Fault("bad_request",                    scope="provider",  **both(failed(400))),
     Fault("context_too_long",               scope="provider",  **both(failed(400))),
@@ -119,6 +124,7 @@ FAULTS: list[Fault] = [
     Fault("stream_error", {"after": 3},     non_stream=served("other key"),  stream=cut()),
     Fault("reset", {"after": 2},            non_stream=served("other key"),  stream=cut()),
     Fault("no_terminator",                  non_stream=served("first key"),  stream=cut()),
+    Fault("stall_stream", {"after": 1, "seconds": 30.0}, non_stream=served("first key"), stream=cut()),
     # slow but whole
     Fault("slow_stream", {"interval": 0.02},                   **both(served("first key"))),
     Fault("trickle", {"interval": 0.005, "size": 32},          **both(served("first key"))),

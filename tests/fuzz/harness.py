@@ -258,7 +258,7 @@ def dialect_of(target: str, headers: list[tuple[str, str]] | None = None) -> str
     """The dialect the gateway answers a request in, from its (decoded) path, as README documents:
     the Gemini routes, then the Anthropic routes or an ``anthropic-version`` header, else OpenAI."""
     path = dialect_path(target)
-    if path.startswith("/v1beta/") or (path.startswith("/v1/models/") and ":" in path):
+    if path.startswith("/v1beta/") or (path.startswith(("/v1/models/", "/models/")) and ":" in path):
         return "gemini"
     if path.startswith("/v1/messages") or any(k.lower() == "anthropic-version" for k, _ in headers or []):
         return "anthropic"
@@ -345,9 +345,9 @@ def violations(answer: Answer, dialect: str, also: frozenset[int] = frozenset(),
 
 
 # Upstream request targets keywheel may send (the fake's endpoints; base URLs carry no prefix here).
-_FIXED_TARGETS = frozenset({"/v1/messages", "/api/v1/chat/completions"})
+_FIXED_TARGETS = frozenset({"/v1/messages", "/v1/messages/count_tokens", "/api/v1/chat/completions"})
 _GEMINI_TARGET = re.compile(
-    r"^/v1beta/(models|tunedModels)/([^/?#]+):(generateContent|streamGenerateContent)(\?alt=sse)?$"
+    r"^/v1beta/(models|tunedModels)/([^/?#]+):(generateContent|streamGenerateContent|countTokens)(\?alt=sse)?$"
 )
 _SEGMENT_BAD = re.compile(r"[/\\?#%\x00-\x20\x7f]")
 

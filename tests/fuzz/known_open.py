@@ -37,7 +37,8 @@ def _websocket_handshake_500(case: Case | RawCase, problems: list[str]) -> bool:
 
 _STEER = b'{"model":"gemini/x/../../v1beta/models/EVIL","messages":[{"role":"user","content":"hello"}]}'
 
-KNOWN_OPEN: list[KnownOpen] = [
+#: Defects once listed here, now fixed: their repros run as ordinary tests and must pass.
+FIXED: list[KnownOpen] = [
     KnownOpen(
         "model-path-steering",
         "issue 7 defect 1: a model name with '/', '..' or escapes steers the keyed upstream URL path",
@@ -75,6 +76,10 @@ KNOWN_OPEN: list[KnownOpen] = [
         ),
     ),
 ]
+
+
+#: Defects met by the fuzzer whose fixes are still to come (none today).
+KNOWN_OPEN: list[KnownOpen] = []
 
 
 def known_open(case: Case | RawCase, problems: list[str]) -> str | None:

@@ -47,7 +47,10 @@ def test_a_token_limit_beyond_64_bits_is_a_400_naming_the_field(
     target: FuzzTarget, dialect: str, path: str, auth: tuple[str, str], body: str, field: str, value: str
 ) -> None:
     target.new_log()
-    sent = exchange(target.port, http_request("POST", path, (body % value).encode(), [auth]))
+    # fallback off: the request must be translated (pass-through forwards the value for the upstream to judge)
+    sent = exchange(
+        target.port, http_request("POST", path, (body % value).encode(), [auth, ("x-keywheel-fallback", "off")])
+    )
     answer = sent.answers[0]
     assert answer.status == 400, answer
     assert not violations(answer, dialect)
@@ -123,7 +126,12 @@ def test_a_tool_call_extra_that_is_not_an_object_is_a_400_naming_it(target: Fuzz
     target.new_log()
     sent = exchange(
         target.port,
-        http_request("POST", "/v1/chat/completions", body.encode(), [("authorization", f"Bearer {GATEWAY_KEY}")]),
+        http_request(
+            "POST",
+            "/v1/chat/completions",
+            body.encode(),
+            [("authorization", f"Bearer {GATEWAY_KEY}"), ("x-keywheel-fallback", "off")],
+        ),
     )
     answer = sent.answers[0]
     assert answer.status == 400, answer

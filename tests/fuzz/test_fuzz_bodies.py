@@ -30,7 +30,7 @@ from tests.fuzz.harness import (
     upstream_violations,
     violations,
 )
-from tests.fuzz.known_open import KNOWN_OPEN, known_open
+from tests.fuzz.known_open import FIXED, KNOWN_OPEN, known_open
 from tests.fuzz.strategies import BODY_STRATEGIES, Case
 from tests.gateway.conftest import GATEWAY_KEY
 
@@ -108,6 +108,16 @@ def test_good_requests_still_served_after_the_fuzz(target: FuzzTarget) -> None:
     assert answer.status == 200, answer
     assert b"chat.completion" in answer.body
     assert target.served.process.poll() is None
+
+
+@pytest.mark.parametrize(
+    "case",
+    [pytest.param(entry.case, id=entry.name) for entry in FIXED if isinstance(entry.case, Case)],
+)
+def test_formerly_open_defects(target: FuzzTarget, case: Case) -> None:
+    """The repro of a defect the fuzzer found, now fixed: it must keep passing."""
+    problems = run_case(target, case)
+    assert not problems, "\n".join(problems)
 
 
 @pytest.mark.parametrize(

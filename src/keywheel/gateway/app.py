@@ -548,14 +548,16 @@ class Gateway:
         length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_body:
             raise HttpError(413, f"request body over {self.max_body} bytes")
-        message = await receive()
-        body: bytes = message.get("body", b"")
-        if not message.get("more_body"):
-            return body
-        parts = [body]
-        size = len(body)
+        # The first read is bounded too: a head that announces a body and sends none must not
+        # hold its connection for good.
         try:
             async with asyncio.timeout(self.body_timeout):
+                message = await receive()
+                body: bytes = message.get("body", b"")
+                if not message.get("more_body"):
+                    return body
+                parts = [body]
+                size = len(body)
                 while message.get("more_body"):
                     message = await receive()
                     if message["type"] == "http.disconnect":

@@ -212,6 +212,9 @@ def config(app: Gateway | str, settings: Settings, *, workers: int, log_level: s
         workers=workers,
         loop="uvloop",
         http=GatewayProtocol,
+        # No WebSocket routes: an upgrade request is answered as plain HTTP (uvicorn would otherwise
+        # hand the app a 'websocket' scope it does not serve, and answer a text/plain 500).
+        ws="none",
         # keywheel's own access log (keywheel.access) logs paths, never query strings.
         access_log=False,
         log_level=log_level.lower(),
