@@ -34,9 +34,10 @@ Levelled off (judged in full runs only), over the loaded samples, "tail" = the l
 least 3), "earlier" = the loaded samples before it:
 
 - RSS: the tail sets no new high: max(tail) <= max(earlier) + max(3 MB, 5 %);
-- fds: median(tail) <= median(earlier) + 4 (medians, because the count at one instant moves with
-  the requests and connections in flight), and the count at rest after the load is within 2 of
-  the count at rest before it.
+- fds: the tail sets no new high: max(tail) <= max(earlier) + 4 (the count at one instant moves
+  with the requests and connections in flight: 28-39 in a 20-minute run, two clusters, as hangs
+  hold all the slots or not; a leak keeps setting new highs), and the count at rest after the
+  load is within 2 of the count at rest before it (every connection closed: the exact check).
 
 The section fails (exit 1) on any lost request, malformed answer or unexpected 5xx, on a
 traceback in the gateway's log, on the gateway exiting, or (full runs) when either series is
@@ -51,7 +52,6 @@ import itertools
 import os
 import random
 import re
-import statistics
 import sys
 import tempfile
 import time
@@ -560,7 +560,7 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
         import uvloop
     except ImportError:
         return None
-    return uvloop.new_event_loop  # type: ignore[no-any-return]
+    return uvloop.new_event_loop
 
 
 def gateway_env(fake: FakeUpstream) -> dict[str, str]:
@@ -667,7 +667,7 @@ def levelled(samples: list[dict[str, Any]], rest_before: int | None, rest_after:
     rss_tail, rss_earlier = [s["rss_mb"] for s in tail], [s["rss_mb"] for s in earlier]
     rss_growth = max(rss_tail) - max(rss_earlier)
     rss_slack = max(RSS_SLACK_MB, RSS_SLACK_SHARE * max(rss_earlier))
-    fd_growth = statistics.median(s["fds"] for s in tail) - statistics.median(s["fds"] for s in earlier)
+    fd_growth = max(s["fds"] for s in tail) - max(s["fds"] for s in earlier)
     rest_growth = None if rest_before is None or rest_after is None else rest_after - rest_before
     half = loaded[len(loaded) // 2 :]
     minutes = (half[-1]["seconds"] - half[0]["seconds"]) / 60
@@ -680,7 +680,7 @@ def levelled(samples: list[dict[str, Any]], rest_before: int | None, rest_after:
         "rss_slack_mb": rss_slack,
         "rss_second_half_mb_per_10min": slope,
         "fds_levelled": fd_growth <= FD_SLACK and (rest_growth is None or rest_growth <= FD_REST_SLACK),
-        "fds_tail_median_growth": fd_growth,
+        "fds_tail_new_high": fd_growth,
         "fds_rest_growth": rest_growth,
     }
 
@@ -816,8 +816,8 @@ def print_tables(result: dict[str, Any], console: Console) -> None:
             f"at rest {report.fmt_num(s.get('rss_before_mb'), 1)} → {report.fmt_num(s.get('rss_after_mb'), 1)} MB"
         )
         console.print(
-            f"fds: {verdict(level['fds_levelled'])} — median of the last {level['tail_samples']} samples "
-            f"{level['fds_tail_median_growth']:+.1f} over the earlier median (allowed {FD_SLACK}); at rest "
+            f"fds: {verdict(level['fds_levelled'])} — the last {level['tail_samples']} samples' high is "
+            f"{level['fds_tail_new_high']:+d} over the earlier high (allowed {FD_SLACK}); at rest "
             f"{s.get('fds_rest_before')} before the load, {s.get('fds_rest_after')} after (allowed +{FD_REST_SLACK})"
         )
     if result.get("error"):
