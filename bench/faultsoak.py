@@ -731,7 +731,6 @@ def errors(result: dict[str, Any]) -> int:
         s.get("bad_5xx"),
         result.get("admin_failures"),
         result.get("log", {}).get("tracebacks"),
-        not result["settings"]["smoke"] and level.get("judged") is False,
         level.get("judged") and not result["settings"]["smoke"] and not level.get("rss_levelled"),
         level.get("judged") and not result["settings"]["smoke"] and not level.get("fds_levelled"),
     ]
@@ -800,7 +799,7 @@ def print_tables(result: dict[str, Any], console: Console) -> None:
         console.print(log["first_traceback"], markup=False)
     level = s.get("level", {})
     if not level.get("judged"):
-        console.print(f"levelled off: not judged ({level.get('why', '')})")
+        console.print(f"levelled off: not judged ({level.get('why', '')}: lower BENCH_FAULTSOAK_EVERY or run longer)")
     else:
         smoke = result["settings"]["smoke"]
 
