@@ -609,7 +609,7 @@ def run(cfg: Config, workdir: Path, say: Callable[[str], None]) -> dict[str, Any
     with FakeUpstream() as fake:
         port = procs.free_port()
         base = f"http://127.0.0.1:{port}"
-        cmd = [str(target.executable), "--env-file", "/nonexistent", "serve", "--host", "127.0.0.1"]
+        cmd = [str(target.executable), "--env-file", os.devnull, "serve", "--host", "127.0.0.1"]
         cmd += ["--port", str(port), "--workers", "1"]
         proc = procs.spawn(cmd, procs.child_env(gateway_env(fake)), log)
         soak: FaultSoak | None = None
