@@ -9,7 +9,7 @@ Per provider in the chain (primary first, then the fallbacks):
   fail everywhere — except a too-long prompt, which fails over only to a
   provider whose model has a larger known context window.
 
-A provider whose circuit breaker is open (see :mod:`keywheel.keys`) is skipped
+A provider whose circuit breaker is open (see :mod:`keywheel.state.rules`) is skipped
 without a request, and a provider fault stops the retries at once when it opened
 the breaker.  When nothing else could serve the call — every provider is open,
 or the others failed or rest beyond ``max_wait`` — the open provider whose
@@ -46,12 +46,12 @@ from keywheel.errors import (
     Timeout,
     UpstreamError,
 )
-from keywheel.keys import Open, PoolBackend
 from keywheel.providers import get_adapter
 from keywheel.providers.base import Adapter, Endpoint, HttpRequest, StreamParser
 from keywheel.providers.paths import check_model
 from keywheel.secrets import ApiKey, Redactor, register
 from keywheel.sse import EventTooLarge, SSEDecoder
+from keywheel.state.base import KeyStore, LocalStore, Open
 from keywheel.transport import StreamingResponse, Transport
 from keywheel.types import Attempt, ChatRequest, Completion, StreamEnd, StreamEvent, Usage
 
@@ -88,7 +88,7 @@ class Router:
     def __init__(
         self,
         settings: Settings,
-        pools: Mapping[str, PoolBackend],
+        pools: Mapping[str, KeyStore],
         transport: Transport,
         *,
         rng: random.Random | None = None,
@@ -98,6 +98,8 @@ class Router:
         # Every upstream error text is stripped of key pieces before anything sees it.
         self.redactor = register(redactor or redactor_for(settings))
         self.pools = pools
+        # Stores in this process are called without an await on the hot path (see keywheel.state.base).
+        self._local: dict[str, LocalStore] = {n: p for n, p in pools.items() if isinstance(p, LocalStore)}
         self.transport = transport
         self._rng = rng or random.Random()
         self._chains: dict[tuple[str | None, str | None, bool], list[Target]] = {}
@@ -153,9 +155,11 @@ class Router:
                 if min_window is not None and (target.provider.context_window or 0) <= min_window:
                     continue
                 pool = self.pools[target.provider.name]
+                local = self._local.get(target.provider.name)
                 key_faults = provider_faults = 0
                 while True:
-                    got = pool.acquire(force=forced is not None)
+                    force = forced is not None
+                    got = local.acquire_nowait(force=force) if local else await pool.acquire(force=force)
                     if got is None:
                         break
                     if isinstance(got, Open):
@@ -174,7 +178,10 @@ class Router:
                     except UpstreamError as exc:
                         latency = (time.perf_counter() - started) * 1000
                         self._own(exc, target, key)
-                        pool.release(key, exc, latency)
+                        if local:
+                            local.release_nowait(key, exc, latency)
+                        else:
+                            await pool.release(key, exc, latency)
                         attempts.append(_attempt(target, key, exc, latency))
                         if log.isEnabledFor(logging.INFO):
                             log.info("attempt failed: %s", exc)
@@ -188,11 +195,11 @@ class Router:
                         if exc.scope == "key":
                             key_faults += 1
                             # Next key at once; the bound only stops keys that 429 with no rest at all.
-                            if key_faults > len(pool.keys()):
+                            if key_faults > len(await pool.keys()):
                                 break
                             continue
                         provider_faults += 1
-                        retry = isinstance(exc, ProviderFault) and exc.retryable and pool.breaker_closed()
+                        retry = isinstance(exc, ProviderFault) and exc.retryable and await pool.breaker_closed()
                         if not retry or provider_faults >= settings.provider_attempts or forced is not None:
                             break
                         delay = min(0.2 * 2 ** (provider_faults - 1), 2.0) * (0.5 + self._rng.random() / 2)
@@ -201,7 +208,7 @@ class Router:
                         await asyncio.sleep(delay)
                         continue
                     except BaseException:
-                        pool.abandon(key)  # cancelled: free the slot, count nothing
+                        await pool.abandon(key)  # cancelled: free the slot, count nothing
                         raise
                     latency = (time.perf_counter() - started) * 1000
                     attempts.append(Attempt(target.provider.name, key.fingerprint, "ok", latency, 200))
@@ -214,7 +221,7 @@ class Router:
             if skipped and forced is None:
                 forced = targets[min(skipped)[1]]  # the open provider whose cool-off ends first, once
                 continue
-            tally = key_tally(targets, self.pools, attempts, earliest)
+            tally = await key_tally(targets, self.pools, attempts, earliest)
             if earliest is not None and all(a.outcome in _KEY_FAULTS for a in attempts):
                 raise NoKeyAvailable(
                     f"no key can serve now: {tally}"
@@ -243,10 +250,14 @@ class Router:
             raise target.adapter.classify_error(resp.status, resp.headers, resp.body)
         return resp.body
 
-    def settle(self, served: Served, usage: Usage | None) -> None:
+    async def settle(self, served: Served, usage: Usage | None) -> None:
         """Record the success of a non-streaming call (execute() leaves the key in flight)."""
-        pool = self.pools[served.target.provider.name]
-        pool.release(served.key, None, served.attempts[-1].latency_ms, usage)
+        name = served.target.provider.name
+        local = self._local.get(name)
+        if local:
+            local.release_nowait(served.key, None, served.attempts[-1].latency_ms, usage)
+        else:
+            await self.pools[name].release(served.key, None, served.attempts[-1].latency_ms, usage)
 
     async def complete(self, targets: list[Target], build: RequestBuilder) -> tuple[Completion, bytes, Served]:
         """A non-streaming call: the parsed completion, the raw upstream body, and who served it."""
@@ -256,7 +267,7 @@ class Router:
             return target.adapter.parse_response(body), body
 
         (completion, body), served = await self.execute(targets, attempt)
-        self.settle(served, completion.usage)
+        await self.settle(served, completion.usage)
         return completion, body, served
 
     async def open_stream(
@@ -278,7 +289,7 @@ class Router:
         stream, served = await self.execute(targets, attempt)
         pool = self.pools[served.target.provider.name]
         stream.bind(served, pool, self.redactor)
-        pool.answered(served.key)  # the provider is up: its first event is in (closes an open breaker)
+        await pool.answered(served.key)  # the provider is up: its first event is in (closes an open breaker)
         return stream
 
 
@@ -313,8 +324,8 @@ def translated(request: ChatRequest) -> RequestBuilder:
 _KEY_FAULTS = frozenset({"RateLimited", "KeyInvalid", "QuotaExhausted"})
 
 
-def key_tally(
-    targets: list[Target], pools: Mapping[str, PoolBackend], attempts: list[Attempt], earliest: float | None
+async def key_tally(
+    targets: list[Target], pools: Mapping[str, KeyStore], attempts: list[Attempt], earliest: float | None
 ) -> str:
     """What every key of a failed call's providers is doing, counted truthfully.
 
@@ -335,7 +346,7 @@ def key_tally(
         if name in providers or name not in pools:
             continue
         providers.append(name)
-        snap = pools[name].snapshot()
+        snap = await pools[name].snapshot()
         throttled = bool(snap.get("throttled_for"))
         if throttled:
             throttled_providers.append(name)
@@ -427,7 +438,7 @@ class EventStream:
         self._first_raw: list[bytes] = []
         self._held: UpstreamError | None = None  # an error that came right behind the first events
         self._served: Served | None = None
-        self._pool: PoolBackend | None = None
+        self._pool: KeyStore | None = None
         self._redactor: Redactor | None = None
         self._started = time.perf_counter()
         self._usage: Usage | None = None
@@ -492,7 +503,7 @@ class EventStream:
                 self._stamp(event)
         return events
 
-    def bind(self, served: Served, pool: PoolBackend, redactor: Redactor | None = None) -> None:
+    def bind(self, served: Served, pool: KeyStore, redactor: Redactor | None = None) -> None:
         self._served, self._pool, self._redactor = served, pool, redactor
         for event in self._first:
             if isinstance(event, StreamEnd):
@@ -608,11 +619,11 @@ class EventStream:
             return
         latency = (time.perf_counter() - self._started) * 1000
         if error is not None:
-            self._pool.release(self._served.key, error, latency)
+            await self._pool.release(self._served.key, error, latency)
         elif self._finished:
-            self._pool.release(self._served.key, None, latency, self._usage)
+            await self._pool.release(self._served.key, None, latency, self._usage)
         else:
-            self._pool.abandon(self._served.key)
+            await self._pool.abandon(self._served.key)
 
     async def aclose(self) -> None:
         """Stop reading: close the upstream connection and free the key."""

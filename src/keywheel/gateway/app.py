@@ -509,7 +509,7 @@ class Gateway:
 
         router = self.wheel.router
         answer, who = await router.execute(targets, attempt)
-        router.settle(who, None)
+        await router.settle(who, None)
         served.append(who)
         await _respond(send, 200, answer, _served_headers(who))
         return 200
