@@ -32,8 +32,8 @@ import random
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
-from typing import TypeVar
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
 from keywheel.config import ProviderConfig, Settings
 from keywheel.errors import (
@@ -41,7 +41,6 @@ from keywheel.errors import (
     ContextTooLong,
     KeywheelError,
     NoKeyAvailable,
-    ProviderFault,
     ResponseTooLarge,
     Timeout,
     UpstreamError,
@@ -52,7 +51,7 @@ from keywheel.providers.paths import check_model
 from keywheel.secrets import ApiKey, Redactor, register
 from keywheel.sse import EventTooLarge, SSEDecoder
 from keywheel.state.base import KeyStore, LocalStore, Open
-from keywheel.transport import StreamingResponse, Transport
+from keywheel.transport import HttpStream, HttpTransport
 from keywheel.types import Attempt, ChatRequest, Completion, StreamEnd, StreamEvent, Usage
 
 T = TypeVar("T")
@@ -78,6 +77,51 @@ class Served:
     attempts: list[Attempt]
 
 
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How a provider fault is retried on the same provider before failing over.
+
+    The n-th retry waits ``min(backoff_base * 2 ** (n - 1), backoff_cap)``, scaled by a random
+    factor in ``[1 - jitter, 1)``.  ``provider_attempts`` comes from ``KEYWHEEL_PROVIDER_ATTEMPTS``."""
+
+    provider_attempts: int = 2  # tries of one provider on provider faults (the first one included)
+    backoff_base: float = 0.2
+    backoff_cap: float = 2.0
+    jitter: float = 0.5
+
+    def delay(self, faults: int, rng: random.Random) -> float:
+        """Seconds to wait after the ``faults``-th provider fault in a row."""
+        return min(self.backoff_base * 2.0 ** (faults - 1), self.backoff_cap) * (
+            1 - self.jitter + self.jitter * rng.random()
+        )
+
+
+@dataclass(slots=True)
+class _Call:
+    """The state of one :meth:`Router.execute` across its rounds over the chain."""
+
+    deadline: float  # on the loop's clock
+    attempts: list[Attempt] = field(default_factory=list)
+    waited: float = 0.0  # seconds slept for resting keys
+    min_window: int | None = None  # set after a too-long prompt: only larger windows may serve
+    last: UpstreamError | None = None
+    forced: Target | None = None  # tried past its open breaker: nothing else could serve
+    earliest: float | None = None  # this round: seconds until the first resting key returns
+    skipped: list[tuple[float, int]] = field(default_factory=list)  # this round: (seconds to trial, index) if open
+
+    def unavailable(self, got: float | Open | None, index: int) -> None:
+        """The target at ``index`` gave no key this round: ``got`` says why."""
+        if isinstance(got, Open):
+            self.skipped.append((got.retry_in, index))
+        elif got is not None:
+            self.earliest = got if self.earliest is None else min(self.earliest, got)
+
+
+@dataclass(slots=True)
+class _Ok(Generic[T]):
+    value: T
+
+
 # What one attempt does with a chosen target and key; raises UpstreamError on failure.
 AttemptFn = Callable[[Target, ApiKey, float], Awaitable[T]]
 # Builds the upstream HTTP request of one attempt: (target, key, stream).
@@ -89,12 +133,14 @@ class Router:
         self,
         settings: Settings,
         pools: Mapping[str, KeyStore],
-        transport: Transport,
+        transport: HttpTransport,
         *,
         rng: random.Random | None = None,
         redactor: Redactor | None = None,
+        retry: RetryPolicy | None = None,
     ) -> None:
         self.settings = settings
+        self.retry = retry or RetryPolicy(provider_attempts=settings.provider_attempts)
         # Every upstream error text is stripped of key pieces before anything sees it.
         self.redactor = register(redactor or redactor_for(settings))
         self.pools = pools
@@ -140,101 +186,115 @@ class Router:
 
     async def execute(self, targets: list[Target], attempt: AttemptFn[T]) -> tuple[T, Served]:
         """Run ``attempt`` over ``targets`` and their keys until one succeeds."""
-        settings = self.settings
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + settings.timeout
-        attempts: list[Attempt] = []
-        waited = 0.0
-        min_window: int | None = None  # set after a too-long prompt
-        last: KeywheelError | None = None
-        forced: Target | None = None  # tried past its open breaker: nothing else could serve
+        call = _Call(loop.time() + self.settings.timeout)
         while True:
-            earliest: float | None = None
-            skipped: list[tuple[float, int]] = []  # (seconds to its trial, index) of each open provider
-            for index, target in enumerate(targets if forced is None else [forced]):
-                if min_window is not None and (target.provider.context_window or 0) <= min_window:
+            call.earliest, call.skipped = None, []
+            for index, target in enumerate(targets if call.forced is None else [call.forced]):
+                if call.min_window is not None and (target.provider.context_window or 0) <= call.min_window:
                     continue
-                pool = self.pools[target.provider.name]
-                local = self._local.get(target.provider.name)
-                key_faults = provider_faults = 0
-                while True:
-                    force = forced is not None
-                    got = local.acquire_nowait(force=force) if local else await pool.acquire(force=force)
-                    if got is None:
-                        break
-                    if isinstance(got, Open):
-                        skipped.append((got.retry_in, index))
-                        break
-                    if isinstance(got, float):
-                        earliest = got if earliest is None else min(earliest, got)
-                        break
-                    key = got
-                    remaining = deadline - loop.time()
-                    started = time.perf_counter()
-                    try:
-                        if remaining <= 0:
-                            raise Timeout(f"deadline of {settings.timeout:g} s passed")
-                        result = await attempt(target, key, min(settings.attempt_timeout, remaining))
-                    except UpstreamError as exc:
-                        latency = (time.perf_counter() - started) * 1000
-                        self._own(exc, target, key)
-                        if local:
-                            local.release_nowait(key, exc, latency)
-                        else:
-                            await pool.release(key, exc, latency)
-                        attempts.append(_attempt(target, key, exc, latency))
-                        if log.isEnabledFor(logging.INFO):
-                            log.info("attempt failed: %s", exc)
-                        last = exc
-                        if exc.scope == "request":
-                            if isinstance(exc, ContextTooLong) and target.provider.context_window:
-                                min_window = target.provider.context_window
-                                break
-                            exc.attempts = attempts
-                            raise
-                        if exc.scope == "key":
-                            key_faults += 1
-                            # Next key at once; the bound only stops keys that 429 with no rest at all.
-                            if key_faults > len(await pool.keys()):
-                                break
-                            continue
-                        provider_faults += 1
-                        retry = isinstance(exc, ProviderFault) and exc.retryable and await pool.breaker_closed()
-                        if not retry or provider_faults >= settings.provider_attempts or forced is not None:
-                            break
-                        delay = min(0.2 * 2 ** (provider_faults - 1), 2.0) * (0.5 + self._rng.random() / 2)
-                        if loop.time() + delay >= deadline:
-                            break
-                        await asyncio.sleep(delay)
-                        continue
-                    except BaseException:
-                        await pool.abandon(key)  # cancelled: free the slot, count nothing
-                        raise
-                    latency = (time.perf_counter() - started) * 1000
-                    attempts.append(Attempt(target.provider.name, key.fingerprint, "ok", latency, 200))
-                    return result, Served(target, key, attempts)
+                served = await self._on_target(call, index, target, attempt)
+                if served is not None:
+                    return served
             # Every target was tried or is resting.  Wait for a resting key if it is close.
-            if earliest is not None and waited + earliest <= settings.max_wait and (loop.time() + earliest < deadline):
-                await asyncio.sleep(earliest + 0.001)
-                waited += earliest
+            earliest = call.earliest
+            if earliest is not None and call.waited + earliest <= self.settings.max_wait:
+                if loop.time() + earliest < call.deadline:
+                    await asyncio.sleep(earliest + 0.001)
+                    call.waited += earliest
+                    continue
+            if call.skipped and call.forced is None:
+                call.forced = targets[min(call.skipped)[1]]  # the open provider whose cool-off ends first, once
                 continue
-            if skipped and forced is None:
-                forced = targets[min(skipped)[1]]  # the open provider whose cool-off ends first, once
+            raise await self._failure(call, targets)
+
+    async def _on_target(
+        self, call: _Call, index: int, target: Target, attempt: AttemptFn[T]
+    ) -> tuple[T, Served] | None:
+        """Try ``target``'s keys: its answer, or ``None`` to go on to the next target."""
+        name = target.provider.name
+        store, local = self.pools[name], self._local.get(name)
+        key_faults = provider_faults = 0
+        while True:
+            force = call.forced is not None
+            got = local.acquire_nowait(force=force) if local else await store.acquire(force=force)
+            if not isinstance(got, ApiKey):
+                call.unavailable(got, index)
+                return None
+            outcome = await self._attempt(call, target, got, attempt, store, local)
+            if not isinstance(outcome, UpstreamError):
+                return outcome.value, Served(target, got, call.attempts)
+            exc = outcome
+            if exc.scope == "request":
+                if isinstance(exc, ContextTooLong) and target.provider.context_window:
+                    call.min_window = target.provider.context_window  # only a larger window may serve it
+                    return None
+                exc.attempts = call.attempts
+                raise exc
+            if exc.scope == "key":
+                key_faults += 1
+                # Next key at once; the bound only stops keys that 429 with no rest at all.
+                if key_faults > len(await store.keys()):
+                    return None
                 continue
-            tally = await key_tally(targets, self.pools, attempts, earliest)
-            if earliest is not None and all(a.outcome in _KEY_FAULTS for a in attempts):
-                raise NoKeyAvailable(
-                    f"no key can serve now: {tally}"
-                    + (f" (tried: {'; '.join(map(str, attempts))})" if attempts else ""),
-                    retry_after=earliest,
-                    attempts=attempts,
-                )
-            if not attempts:
-                raise NoKeyAvailable(f"no usable key: {tally}", attempts=attempts)
-            if isinstance(last, ContextTooLong):
-                last.attempts = attempts
-                raise last
-            raise AllProvidersFailed(attempts, last, summary=tally)
+            provider_faults += 1
+            if not await self._retry(call, exc, store, provider_faults):
+                return None
+
+    async def _attempt(
+        self, call: _Call, target: Target, key: ApiKey, attempt: AttemptFn[T], store: KeyStore, local: LocalStore | None
+    ) -> _Ok[T] | UpstreamError:
+        """One attempt on ``key``: its result, or the error it ended in (recorded, key released)."""
+        remaining = call.deadline - asyncio.get_running_loop().time()
+        started = time.perf_counter()
+        try:
+            if remaining <= 0:
+                raise Timeout(f"deadline of {self.settings.timeout:g} s passed")
+            result = await attempt(target, key, min(self.settings.attempt_timeout, remaining))
+        except UpstreamError as exc:
+            latency = (time.perf_counter() - started) * 1000
+            self._own(exc, target, key)
+            if local:
+                local.release_nowait(key, exc, latency)
+            else:
+                await store.release(key, exc, latency)
+            call.attempts.append(_attempt(target, key, exc, latency))
+            if log.isEnabledFor(logging.INFO):
+                log.info("attempt failed: %s", exc)
+            call.last = exc
+            return exc
+        except BaseException:
+            await store.abandon(key)  # cancelled: free the slot, count nothing
+            raise
+        latency = (time.perf_counter() - started) * 1000
+        call.attempts.append(Attempt(target.provider.name, key.fingerprint, "ok", latency, 200))
+        return _Ok(result)
+
+    async def _retry(self, call: _Call, exc: UpstreamError, store: KeyStore, faults: int) -> bool:
+        """After the ``faults``-th provider fault on one target: wait and retry it (True), or move on."""
+        if not exc.retryable or faults >= self.retry.provider_attempts or call.forced is not None:
+            return False
+        if not await store.breaker_closed():
+            return False  # this fault opened the breaker (or a trial failed): no more tries here
+        delay = self.retry.delay(faults, self._rng)
+        if asyncio.get_running_loop().time() + delay >= call.deadline:
+            return False
+        await asyncio.sleep(delay)
+        return True
+
+    async def _failure(self, call: _Call, targets: list[Target]) -> KeywheelError:
+        """The error of a call that nothing could serve."""
+        attempts, earliest, last = call.attempts, call.earliest, call.last
+        tally = await key_tally(targets, self.pools, attempts, earliest)
+        if earliest is not None and all(a.scope == "key" for a in attempts):
+            tried = f" (tried: {'; '.join(map(str, attempts))})" if attempts else ""
+            return NoKeyAvailable(f"no key can serve now: {tally}{tried}", retry_after=earliest, attempts=attempts)
+        if not attempts:
+            return NoKeyAvailable(f"no usable key: {tally}", attempts=attempts)
+        if isinstance(last, ContextTooLong):
+            last.attempts = attempts
+            return last
+        return AllProvidersFailed(attempts, last, summary=tally)
 
     def _own(self, exc: UpstreamError, target: Target, key: ApiKey) -> None:
         """Stamp provider and key on an error, and strip it of every piece of every key."""
@@ -321,9 +381,6 @@ def translated(request: ChatRequest) -> RequestBuilder:
     return build
 
 
-_KEY_FAULTS = frozenset({"RateLimited", "KeyInvalid", "QuotaExhausted"})
-
-
 async def key_tally(
     targets: list[Target], pools: Mapping[str, KeyStore], attempts: list[Attempt], earliest: float | None
 ) -> str:
@@ -335,7 +392,7 @@ async def key_tally(
     met a provider fault.  Runs only on the failure path: it takes a snapshot of each pool."""
     failed_by: dict[str, set[str]] = {}
     for a in attempts:
-        if a.outcome not in _KEY_FAULTS and a.outcome != "ok":
+        if a.scope == "provider" or a.scope == "request":
             failed_by.setdefault(a.key, set()).add(a.outcome)
     providers: list[str] = []
     throttled_providers: list[str] = []
@@ -385,6 +442,7 @@ def _attempt(target: Target, key: ApiKey, exc: UpstreamError, latency_ms: float)
         exc.status,
         exc.message[:200],
         exc.retry_after,
+        exc.scope,
     )
 
 
@@ -419,8 +477,8 @@ class EventStream:
 
     def __init__(
         self,
-        cm: AbstractAsyncContextManager[StreamingResponse],
-        resp: StreamingResponse,
+        cm: AbstractAsyncContextManager[HttpStream],
+        resp: HttpStream,
         target: Target,
         parser: StreamParser,
         passthrough: bool = False,
@@ -448,7 +506,7 @@ class EventStream:
     @classmethod
     async def open(
         cls,
-        transport: Transport,
+        transport: HttpTransport,
         target: Target,
         http: HttpRequest,
         timeout: float,
