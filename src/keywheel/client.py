@@ -21,6 +21,7 @@ import aiohttp
 from keywheel.config import Settings, load_env, settings_from_env
 from keywheel.errors import BadRequest
 from keywheel.messages import from_openai, tool_choice_from_openai, tools_from_openai
+from keywheel.providers import get_adapter
 from keywheel.router import EventStream, Router, Served, Target, translated
 from keywheel.secrets import ApiKey
 from keywheel.state.memory import MemoryStore
@@ -260,7 +261,7 @@ class Wheel:
             raise KeyError(f"provider {provider!r} is not enabled")
         cfg = self.settings.providers[provider]
         label = f"added{len(pool.keys_nowait()) + 1}"
-        api_key = ApiKey(key, provider, label, auth="bearer" if cfg.dialect == "openai" else "key")
+        api_key = ApiKey(key, provider, label, auth=get_adapter(cfg.dialect).key_auth)
         present = pool.keys_nowait()
         if api_key in present:
             raise ValueError(f"that key is already in {provider} as {present[present.index(api_key)]}")

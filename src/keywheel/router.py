@@ -49,7 +49,7 @@ from keywheel.providers import get_adapter
 from keywheel.providers.base import Adapter, Endpoint, HttpRequest, StreamParser
 from keywheel.providers.paths import check_model
 from keywheel.secrets import ApiKey, Redactor, register
-from keywheel.sse import EventTooLarge, SSEDecoder
+from keywheel.sse import EventTooLarge
 from keywheel.state.base import KeyStore, LocalStore, Open
 from keywheel.transport import HttpStream, HttpTransport
 from keywheel.types import Attempt, ChatRequest, Completion, StreamEnd, StreamEvent, Usage
@@ -66,6 +66,10 @@ class Target:
     model: str
     endpoint: Endpoint
     adapter: Adapter
+
+    def speaks(self, dialect: str) -> bool:
+        """Whether the upstream speaks the caller's ``dialect`` (a body in it may pass through)."""
+        return self.provider.speaks(dialect)
 
 
 @dataclass(slots=True)
@@ -340,7 +344,7 @@ class Router:
         idle = self.settings.stream_idle_timeout
 
         async def attempt(target: Target, key: ApiKey, timeout: float) -> EventStream:
-            raw = target.adapter.dialect == passthrough
+            raw = passthrough is not None and target.speaks(passthrough)
             http = build(target, key, True)
             return await EventStream.open(
                 self.transport, target, http, timeout, idle, passthrough=raw, max_bytes=self.settings.max_event_bytes
@@ -446,22 +450,6 @@ def _attempt(target: Target, key: ApiKey, exc: UpstreamError, latency_ms: float)
     )
 
 
-_EVENT_ENDS = (b"\n\n", b"\r\n\r\n", b"\r\r")
-_EVENT_SEPARATORS = (b"\n\n", b"\n\r\n", b"\r\r")
-
-
-def _whole_events(data: bytes) -> tuple[bytes, bytes]:
-    """``data`` split after its last complete SSE event: (what may go out, what must wait)."""
-    if data.endswith(_EVENT_ENDS):
-        return data, b""  # the common case: a read ends where an event does
-    cut = 0
-    for separator in _EVENT_SEPARATORS:
-        at = data.rfind(separator)
-        if at >= 0:
-            cut = max(cut, at + len(separator))
-    return data[:cut], data[cut:]
-
-
 class EventStream:
     """A started upstream stream, read to its first event; iterate for the rest.
 
@@ -471,8 +459,9 @@ class EventStream:
     raised right after them.  Leaving early (``aclose``) closes the upstream
     connection at once and frees the key's in-flight slot.
 
-    Iterate it for canonical events, or call :meth:`raw` to get the upstream's
-    own bytes (pass-through) while they are still parsed for usage and errors.
+    The adapter's framing (SSE so far) cuts the bytes into events.  Iterate it for canonical
+    events, or call :meth:`raw` to get the upstream's own bytes (pass-through) while they are
+    still parsed for usage and errors.
     """
 
     def __init__(
@@ -490,7 +479,8 @@ class EventStream:
         self.response = resp
         self.target = target
         self._parser = parser
-        self._decoder = SSEDecoder(max_bytes)
+        self._framing = target.adapter.framing
+        self._decoder = self._framing.decoder(max_bytes)
         self._chunks = resp.chunks()
         self._first: list[StreamEvent] = []
         self._first_raw: list[bytes] = []
@@ -615,7 +605,7 @@ class EventStream:
                 if first:
                     yield first
                 return
-            send, tail = _whole_events(first)
+            send, tail = self._framing.split(first)
             if send:
                 yield send
             while not self._finished:
@@ -636,7 +626,7 @@ class EventStream:
                 if self._finished:
                     yield data
                     break
-                send, tail = _whole_events(data)
+                send, tail = self._framing.split(data)
                 if send:
                     yield send
         except UpstreamError as exc:
