@@ -443,17 +443,7 @@ class Gateway:
                     await send({"type": "http.response.body", "body": renderer.event(event), "more_body": True})
         except (KeywheelError, Exception, asyncio.CancelledError) as exc:
             # Once the stream has started, errors travel in-band, the dialect's way.
-            if isinstance(exc, asyncio.CancelledError):
-                task = asyncio.current_task()
-                if task is None or task not in self._cut:
-                    raise
-                task.uncancel()
-                err: KeywheelError = ShuttingDown()
-            elif isinstance(exc, KeywheelError):
-                err = exc
-            else:
-                _log_internal(exc, "POST", "(stream)")
-                err = KeywheelError()
+            err = self._in_band(exc)
             if ended:
                 raise  # the response is complete: nothing more may be sent
             renderer = renderer or dialect.stream_renderer(who.target.model, False)
@@ -463,6 +453,19 @@ class Gateway:
         if not ended:
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         return 200
+
+    def _in_band(self, exc: BaseException) -> KeywheelError:
+        """The error a started stream ends with, in-band; re-raises a cancellation not of our drain."""
+        if isinstance(exc, asyncio.CancelledError):
+            task = asyncio.current_task()
+            if task is None or task not in self._cut:
+                raise exc
+            task.uncancel()
+            return ShuttingDown()
+        if isinstance(exc, KeywheelError):
+            return exc
+        _log_internal(exc, "POST", "(stream)")
+        return KeywheelError()
 
     async def _count_tokens(
         self, headers: dict[bytes, bytes], receive: Receive, send: Send, served: list[Served]
