@@ -4,7 +4,8 @@ Per provider in the chain (primary first, then the fallbacks):
 
 - a key fault (rate limited, invalid, out of quota) rotates to the next key at once;
 - a provider fault (5xx, overloaded, timeout, connection error) retries with
-  jittered backoff up to ``provider_attempts`` tries, then fails over;
+  jittered backoff up to ``provider_attempts`` tries (the numbers are a :class:`RetryPolicy`
+  value), then fails over;
 - a request fault (bad request, content filtered) is raised at once — it would
   fail everywhere — except a too-long prompt, which fails over only to a
   provider whose model has a larger known context window.
@@ -21,7 +22,15 @@ come back if that is within ``max_wait``; otherwise it raises
 :class:`NoKeyAvailable` with the time to wait.  Streams fail over only before
 their first event reaches the caller.  One deadline bounds the whole call.
 
-Never holds a lock: the key pools do their own locking, around memory only.
+Each fault is handled by the error's own ``scope`` ("key", "provider", "request") and
+``retryable``, never by its class name.  :meth:`Router.execute` runs rounds over the chain;
+:meth:`Router._on_target` rotates one target's keys; :meth:`Router._attempt` makes one attempt
+and returns its outcome (the result, or the error, already recorded in the key store).  The
+router talks to the keys through the async store seam (:mod:`keywheel.state.base`), without an
+``await`` when the store lives in the process, and to the upstream through the
+:class:`~keywheel.transport.HttpTransport` protocol (a stub in the unit tests).
+
+Never holds a lock: the key stores do their own locking, around memory only.
 """
 
 from __future__ import annotations
