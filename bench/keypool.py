@@ -1,4 +1,4 @@
-"""Key selection: ``KeyPool`` acquire+release pairs per second, by pool size, cooling share and threads.
+"""Key selection: ``MemoryStore`` acquire+release pairs per second, by pool size, cooling share and threads.
 
 One pair is what the router does per successful call: ``acquire()`` a key, then
 ``release(key, None, latency_ms, usage)``. Measured on 1 thread and on 16 threads sharing one pool
@@ -39,8 +39,8 @@ from rich.console import Console
 from rich.table import Table
 
 from keywheel.errors import RateLimited
-from keywheel.keys import KeyPool
 from keywheel.secrets import ApiKey
+from keywheel.state.memory import MemoryStore
 from keywheel.types import Usage
 
 HERE = Path(__file__).resolve().parent
@@ -95,31 +95,33 @@ def cools(index: int, share: float) -> bool:
     return int((index + 1) * share) > int(index * share)
 
 
-def make_pool(shape: PoolShape) -> KeyPool:
+def make_pool(shape: PoolShape) -> MemoryStore:
     keys = [
         ApiKey(f"test-openrouter-{'cool' if cools(i, shape.cooling) else 'key'}-{i + 1}", "openrouter", str(i + 1))
         for i in range(shape.size)
     ]
-    pool = KeyPool("openrouter", keys, throttle_window=-1)
+    pool = MemoryStore("openrouter", keys, throttle_window=-1)
     for _ in range(shape.size):  # one turn of the ring, cooling the chosen keys as a 429 would
-        key = pool.acquire()
+        key = pool.acquire_nowait()
         assert isinstance(key, ApiKey)
         limited = "-cool-" in key.reveal()
-        pool.release(key, RateLimited("bench", retry_after=3600) if limited else None, 1.0, None if limited else USAGE)
-    cooling = sum(1 for k in pool.snapshot()["keys"] if k["state"] == "cooling")
+        pool.release_nowait(
+            key, RateLimited("bench", retry_after=3600) if limited else None, 1.0, None if limited else USAGE
+        )
+    cooling = sum(1 for k in pool.snapshot_nowait()["keys"] if k["state"] == "cooling")
     if cooling != shape.cooled:
         raise RuntimeError(f"{shape.name}: {cooling} keys cool, expected {shape.cooled}")
     return pool
 
 
-def _pairs(pool: KeyPool, count: int) -> None:
-    acquire, release = pool.acquire, pool.release
+def _pairs(pool: MemoryStore, count: int) -> None:
+    acquire, release = pool.acquire_nowait, pool.release_nowait
     for _ in range(count):
         key = acquire()
         release(key, None, 1.0, USAGE)  # type: ignore[arg-type]  # always a key here: none is resting long
 
 
-def pairs_per_s(pool: KeyPool, pairs: int, threads: int) -> float:
+def pairs_per_s(pool: MemoryStore, pairs: int, threads: int) -> float:
     """Acquire+release pairs per second of wall time, ``pairs`` split over ``threads`` threads."""
     if threads == 1:
         started = time.perf_counter()

@@ -20,10 +20,12 @@ import aiohttp
 
 from keywheel.config import Settings, load_env, settings_from_env
 from keywheel.errors import BadRequest
-from keywheel.keys import BreakerPolicy, KeyPool
 from keywheel.messages import from_openai, tool_choice_from_openai, tools_from_openai
+from keywheel.providers import get_adapter
 from keywheel.router import EventStream, Router, Served, Target, translated
 from keywheel.secrets import ApiKey
+from keywheel.state.memory import MemoryStore
+from keywheel.state.rules import BreakerPolicy
 from keywheel.transport import Transport
 from keywheel.types import ChatRequest, ChatResponse, Completion, StreamEvent
 
@@ -86,8 +88,8 @@ class Wheel:
 
     def __init__(self, settings: Settings, *, transport: Transport | None = None) -> None:
         self.settings = settings
-        self.pools: dict[str, KeyPool] = {
-            name: KeyPool(name, cfg.keys, breaker=_breaker_policy(settings))
+        self.pools: dict[str, MemoryStore] = {
+            name: MemoryStore(name, cfg.keys, breaker=_breaker_policy(settings))
             for name, cfg in settings.providers.items()
             if cfg.enabled
         }
@@ -228,7 +230,7 @@ class Wheel:
         providers = []
         for name in self.settings.chain:
             cfg = self.settings.providers[name]
-            snap = self.pools[name].snapshot()
+            snap = self.pools[name].snapshot_nowait()
             snap.update({"dialect": cfg.dialect, "model": cfg.model, "primary": name == self.settings.primary})
             providers.append(snap)
         status = {"primary": self.settings.primary, "chain": list(self.settings.chain), "providers": providers}
@@ -236,7 +238,7 @@ class Wheel:
         redacted: dict[str, Any] = _redacted(status, self.redactor.redact)
         return redacted
 
-    def _pool_of(self, fingerprint: str) -> KeyPool:
+    def _pool_of(self, fingerprint: str) -> MemoryStore:
         provider = fingerprint.split("#", 1)[0]
         pool = self.pools.get(provider)
         if pool is None:
@@ -244,13 +246,13 @@ class Wheel:
         return pool
 
     def disable_key(self, fingerprint: str, reason: str = "disabled by operator") -> None:
-        self._pool_of(fingerprint).disable(fingerprint, self.redactor.redact(reason)[:300])
+        self._pool_of(fingerprint).disable_nowait(fingerprint, self.redactor.redact(reason)[:300])
 
     def enable_key(self, fingerprint: str) -> None:
-        self._pool_of(fingerprint).enable(fingerprint)
+        self._pool_of(fingerprint).enable_nowait(fingerprint)
 
     def remove_key(self, fingerprint: str) -> None:
-        self._pool_of(fingerprint).remove(fingerprint)
+        self._pool_of(fingerprint).remove_nowait(fingerprint)
 
     def add_key(self, provider: str, key: str) -> str:
         """Add a key to an enabled provider's pool; returns its fingerprint."""
@@ -258,12 +260,13 @@ class Wheel:
         if pool is None:
             raise KeyError(f"provider {provider!r} is not enabled")
         cfg = self.settings.providers[provider]
-        label = f"added{len(pool.keys()) + 1}"
-        api_key = ApiKey(key, provider, label, auth="bearer" if cfg.dialect == "openai" else "key")
-        if api_key in pool.keys():
-            raise ValueError(f"that key is already in {provider} as {pool.keys()[pool.keys().index(api_key)]}")
+        label = f"added{len(pool.keys_nowait()) + 1}"
+        api_key = ApiKey(key, provider, label, auth=get_adapter(cfg.dialect).key_auth)
+        present = pool.keys_nowait()
+        if api_key in present:
+            raise ValueError(f"that key is already in {provider} as {present[present.index(api_key)]}")
         self.redactor.add(key)  # before any request can use it
-        pool.add(api_key)
+        pool.add_nowait(api_key)
         cfg.keys.append(api_key)
         return api_key.fingerprint
 

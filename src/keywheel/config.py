@@ -28,28 +28,16 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from keywheel.errors import ConfigError, KeywheelError
+from keywheel.providers import ADAPTERS, PROVIDERS, Provider, get_adapter
 from keywheel.providers.paths import check_model
 from keywheel.secrets import ApiKey
 
 log = logging.getLogger("keywheel.config")
 
-BUILTIN_ORDER = ("anthropic", "gemini", "openrouter")
-
-
-@dataclass(frozen=True, slots=True)
-class Preset:
-    dialect: str
-    base_url: str
-    model: str
-    key_prefix: str  # what a real key of this provider starts with (for a warning only)
-
-
-PRESETS: Mapping[str, Preset] = {
-    "anthropic": Preset("anthropic", "https://api.anthropic.com", "claude-sonnet-4-6", "sk-ant-"),
-    "gemini": Preset("gemini", "https://generativelanguage.googleapis.com", "gemini-2.5-flash", "AIza"),
-    "openrouter": Preset("openai", "https://openrouter.ai/api/v1", "openai/gpt-4o-mini", "sk-or-"),
-    "openai": Preset("openai", "https://api.openai.com/v1", "gpt-4.1-mini", "sk-"),
-}
+# What each known provider is comes from its module (keywheel.providers.PROVIDERS); nothing is repeated here.
+Preset = Provider
+PRESETS: Mapping[str, Provider] = PROVIDERS
+BUILTIN_ORDER = tuple(name for name, p in PROVIDERS.items() if p.on_by_default)
 
 # Known context windows, for failing over a too-long prompt only to a larger window.
 CONTEXT_WINDOWS: tuple[tuple[str, int], ...] = (
@@ -64,7 +52,7 @@ CONTEXT_WINDOWS: tuple[tuple[str, int], ...] = (
     ("glm-4", 128_000),
 )
 
-DIALECTS = ("anthropic", "gemini", "openai")
+DIALECTS = tuple(ADAPTERS)
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -81,6 +69,11 @@ class ProviderConfig:
     enabled: bool
     headers: dict[str, str] = field(default_factory=dict)
     context_window: int | None = None
+
+    def speaks(self, dialect: str) -> bool:
+        """Whether this provider's upstream speaks ``dialect`` (a caller's), so a body in it may
+        pass through.  The one place that question is answered."""
+        return self.dialect == dialect
 
 
 @dataclass(slots=True)
@@ -246,8 +239,9 @@ def _collect_keys(env: Mapping[str, str], name: str, problems: _Problems) -> lis
         for i, value in enumerate(env[listed].split(",")):
             if value.strip() or len(env[listed].split(",")) == 1:
                 found.append((f"{listed}[{i + 1}]", value.strip(), f"k{i + 1}", "key"))
-    if prefix == "ANTHROPIC" and "ANTHROPIC_AUTH_TOKEN" in env:
-        found.append(("ANTHROPIC_AUTH_TOKEN", env["ANTHROPIC_AUTH_TOKEN"], "token", "bearer"))
+    token_var = preset.token_var if (preset := PROVIDERS.get(name)) is not None else None
+    if token_var is not None and token_var in env:
+        found.append((token_var, env[token_var], "token", "bearer"))
 
     keys: list[ApiKey] = []
     seen: dict[str, str] = {}
@@ -265,7 +259,6 @@ def _collect_keys(env: Mapping[str, str], name: str, problems: _Problems) -> lis
             problems.error(var, f"is the same key as {seen[value]}")
             continue
         seen[value] = var
-        # Keys of the openai-dialect providers always go out as Bearer.
         keys.append(ApiKey(value, name, label, auth=auth))
     return keys
 
@@ -292,7 +285,7 @@ def _provider_names(env: Mapping[str, str]) -> list[str]:
 def _provider(env: Mapping[str, str], name: str, problems: _Problems) -> ProviderConfig:
     prefix = name.upper()
     preset = PRESETS.get(name)
-    dialect = env.get(f"{prefix}_DIALECT", "").strip().lower() or (preset.dialect if preset else "openai")
+    dialect = env.get(f"{prefix}_DIALECT", "").strip().lower() or (preset.adapter.dialect if preset else "openai")
     if dialect not in DIALECTS:
         problems.error(f"{prefix}_DIALECT", f"must be one of {', '.join(DIALECTS)}, got {dialect!r}")
         dialect = "openai"
@@ -300,18 +293,16 @@ def _provider(env: Mapping[str, str], name: str, problems: _Problems) -> Provide
     base_url = _url(env, f"{prefix}_BASE_URL", default_url, problems)
     model = env.get(f"{prefix}_MODEL", "").strip() or (preset.model if preset else "")
     keys = _collect_keys(env, name, problems)
-    if dialect == "openai":
+    if get_adapter(dialect).key_auth == "bearer":  # the wire format sends every key as a bearer token
         keys = [ApiKey(k.reveal(), name, k.label, auth="bearer") for k in keys]
     enable_flag = _bool(env, f"ENABLE_{prefix}", problems)
     # Custom providers and the OpenAI preset are on only when asked for.
     default_on = bool(keys) and (name in BUILTIN_ORDER or prefix in _named(env))
     enabled = enable_flag if enable_flag is not None else default_on
     headers: dict[str, str] = {}
-    if name == "openrouter":
-        if env.get("OPENROUTER_APP_URL"):
-            headers["HTTP-Referer"] = env["OPENROUTER_APP_URL"]
-        if env.get("OPENROUTER_APP_TITLE"):
-            headers["X-OpenRouter-Title"] = env["OPENROUTER_APP_TITLE"]
+    for var, header in preset.env_headers if preset else ():
+        if env.get(var):
+            headers[header] = env[var]
     window = int(_number(env, f"{prefix}_CONTEXT_WINDOW", 0, problems, integer=False)) or _known_window(model)
     config = ProviderConfig(name, dialect, base_url, model, keys, enabled, headers, window)
     if enabled:

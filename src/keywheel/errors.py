@@ -57,6 +57,7 @@ class UpstreamError(KeywheelError):
     """A provider's answer (or the lack of one) that was not a success."""
 
     scope: ClassVar[str] = "provider"  # "key" | "provider" | "request"
+    retryable: ClassVar[bool] = False  # worth another try on the same provider (provider faults say so)
 
     def __init__(
         self,

@@ -4,12 +4,13 @@ Per provider in the chain (primary first, then the fallbacks):
 
 - a key fault (rate limited, invalid, out of quota) rotates to the next key at once;
 - a provider fault (5xx, overloaded, timeout, connection error) retries with
-  jittered backoff up to ``provider_attempts`` tries, then fails over;
+  jittered backoff up to ``provider_attempts`` tries (the numbers are a :class:`RetryPolicy`
+  value), then fails over;
 - a request fault (bad request, content filtered) is raised at once — it would
   fail everywhere — except a too-long prompt, which fails over only to a
   provider whose model has a larger known context window.
 
-A provider whose circuit breaker is open (see :mod:`keywheel.keys`) is skipped
+A provider whose circuit breaker is open (see :mod:`keywheel.state.rules`) is skipped
 without a request, and a provider fault stops the retries at once when it opened
 the breaker.  When nothing else could serve the call — every provider is open,
 or the others failed or rest beyond ``max_wait`` — the open provider whose
@@ -21,7 +22,15 @@ come back if that is within ``max_wait``; otherwise it raises
 :class:`NoKeyAvailable` with the time to wait.  Streams fail over only before
 their first event reaches the caller.  One deadline bounds the whole call.
 
-Never holds a lock: the key pools do their own locking, around memory only.
+Each fault is handled by the error's own ``scope`` ("key", "provider", "request") and
+``retryable``, never by its class name.  :meth:`Router.execute` runs rounds over the chain;
+:meth:`Router._on_target` rotates one target's keys; :meth:`Router._attempt` makes one attempt
+and returns its outcome (the result, or the error, already recorded in the key store).  The
+router talks to the keys through the async store seam (:mod:`keywheel.state.base`), without an
+``await`` when the store lives in the process, and to the upstream through the
+:class:`~keywheel.transport.HttpTransport` protocol (a stub in the unit tests).
+
+Never holds a lock: the key stores do their own locking, around memory only.
 """
 
 from __future__ import annotations
@@ -32,8 +41,8 @@ import random
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
-from typing import TypeVar
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
 from keywheel.config import ProviderConfig, Settings
 from keywheel.errors import (
@@ -41,18 +50,17 @@ from keywheel.errors import (
     ContextTooLong,
     KeywheelError,
     NoKeyAvailable,
-    ProviderFault,
     ResponseTooLarge,
     Timeout,
     UpstreamError,
 )
-from keywheel.keys import Open, PoolBackend
 from keywheel.providers import get_adapter
 from keywheel.providers.base import Adapter, Endpoint, HttpRequest, StreamParser
 from keywheel.providers.paths import check_model
 from keywheel.secrets import ApiKey, Redactor, register
-from keywheel.sse import EventTooLarge, SSEDecoder
-from keywheel.transport import StreamingResponse, Transport
+from keywheel.sse import EventTooLarge
+from keywheel.state.base import KeyStore, LocalStore, Open
+from keywheel.transport import HttpStream, HttpTransport
 from keywheel.types import Attempt, ChatRequest, Completion, StreamEnd, StreamEvent, Usage
 
 T = TypeVar("T")
@@ -68,6 +76,10 @@ class Target:
     endpoint: Endpoint
     adapter: Adapter
 
+    def speaks(self, dialect: str) -> bool:
+        """Whether the upstream speaks the caller's ``dialect`` (a body in it may pass through)."""
+        return self.provider.speaks(dialect)
+
 
 @dataclass(slots=True)
 class Served:
@@ -76,6 +88,51 @@ class Served:
     target: Target
     key: ApiKey
     attempts: list[Attempt]
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How a provider fault is retried on the same provider before failing over.
+
+    The n-th retry waits ``min(backoff_base * 2 ** (n - 1), backoff_cap)``, scaled by a random
+    factor in ``[1 - jitter, 1)``.  ``provider_attempts`` comes from ``KEYWHEEL_PROVIDER_ATTEMPTS``."""
+
+    provider_attempts: int = 2  # tries of one provider on provider faults (the first one included)
+    backoff_base: float = 0.2
+    backoff_cap: float = 2.0
+    jitter: float = 0.5
+
+    def delay(self, faults: int, rng: random.Random) -> float:
+        """Seconds to wait after the ``faults``-th provider fault in a row."""
+        return min(self.backoff_base * 2.0 ** (faults - 1), self.backoff_cap) * (
+            1 - self.jitter + self.jitter * rng.random()
+        )
+
+
+@dataclass(slots=True)
+class _Call:
+    """The state of one :meth:`Router.execute` across its rounds over the chain."""
+
+    deadline: float  # on the loop's clock
+    attempts: list[Attempt] = field(default_factory=list)
+    waited: float = 0.0  # seconds slept for resting keys
+    min_window: int | None = None  # set after a too-long prompt: only larger windows may serve
+    last: UpstreamError | None = None
+    forced: Target | None = None  # tried past its open breaker: nothing else could serve
+    earliest: float | None = None  # this round: seconds until the first resting key returns
+    skipped: list[tuple[float, int]] = field(default_factory=list)  # this round: (seconds to trial, index) if open
+
+    def unavailable(self, got: float | Open | None, index: int) -> None:
+        """The target at ``index`` gave no key this round: ``got`` says why."""
+        if isinstance(got, Open):
+            self.skipped.append((got.retry_in, index))
+        elif got is not None:
+            self.earliest = got if self.earliest is None else min(self.earliest, got)
+
+
+@dataclass(slots=True)
+class _Ok(Generic[T]):
+    value: T
 
 
 # What one attempt does with a chosen target and key; raises UpstreamError on failure.
@@ -88,16 +145,20 @@ class Router:
     def __init__(
         self,
         settings: Settings,
-        pools: Mapping[str, PoolBackend],
-        transport: Transport,
+        pools: Mapping[str, KeyStore],
+        transport: HttpTransport,
         *,
         rng: random.Random | None = None,
         redactor: Redactor | None = None,
+        retry: RetryPolicy | None = None,
     ) -> None:
         self.settings = settings
+        self.retry = retry or RetryPolicy(provider_attempts=settings.provider_attempts)
         # Every upstream error text is stripped of key pieces before anything sees it.
         self.redactor = register(redactor or redactor_for(settings))
         self.pools = pools
+        # Stores in this process are called without an await on the hot path (see keywheel.state.base).
+        self._local: dict[str, LocalStore] = {n: p for n, p in pools.items() if isinstance(p, LocalStore)}
         self.transport = transport
         self._rng = rng or random.Random()
         self._chains: dict[tuple[str | None, str | None, bool], list[Target]] = {}
@@ -138,96 +199,115 @@ class Router:
 
     async def execute(self, targets: list[Target], attempt: AttemptFn[T]) -> tuple[T, Served]:
         """Run ``attempt`` over ``targets`` and their keys until one succeeds."""
-        settings = self.settings
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + settings.timeout
-        attempts: list[Attempt] = []
-        waited = 0.0
-        min_window: int | None = None  # set after a too-long prompt
-        last: KeywheelError | None = None
-        forced: Target | None = None  # tried past its open breaker: nothing else could serve
+        call = _Call(loop.time() + self.settings.timeout)
         while True:
-            earliest: float | None = None
-            skipped: list[tuple[float, int]] = []  # (seconds to its trial, index) of each open provider
-            for index, target in enumerate(targets if forced is None else [forced]):
-                if min_window is not None and (target.provider.context_window or 0) <= min_window:
+            call.earliest, call.skipped = None, []
+            for index, target in enumerate(targets if call.forced is None else [call.forced]):
+                if call.min_window is not None and (target.provider.context_window or 0) <= call.min_window:
                     continue
-                pool = self.pools[target.provider.name]
-                key_faults = provider_faults = 0
-                while True:
-                    got = pool.acquire(force=forced is not None)
-                    if got is None:
-                        break
-                    if isinstance(got, Open):
-                        skipped.append((got.retry_in, index))
-                        break
-                    if isinstance(got, float):
-                        earliest = got if earliest is None else min(earliest, got)
-                        break
-                    key = got
-                    remaining = deadline - loop.time()
-                    started = time.perf_counter()
-                    try:
-                        if remaining <= 0:
-                            raise Timeout(f"deadline of {settings.timeout:g} s passed")
-                        result = await attempt(target, key, min(settings.attempt_timeout, remaining))
-                    except UpstreamError as exc:
-                        latency = (time.perf_counter() - started) * 1000
-                        self._own(exc, target, key)
-                        pool.release(key, exc, latency)
-                        attempts.append(_attempt(target, key, exc, latency))
-                        if log.isEnabledFor(logging.INFO):
-                            log.info("attempt failed: %s", exc)
-                        last = exc
-                        if exc.scope == "request":
-                            if isinstance(exc, ContextTooLong) and target.provider.context_window:
-                                min_window = target.provider.context_window
-                                break
-                            exc.attempts = attempts
-                            raise
-                        if exc.scope == "key":
-                            key_faults += 1
-                            # Next key at once; the bound only stops keys that 429 with no rest at all.
-                            if key_faults > len(pool.keys()):
-                                break
-                            continue
-                        provider_faults += 1
-                        retry = isinstance(exc, ProviderFault) and exc.retryable and pool.breaker_closed()
-                        if not retry or provider_faults >= settings.provider_attempts or forced is not None:
-                            break
-                        delay = min(0.2 * 2 ** (provider_faults - 1), 2.0) * (0.5 + self._rng.random() / 2)
-                        if loop.time() + delay >= deadline:
-                            break
-                        await asyncio.sleep(delay)
-                        continue
-                    except BaseException:
-                        pool.abandon(key)  # cancelled: free the slot, count nothing
-                        raise
-                    latency = (time.perf_counter() - started) * 1000
-                    attempts.append(Attempt(target.provider.name, key.fingerprint, "ok", latency, 200))
-                    return result, Served(target, key, attempts)
+                served = await self._on_target(call, index, target, attempt)
+                if served is not None:
+                    return served
             # Every target was tried or is resting.  Wait for a resting key if it is close.
-            if earliest is not None and waited + earliest <= settings.max_wait and (loop.time() + earliest < deadline):
-                await asyncio.sleep(earliest + 0.001)
-                waited += earliest
+            earliest = call.earliest
+            if earliest is not None and call.waited + earliest <= self.settings.max_wait:
+                if loop.time() + earliest < call.deadline:
+                    await asyncio.sleep(earliest + 0.001)
+                    call.waited += earliest
+                    continue
+            if call.skipped and call.forced is None:
+                call.forced = targets[min(call.skipped)[1]]  # the open provider whose cool-off ends first, once
                 continue
-            if skipped and forced is None:
-                forced = targets[min(skipped)[1]]  # the open provider whose cool-off ends first, once
+            raise await self._failure(call, targets)
+
+    async def _on_target(
+        self, call: _Call, index: int, target: Target, attempt: AttemptFn[T]
+    ) -> tuple[T, Served] | None:
+        """Try ``target``'s keys: its answer, or ``None`` to go on to the next target."""
+        name = target.provider.name
+        store, local = self.pools[name], self._local.get(name)
+        key_faults = provider_faults = 0
+        while True:
+            force = call.forced is not None
+            got = local.acquire_nowait(force=force) if local else await store.acquire(force=force)
+            if not isinstance(got, ApiKey):
+                call.unavailable(got, index)
+                return None
+            outcome = await self._attempt(call, target, got, attempt, store, local)
+            if not isinstance(outcome, UpstreamError):
+                return outcome.value, Served(target, got, call.attempts)
+            exc = outcome
+            if exc.scope == "request":
+                if isinstance(exc, ContextTooLong) and target.provider.context_window:
+                    call.min_window = target.provider.context_window  # only a larger window may serve it
+                    return None
+                exc.attempts = call.attempts
+                raise exc
+            if exc.scope == "key":
+                key_faults += 1
+                # Next key at once; the bound only stops keys that 429 with no rest at all.
+                if key_faults > len(await store.keys()):
+                    return None
                 continue
-            tally = key_tally(targets, self.pools, attempts, earliest)
-            if earliest is not None and all(a.outcome in _KEY_FAULTS for a in attempts):
-                raise NoKeyAvailable(
-                    f"no key can serve now: {tally}"
-                    + (f" (tried: {'; '.join(map(str, attempts))})" if attempts else ""),
-                    retry_after=earliest,
-                    attempts=attempts,
-                )
-            if not attempts:
-                raise NoKeyAvailable(f"no usable key: {tally}", attempts=attempts)
-            if isinstance(last, ContextTooLong):
-                last.attempts = attempts
-                raise last
-            raise AllProvidersFailed(attempts, last, summary=tally)
+            provider_faults += 1
+            if not await self._retry(call, exc, store, provider_faults):
+                return None
+
+    async def _attempt(
+        self, call: _Call, target: Target, key: ApiKey, attempt: AttemptFn[T], store: KeyStore, local: LocalStore | None
+    ) -> _Ok[T] | UpstreamError:
+        """One attempt on ``key``: its result, or the error it ended in (recorded, key released)."""
+        remaining = call.deadline - asyncio.get_running_loop().time()
+        started = time.perf_counter()
+        try:
+            if remaining <= 0:
+                raise Timeout(f"deadline of {self.settings.timeout:g} s passed")
+            result = await attempt(target, key, min(self.settings.attempt_timeout, remaining))
+        except UpstreamError as exc:
+            latency = (time.perf_counter() - started) * 1000
+            self._own(exc, target, key)
+            if local:
+                local.release_nowait(key, exc, latency)
+            else:
+                await store.release(key, exc, latency)
+            call.attempts.append(_attempt(target, key, exc, latency))
+            if log.isEnabledFor(logging.INFO):
+                log.info("attempt failed: %s", exc)
+            call.last = exc
+            return exc
+        except BaseException:
+            await store.abandon(key)  # cancelled: free the slot, count nothing
+            raise
+        latency = (time.perf_counter() - started) * 1000
+        call.attempts.append(Attempt(target.provider.name, key.fingerprint, "ok", latency, 200))
+        return _Ok(result)
+
+    async def _retry(self, call: _Call, exc: UpstreamError, store: KeyStore, faults: int) -> bool:
+        """After the ``faults``-th provider fault on one target: wait and retry it (True), or move on."""
+        if not exc.retryable or faults >= self.retry.provider_attempts or call.forced is not None:
+            return False
+        if not await store.breaker_closed():
+            return False  # this fault opened the breaker (or a trial failed): no more tries here
+        delay = self.retry.delay(faults, self._rng)
+        if asyncio.get_running_loop().time() + delay >= call.deadline:
+            return False
+        await asyncio.sleep(delay)
+        return True
+
+    async def _failure(self, call: _Call, targets: list[Target]) -> KeywheelError:
+        """The error of a call that nothing could serve."""
+        attempts, earliest, last = call.attempts, call.earliest, call.last
+        tally = await key_tally(targets, self.pools, attempts, earliest)
+        if earliest is not None and all(a.scope == "key" for a in attempts):
+            tried = f" (tried: {'; '.join(map(str, attempts))})" if attempts else ""
+            return NoKeyAvailable(f"no key can serve now: {tally}{tried}", retry_after=earliest, attempts=attempts)
+        if not attempts:
+            return NoKeyAvailable(f"no usable key: {tally}", attempts=attempts)
+        if isinstance(last, ContextTooLong):
+            last.attempts = attempts
+            return last
+        return AllProvidersFailed(attempts, last, summary=tally)
 
     def _own(self, exc: UpstreamError, target: Target, key: ApiKey) -> None:
         """Stamp provider and key on an error, and strip it of every piece of every key."""
@@ -243,10 +323,14 @@ class Router:
             raise target.adapter.classify_error(resp.status, resp.headers, resp.body)
         return resp.body
 
-    def settle(self, served: Served, usage: Usage | None) -> None:
+    async def settle(self, served: Served, usage: Usage | None) -> None:
         """Record the success of a non-streaming call (execute() leaves the key in flight)."""
-        pool = self.pools[served.target.provider.name]
-        pool.release(served.key, None, served.attempts[-1].latency_ms, usage)
+        name = served.target.provider.name
+        local = self._local.get(name)
+        if local:
+            local.release_nowait(served.key, None, served.attempts[-1].latency_ms, usage)
+        else:
+            await self.pools[name].release(served.key, None, served.attempts[-1].latency_ms, usage)
 
     async def complete(self, targets: list[Target], build: RequestBuilder) -> tuple[Completion, bytes, Served]:
         """A non-streaming call: the parsed completion, the raw upstream body, and who served it."""
@@ -256,7 +340,7 @@ class Router:
             return target.adapter.parse_response(body), body
 
         (completion, body), served = await self.execute(targets, attempt)
-        self.settle(served, completion.usage)
+        await self.settle(served, completion.usage)
         return completion, body, served
 
     async def open_stream(
@@ -269,7 +353,7 @@ class Router:
         idle = self.settings.stream_idle_timeout
 
         async def attempt(target: Target, key: ApiKey, timeout: float) -> EventStream:
-            raw = target.adapter.dialect == passthrough
+            raw = passthrough is not None and target.speaks(passthrough)
             http = build(target, key, True)
             return await EventStream.open(
                 self.transport, target, http, timeout, idle, passthrough=raw, max_bytes=self.settings.max_event_bytes
@@ -278,7 +362,7 @@ class Router:
         stream, served = await self.execute(targets, attempt)
         pool = self.pools[served.target.provider.name]
         stream.bind(served, pool, self.redactor)
-        pool.answered(served.key)  # the provider is up: its first event is in (closes an open breaker)
+        await pool.answered(served.key)  # the provider is up: its first event is in (closes an open breaker)
         return stream
 
 
@@ -310,11 +394,8 @@ def translated(request: ChatRequest) -> RequestBuilder:
     return build
 
 
-_KEY_FAULTS = frozenset({"RateLimited", "KeyInvalid", "QuotaExhausted"})
-
-
-def key_tally(
-    targets: list[Target], pools: Mapping[str, PoolBackend], attempts: list[Attempt], earliest: float | None
+async def key_tally(
+    targets: list[Target], pools: Mapping[str, KeyStore], attempts: list[Attempt], earliest: float | None
 ) -> str:
     """What every key of a failed call's providers is doing, counted truthfully.
 
@@ -324,7 +405,7 @@ def key_tally(
     met a provider fault.  Runs only on the failure path: it takes a snapshot of each pool."""
     failed_by: dict[str, set[str]] = {}
     for a in attempts:
-        if a.outcome not in _KEY_FAULTS and a.outcome != "ok":
+        if a.scope == "provider" or a.scope == "request":
             failed_by.setdefault(a.key, set()).add(a.outcome)
     providers: list[str] = []
     throttled_providers: list[str] = []
@@ -335,7 +416,7 @@ def key_tally(
         if name in providers or name not in pools:
             continue
         providers.append(name)
-        snap = pools[name].snapshot()
+        snap = await pools[name].snapshot()
         throttled = bool(snap.get("throttled_for"))
         if throttled:
             throttled_providers.append(name)
@@ -374,23 +455,8 @@ def _attempt(target: Target, key: ApiKey, exc: UpstreamError, latency_ms: float)
         exc.status,
         exc.message[:200],
         exc.retry_after,
+        exc.scope,
     )
-
-
-_EVENT_ENDS = (b"\n\n", b"\r\n\r\n", b"\r\r")
-_EVENT_SEPARATORS = (b"\n\n", b"\n\r\n", b"\r\r")
-
-
-def _whole_events(data: bytes) -> tuple[bytes, bytes]:
-    """``data`` split after its last complete SSE event: (what may go out, what must wait)."""
-    if data.endswith(_EVENT_ENDS):
-        return data, b""  # the common case: a read ends where an event does
-    cut = 0
-    for separator in _EVENT_SEPARATORS:
-        at = data.rfind(separator)
-        if at >= 0:
-            cut = max(cut, at + len(separator))
-    return data[:cut], data[cut:]
 
 
 class EventStream:
@@ -402,14 +468,15 @@ class EventStream:
     raised right after them.  Leaving early (``aclose``) closes the upstream
     connection at once and frees the key's in-flight slot.
 
-    Iterate it for canonical events, or call :meth:`raw` to get the upstream's
-    own bytes (pass-through) while they are still parsed for usage and errors.
+    The adapter's framing (SSE so far) cuts the bytes into events.  Iterate it for canonical
+    events, or call :meth:`raw` to get the upstream's own bytes (pass-through) while they are
+    still parsed for usage and errors.
     """
 
     def __init__(
         self,
-        cm: AbstractAsyncContextManager[StreamingResponse],
-        resp: StreamingResponse,
+        cm: AbstractAsyncContextManager[HttpStream],
+        resp: HttpStream,
         target: Target,
         parser: StreamParser,
         passthrough: bool = False,
@@ -421,13 +488,14 @@ class EventStream:
         self.response = resp
         self.target = target
         self._parser = parser
-        self._decoder = SSEDecoder(max_bytes)
+        self._framing = target.adapter.framing
+        self._decoder = self._framing.decoder(max_bytes)
         self._chunks = resp.chunks()
         self._first: list[StreamEvent] = []
         self._first_raw: list[bytes] = []
         self._held: UpstreamError | None = None  # an error that came right behind the first events
         self._served: Served | None = None
-        self._pool: PoolBackend | None = None
+        self._pool: KeyStore | None = None
         self._redactor: Redactor | None = None
         self._started = time.perf_counter()
         self._usage: Usage | None = None
@@ -437,7 +505,7 @@ class EventStream:
     @classmethod
     async def open(
         cls,
-        transport: Transport,
+        transport: HttpTransport,
         target: Target,
         http: HttpRequest,
         timeout: float,
@@ -492,7 +560,7 @@ class EventStream:
                 self._stamp(event)
         return events
 
-    def bind(self, served: Served, pool: PoolBackend, redactor: Redactor | None = None) -> None:
+    def bind(self, served: Served, pool: KeyStore, redactor: Redactor | None = None) -> None:
         self._served, self._pool, self._redactor = served, pool, redactor
         for event in self._first:
             if isinstance(event, StreamEnd):
@@ -546,7 +614,7 @@ class EventStream:
                 if first:
                     yield first
                 return
-            send, tail = _whole_events(first)
+            send, tail = self._framing.split(first)
             if send:
                 yield send
             while not self._finished:
@@ -567,7 +635,7 @@ class EventStream:
                 if self._finished:
                     yield data
                     break
-                send, tail = _whole_events(data)
+                send, tail = self._framing.split(data)
                 if send:
                     yield send
         except UpstreamError as exc:
@@ -608,11 +676,11 @@ class EventStream:
             return
         latency = (time.perf_counter() - self._started) * 1000
         if error is not None:
-            self._pool.release(self._served.key, error, latency)
+            await self._pool.release(self._served.key, error, latency)
         elif self._finished:
-            self._pool.release(self._served.key, None, latency, self._usage)
+            await self._pool.release(self._served.key, None, latency, self._usage)
         else:
-            self._pool.abandon(self._served.key)
+            await self._pool.abandon(self._served.key)
 
     async def aclose(self) -> None:
         """Stop reading: close the upstream connection and free the key."""

@@ -100,3 +100,30 @@ def _event(block: bytes) -> SSEEvent | None:
     if not data and name is None:
         return None
     return SSEEvent(name, "\n".join(data))
+
+
+_EVENT_ENDS = (b"\n\n", b"\r\n\r\n", b"\r\r")
+_EVENT_SEPARATORS = (b"\n\n", b"\n\r\n", b"\r\r")
+
+
+class SSEFraming:
+    """Server-Sent Events as a stream framing (see :class:`keywheel.providers.base.Framing`)."""
+
+    name = "sse"
+
+    def decoder(self, max_event_bytes: int | None = None) -> SSEDecoder:
+        return SSEDecoder(max_event_bytes)
+
+    def split(self, data: bytes) -> tuple[bytes, bytes]:
+        """``data`` split after its last complete event: (what may go out, what must wait)."""
+        if data.endswith(_EVENT_ENDS):
+            return data, b""  # the common case: a read ends where an event does
+        cut = 0
+        for separator in _EVENT_SEPARATORS:
+            at = data.rfind(separator)
+            if at >= 0:
+                cut = max(cut, at + len(separator))
+        return data[:cut], data[cut:]
+
+
+SSE = SSEFraming()

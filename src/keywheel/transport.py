@@ -15,8 +15,9 @@ from __future__ import annotations
 import asyncio
 import weakref
 from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
+from typing import Protocol
 
 import aiohttp
 
@@ -29,6 +30,31 @@ class HttpResponse:
     status: int
     headers: Mapping[str, str]
     body: bytes
+
+
+class HttpStream(Protocol):
+    """An upstream answer whose body comes in chunks (what :meth:`HttpTransport.stream` yields)."""
+
+    status: int
+    headers: Mapping[str, str]
+
+    async def read(self, max_bytes: int | None = None) -> bytes:
+        """The whole body (an error's), bounded by ``max_bytes``."""
+
+    def chunks(self) -> AsyncIterator[bytes]:
+        """The body's chunks as they come."""
+
+
+class HttpTransport(Protocol):
+    """What the router needs of an HTTP client: the seam a test stub (no sockets) fills."""
+
+    async def send(self, request: HttpRequest, timeout: float, max_bytes: int | None = None) -> HttpResponse:
+        """One request, its body read whole; past ``max_bytes`` raises :class:`ResponseTooLarge`."""
+
+    def stream(
+        self, request: HttpRequest, timeout: float, idle_timeout: float
+    ) -> AbstractAsyncContextManager[HttpStream]:
+        """Open a streaming request (``timeout`` to the status line, ``idle_timeout`` per chunk)."""
 
 
 class StreamingResponse:

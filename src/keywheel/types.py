@@ -108,6 +108,7 @@ class Attempt:
     status: int | None = None
     detail: str = ""
     retry_after: float | None = None  # how long the upstream asked this key (or provider) to rest
+    scope: str | None = None  # the error's: "key" | "provider" | "request" (None: ok)
 
     def __str__(self) -> str:
         status = f" {self.status}" if self.status is not None else ""

@@ -195,7 +195,7 @@ def test_leak_scan_of_library_calls_through_every_fault(
                         texts += [repr(vars(exc))] + [repr(a) for a in getattr(exc, "attempts", [])]
             texts.append(json.dumps(wheel.status()))
             for pool in wheel.pools.values():
-                for key in pool.keys():
+                for key in pool.keys_nowait():
                     wheel.enable_key(key.fingerprint)
     finally:
         wheel.close()

@@ -101,7 +101,7 @@ def test_library_partial_echo_leaves_no_piece(
                         texts += [repr(a) for a in getattr(exc, "attempts", [])]
                     texts.append(json.dumps(wheel.status()))
                     for pool in wheel.pools.values():
-                        for k in pool.keys():
+                        for k in pool.keys_nowait():
                             wheel.enable_key(k.fingerprint)
     finally:
         wheel.close()

@@ -45,6 +45,7 @@ from keywheel.client import Wheel, _response
 from keywheel.errors import BadRequest, KeywheelError, RequestFault, ShuttingDown, UpstreamError
 from keywheel.gateway.dialects import DIALECTS, Dialect
 from keywheel.gateway.dialects.base import InboundRequest, check_depth, unencodable
+from keywheel.providers import FAMILIES
 from keywheel.providers._common import dumps as _dumps
 from keywheel.providers.base import HttpRequest
 from keywheel.providers.paths import check_model
@@ -73,8 +74,6 @@ LANDING = (
 AUTO_MODELS = frozenset({"", "auto", "keywheel", "default"})
 JSON_HEADERS = [(b"content-type", b"application/json")]
 SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
-# Model-name families that point at a provider when a bare name is given.
-FAMILIES = (("claude", "anthropic"), ("gemini", "gemini"), ("gpt-", "openai"), ("o1", "openai"), ("o3", "openai"))
 
 
 class HttpError(Exception):
@@ -226,7 +225,7 @@ class Gateway:
 
     def _same_dialect(self, err: UpstreamError, dialect: Dialect) -> bool:
         provider = self.settings.providers.get(err.provider)
-        return provider is not None and provider.dialect == dialect.name
+        return provider is not None and provider.speaks(dialect.name)
 
     # ---------------------------------------------------------------- routing
 
@@ -400,7 +399,7 @@ class Gateway:
     ) -> int:
         completion, body, who = await self.wheel.router.complete(targets, build)
         served.append(who)
-        if who.target.adapter.dialect != dialect.name:
+        if not who.target.speaks(dialect.name):
             answer = _response(completion, who)  # names the model that served, not the caller's "auto"
             body = orjson.dumps(dialect.render_response(answer, answer.model))
         await _respond(send, 200, body, _served_headers(who))
@@ -421,7 +420,7 @@ class Gateway:
         # A translated stream names the model asked of the provider that serves it, not the caller's "auto".
         renderer = (
             None
-            if who.target.adapter.dialect == dialect.name
+            if who.target.speaks(dialect.name)
             else dialect.stream_renderer(who.target.model, request.include_usage())
         )
         await send(
@@ -444,17 +443,7 @@ class Gateway:
                     await send({"type": "http.response.body", "body": renderer.event(event), "more_body": True})
         except (KeywheelError, Exception, asyncio.CancelledError) as exc:
             # Once the stream has started, errors travel in-band, the dialect's way.
-            if isinstance(exc, asyncio.CancelledError):
-                task = asyncio.current_task()
-                if task is None or task not in self._cut:
-                    raise
-                task.uncancel()
-                err: KeywheelError = ShuttingDown()
-            elif isinstance(exc, KeywheelError):
-                err = exc
-            else:
-                _log_internal(exc, "POST", "(stream)")
-                err = KeywheelError()
+            err = self._in_band(exc)
             if ended:
                 raise  # the response is complete: nothing more may be sent
             renderer = renderer or dialect.stream_renderer(who.target.model, False)
@@ -464,6 +453,19 @@ class Gateway:
         if not ended:
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         return 200
+
+    def _in_band(self, exc: BaseException) -> KeywheelError:
+        """The error a started stream ends with, in-band; re-raises a cancellation not of our drain."""
+        if isinstance(exc, asyncio.CancelledError):
+            task = asyncio.current_task()
+            if task is None or task not in self._cut:
+                raise exc
+            task.uncancel()
+            return ShuttingDown()
+        if isinstance(exc, KeywheelError):
+            return exc
+        _log_internal(exc, "POST", "(stream)")
+        return KeywheelError()
 
     async def _count_tokens(
         self, headers: dict[bytes, bytes], receive: Receive, send: Send, served: list[Served]
@@ -509,7 +511,7 @@ class Gateway:
 
         router = self.wheel.router
         answer, who = await router.execute(targets, attempt)
-        router.settle(who, None)
+        await router.settle(who, None)
         served.append(who)
         await _respond(send, 200, answer, _served_headers(who))
         return 200
@@ -704,12 +706,12 @@ class _Request:
         it can serve still goes there; with none such, the translation's 400 names the field.
         """
         same = self.dialect.name
-        if all(t.adapter.dialect == same for t in targets):
+        if all(t.speaks(same) for t in targets):
             return targets
         try:
             self.inbound().check_translatable()
         except BadRequest as exc:
-            passthrough = [t for t in targets if t.adapter.dialect == same]
+            passthrough = [t for t in targets if t.speaks(same)]
             if not passthrough:
                 raise
             log.debug("only pass-through targets can take this request: %s", exc.message)
@@ -732,7 +734,7 @@ def _builder(dialect: Dialect, request: _Request, forwarded: dict[str, str]) -> 
 
     def build(target: Target, key: ApiKey, stream: bool) -> HttpRequest:
         adapter = target.adapter
-        if adapter.dialect == same:
+        if target.speaks(same):
             if _unchanged(same, request.body, target.model, stream):
                 http = adapter.build_raw_request(target.endpoint, key, _EMPTY, target.model, stream=stream)
                 http.body = request.raw

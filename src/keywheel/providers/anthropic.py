@@ -38,10 +38,10 @@ from keywheel.providers._common import (
     truncate,
     upstream_message,
 )
-from keywheel.providers.base import Endpoint, HttpRequest
+from keywheel.providers.base import Endpoint, Framing, HttpRequest, Provider
 from keywheel.providers.timing import explicit_retry_after, ratelimit_reset_after
 from keywheel.secrets import ApiKey
-from keywheel.sse import SSEEvent
+from keywheel.sse import SSE, SSEEvent
 from keywheel.types import (
     ChatRequest,
     Completion,
@@ -322,6 +322,8 @@ class AnthropicAdapter:
     """The Messages API: ``POST {base}/v1/messages``."""
 
     dialect = "anthropic"
+    key_auth = "key"
+    framing: Framing = SSE
 
     def build_request(
         self, endpoint: Endpoint, key: ApiKey, request: ChatRequest, model: str, *, stream: bool
@@ -372,3 +374,14 @@ class AnthropicAdapter:
 
 def _url(endpoint: Endpoint, path: str) -> str:
     return endpoint.base_url.rstrip("/") + path
+
+
+PROVIDER = Provider(
+    "anthropic",
+    AnthropicAdapter(),
+    base_url="https://api.anthropic.com",
+    model="claude-sonnet-4-6",
+    key_prefix="sk-ant-",
+    families=("claude",),
+    token_var="ANTHROPIC_AUTH_TOKEN",  # GLM and other Anthropic-compatible hosts take a bearer token
+)

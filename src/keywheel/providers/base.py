@@ -3,9 +3,11 @@
 Adapters are pure.  They build an :class:`HttpRequest`, parse a response body,
 parse a stream event by event, and classify an error answer into the taxonomy
 of :mod:`keywheel.errors`.  They never send anything themselves: the router
-sends through the one shared :mod:`keywheel.transport`.  Adding a provider is
-one module implementing :class:`Adapter` plus one line in
-:data:`keywheel.providers.ADAPTERS`.
+sends through the one shared :mod:`keywheel.transport`.
+
+A provider is one module that declares a :class:`Provider` — its wire format (an adapter),
+default base URL and model, key shape, model families — plus one line in
+:data:`keywheel.providers.PROVIDERS`.  Every other module reads those facts from there.
 """
 
 from __future__ import annotations
@@ -53,9 +55,33 @@ class StreamParser(Protocol):
         :class:`~keywheel.errors.NetworkError` if the stream was cut short."""
 
 
+class FrameDecoder(Protocol):
+    """Bytes of a stream in, whole events out (raises ``EventTooLarge`` past its bound)."""
+
+    def feed(self, chunk: bytes) -> list[SSEEvent]: ...
+    def close(self) -> list[SSEEvent]: ...
+
+
+class Framing(Protocol):
+    """How a stream's bytes are cut into events: SSE (:data:`keywheel.sse.SSE`) for every
+    provider so far; another framing (AWS event-stream) is another implementation."""
+
+    name: str
+
+    def decoder(self, max_event_bytes: int | None = None) -> FrameDecoder:
+        """A fresh decoder for one stream."""
+
+    def split(self, data: bytes) -> tuple[bytes, bytes]:
+        """``data`` cut after its last whole event: (what may go out as it is, what must wait)."""
+
+
 class Adapter(Protocol):
     #: the wire format: "anthropic" | "gemini" | "openai"
     dialect: str
+    #: how a plain key of this wire format is sent: "key" (its own header) or "bearer"
+    key_auth: str
+    #: how its streams are framed
+    framing: Framing
 
     def build_request(
         self, endpoint: Endpoint, key: ApiKey, request: ChatRequest, model: str, *, stream: bool
@@ -76,3 +102,18 @@ class Adapter(Protocol):
 
     def probe_request(self, endpoint: Endpoint, key: ApiKey) -> HttpRequest:
         """A cheap request that succeeds iff the key works (e.g. list models)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Provider:
+    """Everything keywheel knows of one provider, declared in the provider's own module."""
+
+    name: str  # the configuration prefix, lower case: GEMINI_API_KEY_1 -> "gemini"
+    adapter: Adapter  # its wire format
+    base_url: str  # the default of <NAME>_BASE_URL, in the official SDK's convention
+    model: str  # the default of <NAME>_MODEL
+    key_prefix: str  # what a real key starts with (for a configuration warning only)
+    on_by_default: bool = True  # enabled when it has keys (else only when ENABLE_<NAME> or named)
+    families: tuple[str, ...] = ()  # bare model names starting so go to it: ("claude",)
+    token_var: str | None = None  # a variable holding a bearer token instead of a key
+    env_headers: tuple[tuple[str, str], ...] = ()  # (variable, header): static headers taken from the environment

@@ -41,11 +41,11 @@ from keywheel.providers._common import (
     truncate,
     upstream_message,
 )
-from keywheel.providers.base import Endpoint, HttpRequest
+from keywheel.providers.base import Endpoint, Framing, HttpRequest, Provider
 from keywheel.providers.paths import gemini_model_path
 from keywheel.providers.timing import explicit_retry_after, parse_duration, seconds_until_pacific_midnight
 from keywheel.secrets import ApiKey
-from keywheel.sse import SSEEvent
+from keywheel.sse import SSE, SSEEvent
 from keywheel.types import (
     ChatRequest,
     Completion,
@@ -381,6 +381,8 @@ class GeminiAdapter:
     """``POST {base}/v1beta/models/{model}:generateContent`` and ``:streamGenerateContent?alt=sse``."""
 
     dialect = "gemini"
+    key_auth = "key"
+    framing: Framing = SSE
 
     def build_request(
         self, endpoint: Endpoint, key: ApiKey, request: ChatRequest, model: str, *, stream: bool
@@ -427,3 +429,13 @@ class GeminiAdapter:
     def probe_request(self, endpoint: Endpoint, key: ApiKey) -> HttpRequest:
         headers = {k: v for k, v in _headers(endpoint, key).items() if k.lower() != "content-type"}
         return HttpRequest("GET", f"{_api_root(endpoint)}/models?pageSize=1", headers)
+
+
+PROVIDER = Provider(
+    "gemini",
+    GeminiAdapter(),
+    base_url="https://generativelanguage.googleapis.com",
+    model="gemini-2.5-flash",
+    key_prefix="AIza",
+    families=("gemini",),
+)

@@ -40,10 +40,10 @@ from keywheel.providers._common import (
     truncate,
     upstream_message,
 )
-from keywheel.providers.base import Endpoint, HttpRequest
+from keywheel.providers.base import Endpoint, Framing, HttpRequest
 from keywheel.providers.timing import retry_after_from_headers
 from keywheel.secrets import ApiKey
-from keywheel.sse import SSEEvent
+from keywheel.sse import SSE, SSEEvent
 from keywheel.types import (
     ChatRequest,
     Completion,
@@ -413,6 +413,8 @@ class OpenAICompatAdapter:
     """``POST {base}/chat/completions`` with Bearer auth."""
 
     dialect = "openai"
+    key_auth = "bearer"
+    framing: Framing = SSE
 
     def build_request(
         self, endpoint: Endpoint, key: ApiKey, request: ChatRequest, model: str, *, stream: bool
@@ -476,3 +478,6 @@ class OpenAICompatAdapter:
         path = "/key" if "openrouter" in endpoint.base_url.lower() else "/models"
         headers = merge_headers(endpoint.headers, {"Authorization": f"Bearer {key.reveal()}"})
         return HttpRequest("GET", _url(endpoint, path), headers)
+
+
+ADAPTER = OpenAICompatAdapter()

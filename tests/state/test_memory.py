@@ -1,4 +1,4 @@
-"""The key pool on its own: rotation, cooldowns, disabling, provider-level throttling, the breaker.
+"""The in-memory key store on its own: rotation, cooldowns, disabling, provider-level throttling, the breaker.
 
 The pool takes its clock as an argument, so time is stepped here rather than slept.
 """
@@ -22,16 +22,16 @@ from keywheel.errors import (
     ServerError,
     Timeout,
 )
-from keywheel.keys import (
+from keywheel.secrets import ApiKey
+from keywheel.state.base import Open
+from keywheel.state.memory import MemoryStore
+from keywheel.state.rules import (
     BACKOFF_CAP,
     Breaker,
     BreakerPolicy,
-    KeyPool,
-    Open,
     breaker_admit,
     breaker_record,
 )
-from keywheel.secrets import ApiKey
 
 
 class Clock:
@@ -42,13 +42,13 @@ class Clock:
         return self.now
 
 
-def make(n: int, clock: Clock | None = None) -> tuple[KeyPool, list[ApiKey]]:
+def make(n: int, clock: Clock | None = None) -> tuple[MemoryStore, list[ApiKey]]:
     keys = [ApiKey(f"test-gemini-key-{i}", "gemini", str(i)) for i in range(1, n + 1)]
-    return KeyPool("gemini", keys, clock=clock or Clock()), keys
+    return MemoryStore("gemini", keys, clock=clock or Clock()), keys
 
 
-def take(pool: KeyPool) -> ApiKey:
-    got = pool.acquire()
+def take(pool: MemoryStore) -> ApiKey:
+    got = pool.acquire_nowait()
     assert isinstance(got, ApiKey), got
     return got
 
@@ -69,7 +69,7 @@ def test_round_robin_exact_under_threads() -> None:
         for _ in range(2500):
             key = take(pool)
             local[key.fingerprint] += 1
-            pool.release(key, None, 1.0)
+            pool.release_nowait(key, None, 1.0)
         with lock:
             counts.update(local)
 
@@ -85,14 +85,14 @@ def test_rate_limited_key_rests_exactly_as_asked_then_returns() -> None:
     clock = Clock()
     pool, keys = make(3, clock)
     k1 = take(pool)
-    pool.release(k1, RateLimited("slow down", retry_after=2.0), 5.0)
+    pool.release_nowait(k1, RateLimited("slow down", retry_after=2.0), 5.0)
     for _ in range(10):
         assert take(pool) != k1
     clock.now += 1.999
     assert all(take(pool) != k1 for _ in range(4))
     clock.now += 0.002
     assert k1 in {take(pool) for _ in range(3)}
-    snap = pool.snapshot()["keys"][0]
+    snap = pool.snapshot_nowait()["keys"][0]
     assert snap["state"] == "active" and snap["failures"] == {"RateLimited": 1}
 
 
@@ -100,11 +100,11 @@ def test_second_rate_limit_extends_never_shortens() -> None:
     clock = Clock()
     pool, keys = make(3, clock)
     k1 = take(pool)
-    pool.release(k1, RateLimited("a", retry_after=10.0), 1.0)
-    pool.release(k1, RateLimited("b", retry_after=2.0), 1.0)  # a late answer of an in-flight request
-    assert pool.snapshot()["keys"][0]["cooldown_remaining"] == pytest.approx(10.0)
-    pool.release(k1, RateLimited("c", retry_after=20.0), 1.0)
-    assert pool.snapshot()["keys"][0]["cooldown_remaining"] == pytest.approx(20.0)
+    pool.release_nowait(k1, RateLimited("a", retry_after=10.0), 1.0)
+    pool.release_nowait(k1, RateLimited("b", retry_after=2.0), 1.0)  # a late answer of an in-flight request
+    assert pool.snapshot_nowait()["keys"][0]["cooldown_remaining"] == pytest.approx(10.0)
+    pool.release_nowait(k1, RateLimited("c", retry_after=20.0), 1.0)
+    assert pool.snapshot_nowait()["keys"][0]["cooldown_remaining"] == pytest.approx(20.0)
 
 
 def test_backoff_without_retry_time_doubles_from_one_second_to_the_cap() -> None:
@@ -112,36 +112,36 @@ def test_backoff_without_retry_time_doubles_from_one_second_to_the_cap() -> None
     pool, keys = make(3, clock)
     rests = []
     for _ in range(9):
-        pool.release(keys[0], RateLimited("no timing"), 1.0)
-        rests.append(pool.snapshot()["keys"][0]["cooldown_remaining"])
+        pool.release_nowait(keys[0], RateLimited("no timing"), 1.0)
+        rests.append(pool.snapshot_nowait()["keys"][0]["cooldown_remaining"])
         clock.now += 100  # let it come back, and let the throttle window pass
     assert rests == [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 60.0, 60.0, 60.0][: len(rests)]
     assert max(rests) == BACKOFF_CAP
-    pool.release(keys[0], None, 1.0)  # a success resets the backoff
-    pool.release(keys[0], RateLimited("no timing"), 1.0)
-    assert pool.snapshot()["keys"][0]["cooldown_remaining"] == 1.0
+    pool.release_nowait(keys[0], None, 1.0)  # a success resets the backoff
+    pool.release_nowait(keys[0], RateLimited("no timing"), 1.0)
+    assert pool.snapshot_nowait()["keys"][0]["cooldown_remaining"] == 1.0
 
 
 def test_invalid_and_out_of_credit_keys_are_disabled_until_enabled() -> None:
     clock = Clock()
     pool, keys = make(3, clock)
-    pool.release(take(pool), KeyInvalid("API key not valid", status=401), 1.0)
-    pool.release(take(pool), QuotaExhausted("Insufficient credits", status=402), 1.0)
+    pool.release_nowait(take(pool), KeyInvalid("API key not valid", status=401), 1.0)
+    pool.release_nowait(take(pool), QuotaExhausted("Insufficient credits", status=402), 1.0)
     clock.now += 10_000
     assert {take(pool) for _ in range(5)} == {keys[2]}
-    snap = {k["key"]: k for k in pool.snapshot()["keys"]}
+    snap = {k["key"]: k for k in pool.snapshot_nowait()["keys"]}
     assert snap[keys[0].fingerprint]["state"] == "disabled"
     assert "invalid key" in snap[keys[0].fingerprint]["reason"]
     assert "credit" in snap[keys[1].fingerprint]["reason"]
-    pool.enable(keys[0].fingerprint)
+    pool.enable_nowait(keys[0].fingerprint)
     assert keys[0] in {take(pool) for _ in range(2)}
 
 
 def test_quota_with_known_reset_cools_until_then() -> None:
     clock = Clock()
     pool, keys = make(2, clock)
-    pool.release(keys[0], QuotaExhausted("daily quota", retry_after=3600.0), 1.0)
-    assert pool.snapshot()["keys"][0]["state"] == "cooling"
+    pool.release_nowait(keys[0], QuotaExhausted("daily quota", retry_after=3600.0), 1.0)
+    assert pool.snapshot_nowait()["keys"][0]["state"] == "cooling"
     clock.now += 3601
     assert keys[0] in {take(pool), take(pool)}
 
@@ -149,48 +149,48 @@ def test_quota_with_known_reset_cools_until_then() -> None:
 def test_provider_faults_do_not_touch_the_key() -> None:
     pool, keys = make(2)
     for _ in range(5):
-        pool.release(keys[0], ServerError("boom", status=500), 1.0)
-    assert pool.snapshot()["keys"][0]["state"] == "active"
+        pool.release_nowait(keys[0], ServerError("boom", status=500), 1.0)
+    assert pool.snapshot_nowait()["keys"][0]["state"] == "active"
 
 
 def test_all_keys_limited_together_is_provider_throttling_not_key_punishment() -> None:
     clock = Clock()
     pool, keys = make(3, clock)
     for key in keys:
-        pool.release(key, RateLimited("account limit"), 1.0)  # no retry time: backoff 1 s each
+        pool.release_nowait(key, RateLimited("account limit"), 1.0)  # no retry time: backoff 1 s each
         clock.now += 0.5
-    snap = pool.snapshot()
+    snap = pool.snapshot_nowait()
     assert snap["throttled_for"] == pytest.approx(0.5)  # 1 s from the last 429, 0.5 s ago
     assert all(k["state"] == "active" for k in snap["keys"])  # the keys themselves are not rested
-    wait = pool.acquire()
+    wait = pool.acquire_nowait()
     assert isinstance(wait, float) and 0 < wait <= 1.0
     clock.now += 1.0
     assert {take(pool) for _ in range(3)} == set(keys)
     # No key's backoff grew: the next rate limit starts again at 1 s.
-    pool.release(keys[0], RateLimited("again"), 1.0)
-    assert pool.snapshot()["keys"][0]["cooldown_remaining"] == 1.0
+    pool.release_nowait(keys[0], RateLimited("again"), 1.0)
+    assert pool.snapshot_nowait()["keys"][0]["cooldown_remaining"] == 1.0
 
 
 def test_every_key_resting_reports_seconds_to_the_earliest() -> None:
     clock = Clock()
     keys = [ApiKey(f"test-gemini-key-{i}", "gemini", str(i)) for i in (1, 2)]
-    pool = KeyPool("gemini", keys, clock=clock, throttle_window=-1)  # no provider throttling
-    pool.release(keys[0], RateLimited("x", retry_after=5.0), 1.0)
+    pool = MemoryStore("gemini", keys, clock=clock, throttle_window=-1)  # no provider throttling
+    pool.release_nowait(keys[0], RateLimited("x", retry_after=5.0), 1.0)
     clock.now += 0.1
-    pool.release(keys[1], RateLimited("x", retry_after=3.0), 1.0)
-    pool.release(keys[0], RateLimited("x", retry_after=7.0), 1.0)
-    assert pool.acquire() == pytest.approx(3.0)
-    pool.disable(keys[0].fingerprint, "test")
-    pool.disable(keys[1].fingerprint, "test")
-    assert pool.acquire() is None
+    pool.release_nowait(keys[1], RateLimited("x", retry_after=3.0), 1.0)
+    pool.release_nowait(keys[0], RateLimited("x", retry_after=7.0), 1.0)
+    assert pool.acquire_nowait() == pytest.approx(3.0)
+    pool.disable_nowait(keys[0].fingerprint, "test")
+    pool.disable_nowait(keys[1].fingerprint, "test")
+    assert pool.acquire_nowait() is None
 
 
 def test_selection_stays_constant_time_with_many_cooling_keys() -> None:
     clock = Clock()
     keys = [ApiKey(f"test-key-{i}", "gemini", str(i)) for i in range(1000)]
-    pool = KeyPool("gemini", keys, clock=clock)
+    pool = MemoryStore("gemini", keys, clock=clock)
     for key in keys[:999]:
-        pool.release(key, RateLimited("x", retry_after=60.0), 1.0)
+        pool.release_nowait(key, RateLimited("x", retry_after=60.0), 1.0)
     # Lazy removal: after one pass the ring holds only the usable key.
     assert take(pool) == keys[999]
     assert len(pool._ring) == 1  # noqa: SLF001 — the O(1) claim is about this structure
@@ -200,21 +200,21 @@ def test_selection_stays_constant_time_with_many_cooling_keys() -> None:
 def test_in_flight_is_counted_and_freed() -> None:
     pool, keys = make(1)
     key = take(pool)
-    assert pool.snapshot()["keys"][0]["in_flight"] == 1
-    pool.abandon(key)
-    assert pool.snapshot()["keys"][0]["in_flight"] == 0
-    assert pool.snapshot()["keys"][0]["requests"] == 0
+    assert pool.snapshot_nowait()["keys"][0]["in_flight"] == 1
+    pool.abandon_nowait(key)
+    assert pool.snapshot_nowait()["keys"][0]["in_flight"] == 0
+    assert pool.snapshot_nowait()["keys"][0]["requests"] == 0
 
 
 def test_add_and_remove_keys() -> None:
     pool, keys = make(2)
     extra = ApiKey("test-gemini-key-9", "gemini", "9")
-    pool.add(extra)
+    pool.add_nowait(extra)
     assert extra in {take(pool) for _ in range(3)}
-    pool.remove(keys[0].fingerprint)
+    pool.remove_nowait(keys[0].fingerprint)
     assert keys[0] not in {take(pool) for _ in range(6)}
     with pytest.raises(ValueError):
-        pool.add(extra)
+        pool.add_nowait(extra)
 
 
 # ------------------------------------------------------------------ the breaker
@@ -224,18 +224,18 @@ POLICY = BreakerPolicy(failures=3, cooloff=5.0, cooloff_max=12.0, trial_timeout=
 
 def breaker_pool(
     n: int = 2, clock: Clock | None = None, policy: BreakerPolicy = POLICY
-) -> tuple[KeyPool, list[ApiKey]]:
+) -> tuple[MemoryStore, list[ApiKey]]:
     keys = [ApiKey(f"test-gemini-key-{i}", "gemini", str(i)) for i in range(1, n + 1)]
-    return KeyPool("gemini", keys, clock=clock or Clock(), breaker=policy), keys
+    return MemoryStore("gemini", keys, clock=clock or Clock(), breaker=policy), keys
 
 
-def fail(pool: KeyPool, error: Exception | None = None) -> None:
+def fail(pool: MemoryStore, error: Exception | None = None) -> None:
     """One request on the next key that ends in a provider fault (default a 500)."""
-    pool.release(take(pool), error or ServerError("boom", status=500), 1.0)  # type: ignore[arg-type]
+    pool.release_nowait(take(pool), error or ServerError("boom", status=500), 1.0)  # type: ignore[arg-type]
 
 
-def breaker(pool: KeyPool) -> dict[str, object]:
-    view = pool.snapshot()["breaker"]
+def breaker(pool: MemoryStore) -> dict[str, object]:
+    view = pool.snapshot_nowait()["breaker"]
     assert isinstance(view, dict)
     return view
 
@@ -244,16 +244,16 @@ def test_breaker_opens_after_consecutive_provider_faults_spread_over_keys() -> N
     clock = Clock()
     pool, keys = breaker_pool(2, clock)
     for error in (ServerError("500", status=500), Overloaded("529", status=529), Timeout("slow")):
-        assert pool.breaker_closed()
+        assert pool.breaker_closed_nowait()
         fail(pool, error)  # alternating keys: the count is the provider's, not a key's
-    assert not pool.breaker_closed()
-    got = pool.acquire()
+    assert not pool.breaker_closed_nowait()
+    got = pool.acquire_nowait()
     assert isinstance(got, Open) and got.retry_in == pytest.approx(5.0)
     view = breaker(pool)
     assert view["state"] == "open" and view["failures"] == 3 and view["open_for"] == pytest.approx(5.0)
     assert isinstance(view["open_until"], float)
-    assert all(k["state"] == "active" for k in pool.snapshot()["keys"])  # the keys are not punished
-    assert pool.acquire(force=True) in keys  # forced past it (every provider of a chain open)
+    assert all(k["state"] == "active" for k in pool.snapshot_nowait()["keys"])  # the keys are not punished
+    assert pool.acquire_nowait(force=True) in keys  # forced past it (every provider of a chain open)
 
 
 def test_key_and_request_faults_neither_count_nor_reset_and_a_success_resets() -> None:
@@ -268,16 +268,16 @@ def test_key_and_request_faults_neither_count_nor_reset_and_a_success_resets() -
         BadRequest("400", status=400),
         ModelNotFound("404", status=404),
     ):
-        pool.enable(keys[0].fingerprint)
-        pool.release(keys[0], error, 1.0)  # type: ignore[arg-type]
-    assert breaker(pool)["failures"] == 2 and pool.breaker_closed()
-    pool.release(take(pool), None, 1.0)  # a success resets the count
+        pool.enable_nowait(keys[0].fingerprint)
+        pool.release_nowait(keys[0], error, 1.0)  # type: ignore[arg-type]
+    assert breaker(pool)["failures"] == 2 and pool.breaker_closed_nowait()
+    pool.release_nowait(take(pool), None, 1.0)  # a success resets the count
     assert breaker(pool)["failures"] == 0
     fail(pool)
     fail(pool)
-    assert pool.breaker_closed()  # 2 in a row again: still under 3
+    assert pool.breaker_closed_nowait()  # 2 in a row again: still under 3
     fail(pool)
-    assert not pool.breaker_closed()
+    assert not pool.breaker_closed_nowait()
 
 
 def test_exactly_one_trial_after_the_cooloff_and_success_closes() -> None:
@@ -286,16 +286,16 @@ def test_exactly_one_trial_after_the_cooloff_and_success_closes() -> None:
     for _ in range(3):
         fail(pool)
     clock.now += 4.9
-    assert isinstance(pool.acquire(), Open)
+    assert isinstance(pool.acquire_nowait(), Open)
     clock.now += 0.1
     assert breaker(pool)["state"] == "half-open"  # the next request is the trial
     trial = take(pool)
     assert breaker(pool)["state"] == "half-open"
     for _ in range(5):  # the trial is out: nobody else goes
-        got = pool.acquire()
+        got = pool.acquire_nowait()
         assert isinstance(got, Open) and got.retry_in == pytest.approx(30.0)
-    pool.release(trial, None, 1.0)
-    assert pool.breaker_closed() and breaker(pool) == {
+    pool.release_nowait(trial, None, 1.0)
+    assert pool.breaker_closed_nowait() and breaker(pool) == {
         "state": "closed",
         "failures": 0,
         "open_until": None,
@@ -312,10 +312,10 @@ def test_a_streams_first_event_closes_the_breaker_before_the_stream_ends() -> No
         fail(pool)
     clock.now += 5.0
     trial = take(pool)
-    pool.answered(trial)  # the trial stream's first event
-    assert pool.breaker_closed() and isinstance(pool.acquire(), ApiKey)
-    pool.release(trial, NetworkError("cut mid-stream"), 1.0)  # a later cut counts as one fault, no more
-    assert pool.breaker_closed() and breaker(pool)["failures"] == 1
+    pool.answered_nowait(trial)  # the trial stream's first event
+    assert pool.breaker_closed_nowait() and isinstance(pool.acquire_nowait(), ApiKey)
+    pool.release_nowait(trial, NetworkError("cut mid-stream"), 1.0)  # a later cut counts as one fault, no more
+    assert pool.breaker_closed_nowait() and breaker(pool)["failures"] == 1
 
 
 def test_a_failed_trial_reopens_with_a_cooloff_doubling_to_the_cap() -> None:
@@ -327,13 +327,13 @@ def test_a_failed_trial_reopens_with_a_cooloff_doubling_to_the_cap() -> None:
     for _ in range(3):
         clock.now += float(cooloffs[-1])  # type: ignore[arg-type]
         fail(pool)  # the trial fails
-        got = pool.acquire()
+        got = pool.acquire_nowait()
         assert isinstance(got, Open)
         cooloffs.append(breaker(pool)["cooloff"])
         assert got.retry_in == pytest.approx(cooloffs[-1])
     assert cooloffs == [5.0, 10.0, 12.0, 12.0]
     clock.now += 12.0
-    pool.release(take(pool), None, 1.0)  # it answers again: closed, and the next opening starts at 5 s
+    pool.release_nowait(take(pool), None, 1.0)  # it answers again: closed, and the next opening starts at 5 s
     for _ in range(3):
         fail(pool)
     assert breaker(pool)["cooloff"] == 5.0
@@ -346,14 +346,14 @@ def test_a_trial_that_tells_nothing_lets_the_next_request_try_at_once() -> None:
         fail(pool)
     clock.now += 5.0
     trial = take(pool)
-    pool.release(trial, RateLimited("this key is limited", retry_after=60.0), 1.0)
+    pool.release_nowait(trial, RateLimited("this key is limited", retry_after=60.0), 1.0)
     second = take(pool)  # a key fault on the trial: another key is the trial at once
     assert second != trial
-    pool.abandon(second)  # cancelled: the same
+    pool.abandon_nowait(second)  # cancelled: the same
     third = take(pool)
     assert third not in (trial, second)
-    assert isinstance(pool.acquire(), Open)
-    pool.release(third, Overloaded("529", status=529), 1.0)
+    assert isinstance(pool.acquire_nowait(), Open)
+    pool.release_nowait(third, Overloaded("529", status=529), 1.0)
     assert breaker(pool)["cooloff"] == 10.0
 
 
@@ -365,9 +365,9 @@ def test_a_lost_trial_is_replaced_after_its_lease() -> None:
     clock.now += 5.0
     take(pool)  # never reports back
     clock.now += 29.9
-    assert isinstance(pool.acquire(), Open)
+    assert isinstance(pool.acquire_nowait(), Open)
     clock.now += 0.1
-    assert isinstance(pool.acquire(), ApiKey)
+    assert isinstance(pool.acquire_nowait(), ApiKey)
 
 
 def test_a_late_failure_while_open_does_not_extend_the_cooloff() -> None:
@@ -377,8 +377,8 @@ def test_a_late_failure_while_open_does_not_extend_the_cooloff() -> None:
     for _ in range(3):
         fail(pool)
     clock.now += 4.0
-    pool.release(late, ServerError("late", status=502), 1.0)
-    got = pool.acquire()
+    pool.release_nowait(late, ServerError("late", status=502), 1.0)
+    got = pool.acquire_nowait()
     assert isinstance(got, Open) and got.retry_in == pytest.approx(1.0)
 
 
@@ -386,7 +386,7 @@ def test_breaker_off_with_zero_failures() -> None:
     pool, _ = breaker_pool(2, policy=BreakerPolicy(failures=0))
     for _ in range(50):
         fail(pool)
-    assert pool.breaker_closed() and isinstance(pool.acquire(), ApiKey)
+    assert pool.breaker_closed_nowait() and isinstance(pool.acquire_nowait(), ApiKey)
 
 
 def test_only_one_trial_under_threads() -> None:
@@ -400,7 +400,7 @@ def test_only_one_trial_under_threads() -> None:
 
     def worker() -> None:
         barrier.wait()
-        got.append(pool.acquire())
+        got.append(pool.acquire_nowait())
 
     threads = [threading.Thread(target=worker) for _ in range(16)]
     for t in threads:
@@ -416,11 +416,11 @@ def test_each_transition_is_logged_once_without_the_upstream_text(caplog: pytest
     pool, keys = breaker_pool(2, clock)
     caplog.set_level(logging.INFO, logger="keywheel.keys")
     for _ in range(5):  # the 4th and 5th are late answers while open: no new line
-        pool.release(keys[0], ServerError("Incorrect API key provided: test-gemini-key-1", status=500), 1.0)
+        pool.release_nowait(keys[0], ServerError("Incorrect API key provided: test-gemini-key-1", status=500), 1.0)
     clock.now += 5.0
-    pool.release(take(pool), Timeout("slow"), 1.0)
+    pool.release_nowait(take(pool), Timeout("slow"), 1.0)
     clock.now += 10.0
-    pool.release(take(pool), None, 1.0)
+    pool.release_nowait(take(pool), None, 1.0)
     lines = [r.getMessage() for r in caplog.records if r.name == "keywheel.keys"]
     assert len(lines) == 5, lines
     assert lines[0].startswith(

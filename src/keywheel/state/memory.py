@@ -1,0 +1,392 @@
+"""The in-memory key store of one provider: round-robin selection, counters, the rules applied.
+
+Selection is O(1) amortised however many keys cool: usable keys sit in a ring (a deque rotated
+by one per pick), cooling keys in a heap ordered by the time they come back, and a key that stops
+being usable is dropped from the ring lazily when its turn comes.  All state sits behind one
+``threading.Lock`` that is held only around in-memory work — never across I/O or an ``await`` —
+so one store serves plain threads and asyncio tasks alike.
+
+States change only through :mod:`keywheel.state.rules`.  Every call comes twice: the async one
+of :class:`keywheel.state.base.KeyStore`, and the same without an ``await`` (``*_nowait``,
+:class:`keywheel.state.base.LocalStore`) for the router's hot path and for sync callers.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from keywheel.errors import UpstreamError
+from keywheel.secrets import ApiKey
+from keywheel.state import rules
+from keywheel.state.base import Acquired, KeyChange, Open
+from keywheel.state.rules import (
+    ABANDONED,
+    ACTIVE,
+    ANSWERED,
+    CLOSED,
+    CLOSED_BREAKER,
+    COOLING,
+    DISABLED,
+    OK,
+    Breaker,
+    BreakerPolicy,
+    Group,
+    KeyState,
+    ProviderState,
+    Rules,
+    breaker_admit,
+    breaker_line,
+    breaker_view,
+)
+from keywheel.types import Usage
+
+log = logging.getLogger("keywheel.keys")  # the name operators filter on, kept from before the split
+
+
+@dataclass(slots=True)
+class KeyStats:
+    requests: int = 0
+    successes: int = 0
+    failures: dict[str, int] = field(default_factory=dict)
+    last_error: str | None = None
+    last_used: float | None = None  # epoch seconds
+    tokens_in: int = 0
+    tokens_out: int = 0
+    latency_ms_total: float = 0.0
+    in_flight: int = 0
+
+
+@dataclass(slots=True, eq=False)
+class _Key:
+    key: ApiKey
+    rule: KeyState
+    in_ring: bool = True
+    stats: KeyStats = field(default_factory=KeyStats)
+
+
+class MemoryStore:
+    """In-memory key store of one provider.  Thread- and asyncio-safe."""
+
+    def __init__(
+        self,
+        provider: str,
+        keys: Iterable[ApiKey],
+        *,
+        clock: Callable[[], float] = time.time,
+        throttle_window: float = rules.THROTTLE_WINDOW,
+        breaker: BreakerPolicy | None = None,
+    ) -> None:
+        self.provider = provider
+        self._clock = clock
+        self._rules = Rules(throttle_window=throttle_window, breaker=breaker or BreakerPolicy())
+        self._lock = threading.Lock()
+        self._keys: dict[str, _Key] = {}
+        self._ring: deque[_Key] = deque()
+        self._cooling: list[tuple[float, int, _Key]] = []
+        self._seq = 0
+        # The provider's state (rules.ProviderState), kept as two fields for the hot path.
+        self._breaker = CLOSED_BREAKER
+        self._throttled_until = 0.0
+        for key in keys:
+            self._add(key)
+
+    # ------------------------------------------------------------------ hot path
+
+    def acquire_nowait(self, *, force: bool = False) -> Acquired:
+        now = self._clock()
+        with self._lock:
+            breaker = self._breaker
+            if breaker is CLOSED_BREAKER or breaker.state == CLOSED or force:
+                return self._pick(now)
+            if now < breaker.until:
+                return Open(breaker.until - now)
+            got = self._pick(now)
+            if not isinstance(got, ApiKey):
+                return got  # no key for the trial: the breaker waits for the next request
+            self._breaker = new = breaker_admit(breaker, now, self._rules.breaker, got.fingerprint)[0]
+        _log_transition(self.provider, breaker, new, "")
+        return got
+
+    def breaker_closed_nowait(self) -> bool:
+        return self._breaker.state == CLOSED
+
+    def _pick(self, now: float) -> ApiKey | float | None:
+        """The next usable key, else seconds until one returns, else None.  Holds the lock."""
+        throttled = self._throttled_until
+        if now < throttled:
+            return throttled - now
+        cooling = self._cooling
+        while cooling:
+            until, _, rec = cooling[0]
+            rule = rec.rule
+            stale = rule.state != COOLING or rule.until != until  # enabled, disabled or extended since
+            if not stale and until > now:
+                break
+            heapq.heappop(cooling)
+            if not stale:
+                rec.rule = rules.rest_over(rule)
+                self._into_ring(rec)
+        ring = self._ring
+        while ring:
+            rec = ring.popleft()
+            if rec.rule.state == ACTIVE:
+                ring.append(rec)
+                rec.stats.in_flight += 1
+                return rec.key
+            rec.in_ring = False
+        if cooling:
+            return max(cooling[0][0] - now, 0.0)
+        return None
+
+    def release_nowait(
+        self, key: ApiKey, error: UpstreamError | None, latency_ms: float, usage: Usage | None = None
+    ) -> KeyChange | None:
+        now = self._clock()
+        with self._lock:
+            rec = self._keys.get(key.fingerprint)
+            if rec is not None and (rec.key is key or rec.key == key):
+                _count(rec.stats, error, latency_ms, usage, now)
+                if error is None and rules.success_changes_nothing(rec.rule, self._breaker):
+                    return None  # the hot path: the rule book says so, no need to run it
+            old = self._breaker
+            outcome = OK if error is None else rules.outcome_of(error)
+            if rec is None or (rec.key is not key and rec.key != key):
+                # Removed meanwhile: the outcome still tells the breaker.
+                change = self._apply(_Key(key, rules.fresh(key.fingerprint), in_ring=False), _NO_GROUP, outcome, now)
+            else:
+                group = self._group(rec, now) if outcome.kind == "rate_limited" else _NO_GROUP
+                change = self._apply(rec, group, outcome, now)
+            new = self._breaker
+        if new.state != old.state:
+            cause = _cause(error) if outcome.kind == "provider_fault" and error is not None else "inconclusive"
+            _log_transition(self.provider, old, new, cause)
+        return change
+
+    def _apply(self, rec: _Key, group: Group, outcome: rules.Outcome, now: float) -> KeyChange | None:
+        """Apply the rule book to ``rec`` and the provider.  Holds the lock."""
+        old = rec.rule
+        provider = ProviderState(self._throttled_until, self._breaker)
+        changes = rules.apply(old, group, provider, outcome, now, self._rules)
+        self._throttled_until, self._breaker = changes.provider.throttled_until, changes.provider.breaker
+        if changes.reset_group:
+            for other in self._keys.values():
+                if other.rule.state != DISABLED:
+                    other.rule = rules.fresh(other.rule.fingerprint)
+                    self._into_ring(other)
+        new = changes.key
+        if new is old:
+            return None
+        rec.rule = new
+        if new.state == COOLING and (old.state != COOLING or old.until != new.until):
+            self._seq += 1
+            heapq.heappush(self._cooling, (new.until, self._seq, rec))
+        elif new.state == ACTIVE:
+            self._into_ring(rec)
+        if new.state == old.state and new.until == old.until:
+            return None
+        return KeyChange(new.fingerprint, old.state, new.state, new.reason, new.until if new.state == COOLING else None)
+
+    def _group(self, rec: _Key, now: float) -> Group:
+        """The fellow keys of ``rec``, counted for the throttling rule (O(n): rate limits only)."""
+        live = limited = 0
+        for other in self._keys.values():
+            if other is rec or other.rule.state == DISABLED:
+                continue
+            live += 1
+            limited += rules.limited_recently(other.rule, now, self._rules)
+        return Group(live, limited)
+
+    def _into_ring(self, rec: _Key) -> None:
+        if not rec.in_ring and rec.key.fingerprint in self._keys:
+            rec.in_ring = True
+            self._ring.append(rec)
+
+    def answered_nowait(self, key: ApiKey) -> None:
+        if self._breaker is CLOSED_BREAKER:
+            return
+        self._record(key, ANSWERED, "success")
+
+    def abandon_nowait(self, key: ApiKey) -> None:
+        with self._lock:
+            rec = self._keys.get(key.fingerprint)
+            if rec is not None:
+                rec.stats.in_flight = max(rec.stats.in_flight - 1, 0)
+        self._record(key, ABANDONED, "inconclusive")
+
+    def _record(self, key: ApiKey, outcome: rules.Outcome, cause: str) -> None:
+        """A breaker-only outcome (the key's state is untouched)."""
+        now = self._clock()
+        with self._lock:
+            old = self._breaker
+            self._apply(_Key(key, rules.fresh(key.fingerprint), in_ring=False), _NO_GROUP, outcome, now)
+            new = self._breaker
+        _log_transition(self.provider, old, new, cause)
+
+    # --------------------------------------------------------------- admin actions
+
+    def _find(self, fingerprint: str) -> _Key:
+        rec = self._keys.get(fingerprint)
+        if rec is None:
+            raise KeyError(f"no key {fingerprint!r} in {self.provider}")
+        return rec
+
+    def disable_nowait(self, fingerprint: str, reason: str = "disabled by operator") -> None:
+        with self._lock:
+            rec = self._find(fingerprint)
+            rec.rule = rules.disable(rec.rule, reason)
+
+    def enable_nowait(self, fingerprint: str) -> None:
+        with self._lock:
+            rec = self._find(fingerprint)
+            rec.rule = rules.enable(rec.rule)
+            self._into_ring(rec)
+
+    def add_nowait(self, key: ApiKey) -> None:
+        with self._lock:
+            if key.fingerprint in self._keys:
+                raise ValueError(f"{key.fingerprint} is already in {self.provider}")
+            self._add(key)
+
+    def _add(self, key: ApiKey) -> None:
+        rec = _Key(key, rules.fresh(key.fingerprint))
+        self._keys[key.fingerprint] = rec
+        self._ring.append(rec)
+
+    def remove_nowait(self, fingerprint: str) -> None:
+        with self._lock:
+            rec = self._keys.pop(fingerprint, None)
+            if rec is None:
+                raise KeyError(f"no key {fingerprint!r} in {self.provider}")
+            rec.rule = rules.disable(rec.rule, "removed")
+
+    def keys_nowait(self) -> list[ApiKey]:
+        with self._lock:
+            return [rec.key for rec in self._keys.values()]
+
+    def load_nowait(self, provider: ProviderState, keys: Mapping[str, KeyState]) -> None:
+        """Set the provider's state and some keys' states as they are (a rule-book test seeds a case)."""
+        with self._lock:
+            self._throttled_until, self._breaker = provider.throttled_until, provider.breaker
+            for fingerprint, state in keys.items():
+                rec = self._find(fingerprint)
+                rec.rule = state
+                if state.state == COOLING:
+                    self._seq += 1
+                    heapq.heappush(self._cooling, (state.until, self._seq, rec))
+
+    def dump_nowait(self) -> tuple[ProviderState, dict[str, KeyState]]:
+        """The provider's state and every key's, as the rules see them."""
+        with self._lock:
+            keys = {fp: rec.rule for fp, rec in self._keys.items()}
+            return ProviderState(self._throttled_until, self._breaker), keys
+
+    # --------------------------------------------------------------------- status
+
+    def snapshot_nowait(self) -> dict[str, Any]:
+        now = self._clock()
+        with self._lock:
+            keys = [_key_view(rec, now) for rec in self._keys.values()]
+            throttled = max(self._throttled_until - now, 0.0)
+            breaker = breaker_view(self._breaker, now)
+        return {"provider": self.provider, "throttled_for": round(throttled, 3), "breaker": breaker, "keys": keys}
+
+    # ------------------------------------------------------------- the async seam
+
+    async def acquire(self, *, force: bool = False) -> Acquired:
+        return self.acquire_nowait(force=force)
+
+    async def release(
+        self, key: ApiKey, error: UpstreamError | None, latency_ms: float, usage: Usage | None = None
+    ) -> KeyChange | None:
+        return self.release_nowait(key, error, latency_ms, usage)
+
+    async def abandon(self, key: ApiKey) -> None:
+        self.abandon_nowait(key)
+
+    async def answered(self, key: ApiKey) -> None:
+        self.answered_nowait(key)
+
+    async def breaker_closed(self) -> bool:
+        return self.breaker_closed_nowait()
+
+    async def keys(self) -> list[ApiKey]:
+        return self.keys_nowait()
+
+    async def disable(self, fingerprint: str, reason: str = "disabled by operator") -> None:
+        self.disable_nowait(fingerprint, reason)
+
+    async def enable(self, fingerprint: str) -> None:
+        self.enable_nowait(fingerprint)
+
+    async def add(self, key: ApiKey) -> None:
+        self.add_nowait(key)
+
+    async def remove(self, fingerprint: str) -> None:
+        self.remove_nowait(fingerprint)
+
+    async def snapshot(self) -> dict[str, Any]:
+        return self.snapshot_nowait()
+
+
+_NO_GROUP = Group()
+
+
+def _count(stats: KeyStats, error: UpstreamError | None, latency_ms: float, usage: Usage | None, now: float) -> None:
+    """A finished request in the key's counters.  Holds the lock."""
+    if stats.in_flight > 0:
+        stats.in_flight -= 1
+    stats.requests += 1
+    stats.last_used = now
+    stats.latency_ms_total += latency_ms
+    if usage is not None:
+        stats.tokens_in += usage.input_tokens
+        stats.tokens_out += usage.output_tokens
+    if error is None:
+        stats.successes += 1
+        return
+    kind = type(error).__name__
+    stats.failures[kind] = stats.failures.get(kind, 0) + 1
+    stats.last_error = f"{kind}: {error.message}"[:300]
+
+
+def _key_view(rec: _Key, now: float) -> dict[str, Any]:
+    rule, s = rec.rule, rec.stats
+    state = rule.state
+    remaining = 0.0
+    if state == COOLING:
+        remaining = max(rule.until - now, 0.0)
+        if remaining == 0.0:
+            state = ACTIVE
+    return {
+        "key": rec.key.fingerprint,
+        "state": state,
+        "reason": rule.reason if state != ACTIVE else "",
+        "cooldown_remaining": round(remaining, 3),
+        "requests": s.requests,
+        "successes": s.successes,
+        "failures": dict(s.failures),
+        "last_error": s.last_error,
+        "last_used": None if s.last_used is None else round(s.last_used, 3),
+        "tokens_in": s.tokens_in,
+        "tokens_out": s.tokens_out,
+        "avg_latency_ms": round(s.latency_ms_total / s.requests, 1) if s.requests else None,
+        "in_flight": s.in_flight,
+    }
+
+
+def _cause(error: UpstreamError) -> str:
+    """A fault named without its message (which comes from the upstream and may quote a key)."""
+    return type(error).__name__ + (f" HTTP {error.status}" if error.status is not None else "")
+
+
+def _log_transition(provider: str, old: Breaker, new: Breaker, cause: str) -> None:
+    line = breaker_line(provider, old, new, cause)
+    if line is not None:
+        log.log(logging.WARNING if new.state == rules.OPEN else logging.INFO, "%s", line)

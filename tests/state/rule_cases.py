@@ -1,0 +1,273 @@
+"""The rule book as data: state × outcome → state, one row per rule.
+
+Each :class:`Case` gives a key's state, its fellow keys' states and its provider's state before,
+an outcome (an upstream error, ``None`` for a success, or ``"abandoned"`` / ``"answered"``) at
+``NOW``, and every state after.  ``tests/state/test_rules.py`` runs the table against the pure
+:func:`keywheel.state.rules.apply` and against each store (a factory per store), so a new store
+(SQLite, Redis/Lua) proves it applies exactly the same rules by passing the same table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from keywheel.errors import (
+    BadRequest,
+    KeyInvalid,
+    ModelNotFound,
+    Overloaded,
+    QuotaExhausted,
+    RateLimited,
+    ServerError,
+    Timeout,
+    UpstreamError,
+)
+from keywheel.state.rules import (
+    ACTIVE,
+    COOLING,
+    DISABLED,
+    NEVER,
+    Breaker,
+    BreakerPolicy,
+    KeyState,
+    ProviderState,
+    Rules,
+)
+
+NOW = 1_800_000_000.0  # epoch seconds
+RULES = Rules(breaker=BreakerPolicy(failures=3, cooloff=5.0, cooloff_max=12.0, trial_timeout=30.0))
+KEY = "k0"  # the fingerprint of the key the outcome is about; its fellows are k1, k2, ...
+
+Outcome = UpstreamError | None | Literal["abandoned", "answered"]
+
+
+def key(**changes: object) -> KeyState:
+    return KeyState(KEY, **changes)  # type: ignore[arg-type]
+
+
+def cooling(until: float, reason: str = "rate limited", **changes: object) -> KeyState:
+    return KeyState(KEY, COOLING, until, reason, **changes)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    before: KeyState
+    outcome: Outcome
+    after: KeyState
+    provider: ProviderState = ProviderState()
+    provider_after: ProviderState | None = None  # None: unchanged
+    others: tuple[KeyState, ...] = ()  # fellow keys' states (their fingerprints are k1, k2, ...)
+    others_after: tuple[KeyState, ...] | None = None  # None: unchanged
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+def fellow(i: int, **changes: object) -> KeyState:
+    return KeyState(f"k{i}", **changes)  # type: ignore[arg-type]
+
+
+HALF_OPEN_TRIAL = Breaker("half-open", 3, NOW + 30.0, 5.0, KEY)
+
+CASES: list[Case] = [
+    # --- successes
+    Case("success leaves an active key as it is", key(), None, key(), others=(fellow(1),)),
+    Case("success resets the backoff", key(backoff=8.0), None, key(backoff=0.0)),
+    Case("late success leaves a rest alone", cooling(NOW + 9), None, cooling(NOW + 9)),
+    # --- rate limits on a key
+    Case(
+        "rate limit with a retry time rests exactly that long",
+        key(),
+        RateLimited("slow down", retry_after=2.0),
+        cooling(NOW + 2.0, last_rate_limited=NOW),
+        others=(fellow(1),),
+    ),
+    Case(
+        "a later, shorter rate limit never shortens a rest",
+        cooling(NOW + 10.0, last_rate_limited=NOW - 1),
+        RateLimited("b", retry_after=2.0),
+        cooling(NOW + 10.0, last_rate_limited=NOW),
+        others=(fellow(1),),
+    ),
+    Case(
+        "a later, longer rate limit extends a rest",
+        cooling(NOW + 10.0),
+        RateLimited("c", retry_after=20.0),
+        cooling(NOW + 20.0, last_rate_limited=NOW),
+        others=(fellow(1),),
+    ),
+    Case(
+        "no retry time: the first rest is 1 s",
+        key(),
+        RateLimited("no timing"),
+        cooling(NOW + 1.0, backoff=1.0, last_rate_limited=NOW),
+        others=(fellow(1),),
+    ),
+    Case(
+        "no retry time: the rest doubles",
+        key(backoff=4.0),
+        RateLimited("no timing"),
+        cooling(NOW + 8.0, backoff=8.0, last_rate_limited=NOW),
+        others=(fellow(1),),
+    ),
+    Case(
+        "no retry time: the rest stops at 60 s",
+        key(backoff=32.0),
+        RateLimited("no timing"),
+        cooling(NOW + 60.0, backoff=60.0, last_rate_limited=NOW),
+        others=(fellow(1),),
+    ),
+    Case(
+        "no retry time at the cap stays at 60 s",
+        key(backoff=60.0),
+        RateLimited("no timing"),
+        cooling(NOW + 60.0, backoff=60.0, last_rate_limited=NOW),
+        others=(fellow(1),),
+    ),
+    Case(
+        "a disabled key stays disabled when a late 429 comes",
+        key(state=DISABLED, reason="invalid key: x"),
+        RateLimited("late", retry_after=5.0),
+        key(state=DISABLED, reason="invalid key: x", last_rate_limited=NOW),
+        others=(fellow(1),),
+    ),
+    # --- provider-level throttling
+    Case(
+        "every live key limited within 5 s: the provider rests, the keys are not punished",
+        key(backoff=2.0),
+        RateLimited("account limit", retry_after=3.0),
+        key(),
+        others=(
+            fellow(1, state=COOLING, until=NOW + 4.0, reason="rate limited", backoff=1.0, last_rate_limited=NOW - 4.9),
+            fellow(2, state=DISABLED, reason="invalid key: x"),
+        ),
+        others_after=(fellow(1), fellow(2, state=DISABLED, reason="invalid key: x")),
+        provider_after=ProviderState(throttled_until=NOW + 3.0),
+    ),
+    Case(
+        "throttling: a provider rest already longer is kept",
+        key(),
+        RateLimited("account limit", retry_after=1.0),
+        key(),
+        provider=ProviderState(throttled_until=NOW + 7.0),
+        others=(fellow(1, last_rate_limited=NOW - 1.0),),
+        others_after=(fellow(1),),
+        provider_after=ProviderState(throttled_until=NOW + 7.0),
+    ),
+    Case(
+        "a fellow limited more than 5 s ago: no throttling, the key rests",
+        key(),
+        RateLimited("x", retry_after=3.0),
+        cooling(NOW + 3.0, last_rate_limited=NOW),
+        others=(fellow(1, last_rate_limited=NOW - 5.5),),
+    ),
+    Case(
+        "a lone live key is never provider throttling",
+        key(),
+        RateLimited("x", retry_after=3.0),
+        cooling(NOW + 3.0, last_rate_limited=NOW),
+        others=(fellow(1, state=DISABLED, reason="off", last_rate_limited=NOW),),
+    ),
+    # --- quota, invalid keys
+    Case(
+        "quota with a known reset rests the key until then",
+        key(),
+        QuotaExhausted("daily quota", retry_after=3600.0),
+        cooling(NOW + 3600.0, "quota exhausted: daily quota"),
+    ),
+    Case(
+        "out of credit with no reset disables the key",
+        key(),
+        QuotaExhausted("Insufficient credits", status=402),
+        key(state=DISABLED, reason="out of credit or quota: Insufficient credits"),
+    ),
+    Case(
+        "an invalid key is disabled",
+        cooling(NOW + 5),
+        KeyInvalid("API key not valid", status=401),
+        key(state=DISABLED, reason="invalid key: API key not valid"),
+    ),
+    # --- faults that leave the key alone; the breaker
+    Case(
+        "a provider fault counts for the breaker, not against the key",
+        key(),
+        ServerError("boom", status=500),
+        key(),
+        provider_after=ProviderState(breaker=Breaker("closed", 1)),
+    ),
+    Case(
+        "the third provider fault in a row opens the breaker",
+        key(),
+        Timeout("slow"),
+        key(),
+        provider=ProviderState(breaker=Breaker("closed", 2)),
+        provider_after=ProviderState(breaker=Breaker("open", 3, NOW + 5.0, 5.0)),
+    ),
+    Case(
+        "a success closes the breaker and forgets the count",
+        key(),
+        None,
+        key(),
+        provider=ProviderState(breaker=Breaker("closed", 2)),
+        provider_after=ProviderState(),
+    ),
+    Case(
+        "a failed trial reopens for twice as long",
+        key(),
+        Overloaded("529", status=529),
+        key(),
+        provider=ProviderState(breaker=HALF_OPEN_TRIAL),
+        provider_after=ProviderState(breaker=Breaker("open", 4, NOW + 10.0, 10.0)),
+    ),
+    Case(
+        "a trial that met a key fault told nothing: the next request is the trial",
+        key(),
+        RateLimited("this key", retry_after=60.0),
+        cooling(NOW + 60.0, last_rate_limited=NOW),
+        provider=ProviderState(breaker=HALF_OPEN_TRIAL),
+        provider_after=ProviderState(breaker=Breaker("open", 3, NOW, 5.0)),
+        others=(fellow(1),),
+    ),
+    Case(
+        "a cancelled trial told nothing",
+        key(),
+        "abandoned",
+        key(),
+        provider=ProviderState(breaker=HALF_OPEN_TRIAL),
+        provider_after=ProviderState(breaker=Breaker("open", 3, NOW, 5.0)),
+    ),
+    Case(
+        "a stream's first event closes the breaker",
+        key(),
+        "answered",
+        key(),
+        provider=ProviderState(breaker=HALF_OPEN_TRIAL),
+        provider_after=ProviderState(),
+    ),
+    Case(
+        "a bad request neither counts nor resets",
+        key(),
+        BadRequest("400", status=400),
+        key(),
+        provider=ProviderState(breaker=Breaker("closed", 2)),
+    ),
+    Case(
+        "a missing model says nothing of the provider",
+        key(),
+        ModelNotFound("404", status=404),
+        key(),
+        provider=ProviderState(breaker=Breaker("closed", 2)),
+    ),
+    Case(
+        "a late fault while open does not extend the cool-off",
+        key(),
+        ServerError("late", status=502),
+        key(),
+        provider=ProviderState(breaker=Breaker("open", 3, NOW + 1.0, 5.0)),
+        provider_after=ProviderState(breaker=Breaker("open", 4, NOW + 1.0, 5.0)),
+    ),
+]
+
+assert len({c.name for c in CASES}) == len(CASES), "case names are ids: keep them unique"
+assert all(k.state in (ACTIVE, COOLING, DISABLED) for c in CASES for k in (c.before, c.after, *c.others))
+assert NEVER < NOW

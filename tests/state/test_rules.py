@@ -1,0 +1,73 @@
+"""The rule book's test: one table (``rule_cases.CASES``) run against every implementation.
+
+A runner takes a case and returns the states after it.  ``pure`` applies
+:func:`keywheel.state.rules.apply` directly; ``memory`` seeds a
+:class:`~keywheel.state.memory.MemoryStore`, feeds it the outcome as the router would (on its
+clock at ``NOW``) and reads the states back.  A new store adds a runner to ``RUNNERS``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+
+import pytest
+
+from keywheel.secrets import ApiKey
+from keywheel.state import rules
+from keywheel.state.memory import MemoryStore
+from keywheel.state.rules import ABANDONED, ANSWERED, DISABLED, Group, KeyState, ProviderState
+from tests.state.rule_cases import CASES, NOW, RULES, Case
+
+After = tuple[KeyState, ProviderState, tuple[KeyState, ...]]
+Runner = Callable[[Case], After]
+
+
+def run_pure(case: Case) -> After:
+    others = case.others
+    group = Group(sum(o.state != DISABLED for o in others), sum(rules.limited_recently(o, NOW, RULES) for o in others))
+    if case.outcome == "abandoned":
+        outcome = ABANDONED
+    elif case.outcome == "answered":
+        outcome = ANSWERED
+    else:
+        outcome = rules.outcome_of(case.outcome)
+    changes = rules.apply(case.before, group, case.provider, outcome, NOW, RULES)
+    if changes.reset_group:
+        others = tuple(o if o.state == DISABLED else rules.fresh(o.fingerprint) for o in others)
+    return changes.key, changes.provider, others
+
+
+def run_memory(case: Case) -> After:
+    states = (case.before, *case.others)
+    keys = [ApiKey(f"test-gemini-key-{s.fingerprint}", "gemini", s.fingerprint) for s in states]
+    real = {s.fingerprint: k.fingerprint for s, k in zip(states, keys, strict=True)}
+    named = {v: k for k, v in real.items()}
+    store = MemoryStore("gemini", keys, clock=lambda: NOW, throttle_window=RULES.throttle_window, breaker=RULES.breaker)
+    provider = case.provider
+    if provider.breaker.trial:
+        provider = replace(provider, breaker=replace(provider.breaker, trial=real[provider.breaker.trial]))
+    store.load_nowait(provider, {real[s.fingerprint]: replace(s, fingerprint=real[s.fingerprint]) for s in states})
+    if case.outcome == "abandoned":
+        store.abandon_nowait(keys[0])
+    elif case.outcome == "answered":
+        store.answered_nowait(keys[0])
+    else:
+        store.release_nowait(keys[0], case.outcome, 1.0)
+    provider, dumped = store.dump_nowait()
+    after = {named[fp]: replace(s, fingerprint=named[fp]) for fp, s in dumped.items()}
+    if provider.breaker.trial:
+        provider = replace(provider, breaker=replace(provider.breaker, trial=named[provider.breaker.trial]))
+    return after[case.before.fingerprint], provider, tuple(after[o.fingerprint] for o in case.others)
+
+
+RUNNERS: dict[str, Runner] = {"pure": run_pure, "memory": run_memory}
+
+
+@pytest.mark.parametrize("runner", RUNNERS.values(), ids=RUNNERS.keys())
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_rule_book(case: Case, runner: Runner) -> None:
+    key, provider, others = runner(case)
+    assert key == case.after
+    assert provider == (case.provider_after or case.provider)
+    assert others == (case.others if case.others_after is None else case.others_after)
