@@ -22,10 +22,10 @@ from keywheel.config import Settings, load_env, settings_from_env
 from keywheel.errors import BadRequest
 from keywheel.keys import BreakerPolicy, KeyPool
 from keywheel.messages import from_openai, tool_choice_from_openai, tools_from_openai
-from keywheel.router import EventStream, Router, Served, Target, translated
+from keywheel.router import EventStream, Router, Target, chat_response, translated
 from keywheel.secrets import ApiKey
 from keywheel.transport import Transport
-from keywheel.types import ChatRequest, ChatResponse, Completion, StreamEvent
+from keywheel.types import ChatRequest, ChatResponse, StreamEvent
 
 log = logging.getLogger("keywheel")
 T = TypeVar("T")
@@ -177,7 +177,7 @@ class Wheel:
     ) -> ChatResponse:
         targets = self._targets(provider, model, fallback)
         completion, _, served = await self.router.complete(targets, translated(request))
-        return _response(completion, served)
+        return chat_response(completion, served)
 
     def chat(self, messages: Sequence[Mapping[str, Any]], **kwargs: Any) -> ChatResponse:
         """Sync :meth:`achat`; safe from many threads at once."""
@@ -339,20 +339,6 @@ def _breaker_policy(settings: Settings) -> BreakerPolicy:
 
 async def _next(agen: AsyncGenerator[StreamEvent, None]) -> StreamEvent:
     return await agen.__anext__()
-
-
-def _response(completion: Completion, served: Served) -> ChatResponse:
-    return ChatResponse(
-        text=completion.text,
-        tool_calls=completion.tool_calls,
-        finish_reason=completion.finish_reason,
-        usage=completion.usage,
-        provider=served.target.provider.name,
-        model=completion.model or served.target.model,
-        key=served.key.fingerprint,
-        attempts=served.attempts,
-        id=completion.id,
-    )
 
 
 def _redacted(value: Any, redact: Callable[[str], str]) -> Any:

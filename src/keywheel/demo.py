@@ -16,10 +16,10 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.text import Text
 
-from keywheel.cli import key_table
 from keywheel.client import Wheel
 from keywheel.config import settings_from_env
 from keywheel.errors import KeywheelError
+from keywheel.render import key_table
 from keywheel.testing import FakeUpstream
 
 

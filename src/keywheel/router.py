@@ -53,7 +53,7 @@ from keywheel.providers.paths import check_model
 from keywheel.secrets import ApiKey, Redactor, register
 from keywheel.sse import EventTooLarge, SSEDecoder
 from keywheel.transport import StreamingResponse, Transport
-from keywheel.types import Attempt, ChatRequest, Completion, StreamEnd, StreamEvent, Usage
+from keywheel.types import Attempt, ChatRequest, ChatResponse, Completion, StreamEnd, StreamEvent, Usage
 
 T = TypeVar("T")
 log = logging.getLogger("keywheel.router")
@@ -308,6 +308,21 @@ def translated(request: ChatRequest) -> RequestBuilder:
         return target.adapter.build_request(target.endpoint, key, request, target.model, stream=stream)
 
     return build
+
+
+def chat_response(completion: Completion, served: Served) -> ChatResponse:
+    """The library's answer to a non-streaming call: the completion, who served it, every try."""
+    return ChatResponse(
+        text=completion.text,
+        tool_calls=completion.tool_calls,
+        finish_reason=completion.finish_reason,
+        usage=completion.usage,
+        provider=served.target.provider.name,
+        model=completion.model or served.target.model,
+        key=served.key.fingerprint,
+        attempts=served.attempts,
+        id=completion.id,
+    )
 
 
 _KEY_FAULTS = frozenset({"RateLimited", "KeyInvalid", "QuotaExhausted"})

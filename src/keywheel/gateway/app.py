@@ -29,32 +29,37 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import ipaddress
 import json
 import logging
 import re
 import time
 import traceback
-import urllib.parse
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
-from keywheel.client import Wheel, _response
+from keywheel.config import Settings
 from keywheel.errors import BadRequest, KeywheelError, RequestFault, ShuttingDown, UpstreamError
+from keywheel.gateway.admin import Admin, KeyAdmin
 from keywheel.gateway.dialects import DIALECTS, Dialect
 from keywheel.gateway.dialects.base import InboundRequest, unencodable
+from keywheel.gateway.http import (
+    HttpError,
+    Message,
+    Receive,
+    Scope,
+    Send,
+    read_body,
+)
+from keywheel.gateway.http import allow as _allow
+from keywheel.gateway.http import header_list as _header_list
+from keywheel.gateway.http import presented_key as _presented_key
+from keywheel.gateway.http import respond as _respond
 from keywheel.providers._common import dumps as _dumps
 from keywheel.providers.base import HttpRequest
 from keywheel.providers.paths import check_model
-from keywheel.router import RequestBuilder, Served, Target
+from keywheel.router import RequestBuilder, Router, Served, Target, chat_response
 from keywheel.secrets import ApiKey, install_log_filter
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 
 log = logging.getLogger("keywheel.access")
 errors_log = logging.getLogger("keywheel.gateway")
@@ -71,35 +76,38 @@ LANDING = (
     b"APIs to clients holding a gateway key.</p></body></html>\n"
 )
 AUTO_MODELS = frozenset({"", "auto", "keywheel", "default"})
-JSON_HEADERS = [(b"content-type", b"application/json")]
 SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
 # Model-name families that point at a provider when a bare name is given.
 FAMILIES = (("claude", "anthropic"), ("gemini", "gemini"), ("gpt-", "openai"), ("o1", "openai"), ("o3", "openai"))
-
-
-class HttpError(Exception):
-    """A gateway-level failure answered before any upstream work."""
-
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
-        self.status, self.message, self.headers = status, message, headers or {}
-        super().__init__(message)
 
 
 def _ascii(fingerprint: str) -> str:
     return fingerprint.replace("…", "...")
 
 
+class Host(KeyAdmin, Protocol):
+    """What the gateway needs of a :class:`keywheel.Wheel`: its settings and router, the key
+    admin actions, and closing.  (The gateway never imports :mod:`keywheel.client`.)"""
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def router(self) -> Router: ...
+
+    async def aclose(self) -> None: ...
+
+
 class Gateway:
     """The ASGI application.  ``Gateway(wheel)``; one per process (or mounted in-process)."""
 
-    def __init__(self, wheel: Wheel) -> None:
+    def __init__(self, wheel: Host) -> None:
         self.wheel = wheel
-        self.settings = wheel.settings
-        self.max_body = wheel.settings.max_body_bytes
-        self.body_timeout = wheel.settings.body_timeout
-        self._client_keys = [k.reveal().encode() for k in self.settings.gateway_keys]
-        admin = self.settings.admin_key
-        self._admin_key = admin.reveal().encode() if admin is not None else None
+        self.settings = settings = wheel.settings
+        self.max_body = settings.max_body_bytes
+        self.body_timeout = settings.body_timeout
+        self._client_keys = [k.reveal().encode() for k in settings.gateway_keys]
+        self.admin = Admin(wheel, settings.admin_key, self.max_body, self.body_timeout)
         self.openai, self.anthropic, self.gemini = DIALECTS["openai"], DIALECTS["anthropic"], DIALECTS["gemini"]
         # Shutdown: the handlers in flight, the ones cut at the drain deadline, the drain itself.
         self._inflight: set[asyncio.Task[Any]] = set()
@@ -252,8 +260,8 @@ class Gateway:
             await send({"type": "http.response.body", "body": LANDING if method == "GET" else b""})
             return 200
         if path == "/status" or path.startswith("/admin/"):
-            self._check_admin(scope, headers)
-            return await self._admin(method, path, receive, send)
+            self.admin.check(scope, headers)
+            return await self.admin.handle(method, path, receive, send)
         # ?key= only on the Gemini routes (Google's REST convention); elsewhere keys go in headers.
         self._check_client(scope, headers, query=dialect is self.gemini)
         if path == "/v1/chat/completions":
@@ -339,16 +347,6 @@ class Gateway:
         if presented is None or not any(hmac.compare_digest(presented, k) for k in self._client_keys):
             raise HttpError(401, "missing or invalid gateway key")
 
-    def _check_admin(self, scope: Scope, headers: dict[bytes, bytes]) -> None:
-        if self._admin_key is None:
-            client = scope.get("client")
-            if client and _is_loopback(client[0]):
-                return
-            raise HttpError(403, "admin routes need KEYWHEEL_ADMIN_KEY (or a loopback client when none is set)")
-        presented = _presented_key(scope, headers, query=False)
-        if presented is None or not hmac.compare_digest(presented, self._admin_key):
-            raise HttpError(401, "missing or invalid admin key")
-
     # ------------------------------------------------------------------ chat
 
     async def _chat(
@@ -401,7 +399,7 @@ class Gateway:
         completion, body, who = await self.wheel.router.complete(targets, build)
         served.append(who)
         if who.target.adapter.dialect != dialect.name:
-            answer = _response(completion, who)  # names the model that served, not the caller's "auto"
+            answer = chat_response(completion, who)  # names the model that served, not the caller's "auto"
             body = orjson.dumps(dialect.render_response(answer, answer.model))
         await _respond(send, 200, body, _served_headers(who))
         return 200
@@ -545,65 +543,7 @@ class Gateway:
     # ------------------------------------------------------------------ body
 
     async def _body(self, headers: dict[bytes, bytes], receive: Receive) -> bytes:
-        length = headers.get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_body:
-            raise HttpError(413, f"request body over {self.max_body} bytes")
-        # The first read is bounded too: a head that announces a body and sends none must not
-        # hold its connection for good.
-        try:
-            async with asyncio.timeout(self.body_timeout):
-                message = await receive()
-                body: bytes = message.get("body", b"")
-                if not message.get("more_body"):
-                    return body
-                parts = [body]
-                size = len(body)
-                while message.get("more_body"):
-                    message = await receive()
-                    if message["type"] == "http.disconnect":
-                        raise HttpError(400, "client went away while sending the body")
-                    chunk = message.get("body", b"")
-                    size += len(chunk)
-                    if size > self.max_body:
-                        raise HttpError(413, f"request body over {self.max_body} bytes")
-                    parts.append(chunk)
-        except TimeoutError:
-            raise HttpError(408, f"request body not received within {self.body_timeout:g} s") from None
-        return b"".join(parts)
-
-    # ----------------------------------------------------------------- admin
-
-    async def _admin(self, method: str, path: str, receive: Receive, send: Send) -> int:
-        wheel = self.wheel
-        if path == "/status":
-            _allow(method, "GET")
-            await _respond(send, 200, orjson.dumps(wheel.status()))
-            return 200
-        _allow(method, "POST")
-        action = path.removeprefix("/admin/keys/")
-        raw = await self._body({}, receive)
-        try:
-            body = orjson.loads(raw or b"{}")
-        except orjson.JSONDecodeError:
-            raise HttpError(400, "admin body must be JSON") from None
-        try:
-            if action == "add":
-                result: Any = {"key": wheel.add_key(str(body["provider"]), str(body["key"]))}
-            elif action in ("disable", "enable", "remove"):
-                fingerprint = str(body["key"]).replace("...", "…")
-                if action == "disable":
-                    wheel.disable_key(fingerprint, str(body.get("reason") or "disabled by operator"))
-                else:
-                    getattr(wheel, f"{action}_key")(fingerprint)
-                result = {"key": fingerprint, "done": action}
-            else:
-                raise HttpError(404, f"no admin action {action!r} (add, disable, enable, remove)")
-        except KeyError as exc:
-            raise HttpError(404, f"not found: {exc}") from None
-        except ValueError as exc:
-            raise HttpError(409, str(exc)) from None
-        await _respond(send, 200, orjson.dumps(result))
-        return 200
+        return await read_body(headers, receive, self.max_body, self.body_timeout)
 
 
 # -------------------------------------------------------------------- helpers
@@ -764,40 +704,11 @@ async def _watch(receive: Receive, handler: asyncio.Task[Any], state: dict[str, 
         handler.cancel()
 
 
-def _allow(method: str, *allowed: str) -> None:
-    if method not in allowed:
-        raise HttpError(405, f"method {method} not allowed here", {"allow": ", ".join(allowed)})
-
-
 def _loggable(path: str) -> str:
     """A client's path fit for a log line: bounded, control characters escaped (no forged lines)."""
     if len(path) > 200:
         path = path[:200] + "…"
     return path if path.isprintable() else path.encode("unicode_escape").decode("ascii")
-
-
-def _presented_key(scope: Scope, headers: dict[bytes, bytes], *, query: bool) -> bytes | None:
-    auth = headers.get(b"authorization")
-    if auth is not None and auth[:7].lower() == b"bearer ":
-        return auth[7:].strip()
-    for name in (b"x-api-key", b"x-goog-api-key"):
-        value = headers.get(name)
-        if value is not None:
-            return value.strip()
-    if not query:
-        return None
-    query_string: bytes = scope.get("query_string", b"")
-    for pair in query_string.split(b"&"):
-        if pair.startswith(b"key="):
-            return urllib.parse.unquote_to_bytes(pair[4:])
-    return None
-
-
-def _is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"
 
 
 def _served_headers(source: Served | KeywheelError) -> dict[str, str]:
@@ -810,10 +721,6 @@ def _served_headers(source: Served | KeywheelError) -> dict[str, str]:
     if attempts:
         out["x-keywheel-attempts"] = ", ".join(f"{a.provider} {_ascii(a.key)} {a.outcome}" for a in attempts)
     return out
-
-
-def _header_list(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
-    return [(k.encode(), v.encode("latin-1", "replace")) for k, v in headers.items()]
 
 
 class _Reply:
@@ -840,10 +747,3 @@ def _log_internal(exc: BaseException, method: str, path: str) -> None:
     message (which may quote the request) nor the request body."""
     frames = "".join(traceback.format_tb(exc.__traceback__)).rstrip()
     errors_log.error("internal error %s answering %s %s:\n%s", type(exc).__name__, method, path[:200], frames)
-
-
-async def _respond(send: Send, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
-    head = JSON_HEADERS + _header_list(headers) if headers else list(JSON_HEADERS)
-    head.append((b"content-length", b"%d" % len(body)))
-    await send({"type": "http.response.start", "status": status, "headers": head})
-    await send({"type": "http.response.body", "body": body, "more_body": False})
