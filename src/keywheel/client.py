@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sys
 import threading
+import weakref
 from collections.abc import AsyncGenerator, Callable, Coroutine, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
@@ -62,6 +64,10 @@ class _LoopThread:
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self.loop()).result()
 
+    def serves(self, loop: asyncio.AbstractEventLoop) -> bool:
+        """Whether ``loop`` is still this thread's loop (not closed, not replaced since)."""
+        return self._loop is loop
+
     def close(self, final: Coroutine[Any, Any, None] | None = None) -> None:
         with self._lock:
             loop, thread = self._loop, self._thread
@@ -94,6 +100,7 @@ class Wheel:
         self.transport = transport or Transport()
         self.router = Router(settings, self.pools, self.transport)
         self._portal = _LoopThread()
+        self._streams: weakref.WeakSet[AsyncGenerator[StreamEvent, None]] = weakref.WeakSet()  # open sync streams
         self.redactor = self.router.redactor  # strips key pieces from error texts, status and logs
 
     @classmethod
@@ -210,16 +217,28 @@ class Wheel:
             await stream.aclose()
 
     def stream(self, messages: Sequence[Mapping[str, Any]], **kwargs: Any) -> Iterator[StreamEvent]:
-        """Sync :meth:`astream`: events are pulled one by one from the wheel's loop."""
+        """Sync :meth:`astream`: events are pulled one by one from the wheel's loop.
+
+        A stream left open is closed by :meth:`close` (its key freed, its connection dropped);
+        a stream collected or finalized after that, or at interpreter exit, needs no loop."""
         agen = self.astream(messages, **kwargs)
+        portal = self._portal
+        loop = portal.loop()
+        self._streams.add(agen)
         try:
             while True:
+                if not portal.serves(loop):
+                    return  # the wheel was closed: close() has closed this stream too
                 try:
-                    yield self._portal.run(_next(agen))
+                    yield portal.run(_next(agen))
                 except StopAsyncIteration:
                     return
         finally:
-            self._portal.run(agen.aclose())
+            self._streams.discard(agen)
+            # Never start a loop here: after close() (or at interpreter exit, when the loop's
+            # daemon thread can no longer run) waiting for one would hang the process.
+            if portal.serves(loop) and not sys.is_finalizing():
+                portal.run(agen.aclose())
 
     # ----------------------------------------------------------------- status
 
@@ -291,8 +310,18 @@ class Wheel:
         """Close everything: the sync API's loop and its connections, and the connections the
         async API opened on any other loop, so ``with Wheel.from_env() as wheel:`` around
         ``await wheel.achat(...)`` leaves no "Unclosed client session" behind."""
-        self._portal.close(self.transport.aclose())
+        self._portal.close(self._close_on_loop())
         _close_sessions_now(self.transport)
+
+    async def _close_on_loop(self) -> None:
+        """On the sync API's loop: close the sync streams left open, then the connections."""
+        for agen in list(self._streams):
+            try:
+                await agen.aclose()
+            except Exception:  # noqa: BLE001 — closing anyway; the stream's own error is of no use now
+                log.debug("an open stream failed while closing", exc_info=True)
+        self._streams.clear()
+        await self.transport.aclose()
 
     def __enter__(self) -> Wheel:
         return self
