@@ -20,6 +20,7 @@ from keywheel.config import load_env
 from keywheel.errors import ConfigError, KeywheelError
 from keywheel.logs import configure_logging
 from keywheel.render import key_table
+from keywheel.status import Status
 from keywheel.types import Attempt, StreamEnd, TextDelta
 
 HOW_TO_CONFIGURE = """\
@@ -151,7 +152,7 @@ class _StatusUnavailable(Exception):
     """A gateway's /status could not be read; the message says why."""
 
 
-def _fetch_status(url: str, admin_key: str | None, timeout: float = 10) -> dict[str, Any]:
+def _fetch_status(url: str, admin_key: str | None, timeout: float = 10) -> Status:
     import json
     import urllib.error
     import urllib.request
@@ -161,7 +162,7 @@ def _fetch_status(url: str, admin_key: str | None, timeout: float = 10) -> dict[
         request.add_header("authorization", f"Bearer {admin_key}")
     try:
         with urllib.request.urlopen(request, timeout=timeout) as resp:
-            status: dict[str, Any] = json.loads(resp.read())
+            body = json.loads(resp.read())
     except urllib.error.HTTPError as err:
         hint = (
             "KEYWHEEL_ADMIN_KEY (environment, .env or --admin-key) is not the gateway's"
@@ -171,9 +172,10 @@ def _fetch_status(url: str, admin_key: str | None, timeout: float = 10) -> dict[
         raise _StatusUnavailable(f"{url}/status answered {err.code}: {hint}") from None
     except (OSError, ValueError) as err:
         raise _StatusUnavailable(f"could not read {url}/status: {err}") from None
-    if not isinstance(status, dict) or "providers" not in status:
-        raise _StatusUnavailable(f"{url}/status is not a keywheel gateway's status")
-    return status
+    try:
+        return Status.from_json(body)
+    except ValueError:
+        raise _StatusUnavailable(f"{url}/status is not a keywheel gateway's status") from None
 
 
 def _gateway_answers(url: str) -> bool:
@@ -227,7 +229,7 @@ def _remote_view(url: str, admin_key: str | None) -> list[Any]:
     status = _fetch_status(url, admin_key)
     width = _console().width
     return [
-        f"gateway {url} (live): primary [bold]{status['primary']}[/bold], chain {' → '.join(status['chain'])}",
+        f"gateway {url} (live): primary [bold]{status.primary}[/bold], chain {' → '.join(status.chain)}",
         key_table(status, "keys (live)", width),
     ]
 
@@ -240,7 +242,7 @@ def _local_view(wheel: Wheel, note: str) -> list[Any]:
     for name in settings.chain:
         cfg = settings.providers[name]
         parts.append(f"  {name}: {cfg.dialect} dialect, model {cfg.model}, {len(cfg.keys)} keys, {cfg.base_url}")
-    parts.append(key_table(wheel.status(), "keys (this process)", _console().width))
+    parts.append(key_table(wheel.snapshot(), "keys (this process)", _console().width))
     return parts
 
 

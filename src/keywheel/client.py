@@ -13,8 +13,9 @@ import logging
 import os
 import sys
 import threading
+import time
 import weakref
-from collections.abc import AsyncGenerator, Callable, Coroutine, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Coroutine, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -26,6 +27,7 @@ from keywheel.keys import BreakerPolicy, KeyPool
 from keywheel.messages import from_openai, tool_choice_from_openai, tools_from_openai
 from keywheel.router import EventStream, Router, Target, chat_response, translated
 from keywheel.secrets import ApiKey
+from keywheel.status import Status, provider_status
 from keywheel.transport import Transport
 from keywheel.types import ChatRequest, ChatResponse, StreamEvent
 
@@ -242,18 +244,30 @@ class Wheel:
 
     # ----------------------------------------------------------------- status
 
+    def snapshot(self) -> Status:
+        """Typed status: providers in chain order; each key by fingerprint with its state, rest and counters.
+
+        Reasons and last errors quote upstream (and operator) text: they are redacted, so no
+        piece of a key is in any value."""
+        now = time.time()
+        settings = self.settings
+        providers = tuple(
+            provider_status(
+                self.pools[name].snapshot(),
+                dialect=settings.providers[name].dialect,
+                model=settings.providers[name].model,
+                enabled=settings.providers[name].enabled,
+                primary=name == settings.primary,
+                redact=self.redactor.redact,
+                now=now,
+            )
+            for name in settings.chain
+        )
+        return Status(settings.primary, tuple(settings.chain), providers, now)
+
     def status(self) -> dict[str, Any]:
-        """Providers in chain order; each key by fingerprint with its state, cooldown and counters."""
-        providers = []
-        for name in self.settings.chain:
-            cfg = self.settings.providers[name]
-            snap = self.pools[name].snapshot()
-            snap.update({"dialect": cfg.dialect, "model": cfg.model, "primary": name == self.settings.primary})
-            providers.append(snap)
-        status = {"primary": self.settings.primary, "chain": list(self.settings.chain), "providers": providers}
-        # Reasons and last errors quote upstream (and operator) text: no piece of a key may pass.
-        redacted: dict[str, Any] = _redacted(status, self.redactor.redact)
-        return redacted
+        """:meth:`snapshot` as JSON: the ``/status`` body."""
+        return self.snapshot().to_json()
 
     def _pool_of(self, fingerprint: str) -> KeyPool:
         provider = fingerprint.split("#", 1)[0]
@@ -368,14 +382,3 @@ def _breaker_policy(settings: Settings) -> BreakerPolicy:
 
 async def _next(agen: AsyncGenerator[StreamEvent, None]) -> StreamEvent:
     return await agen.__anext__()
-
-
-def _redacted(value: Any, redact: Callable[[str], str]) -> Any:
-    """``value`` (JSON-like) with every string passed through ``redact``."""
-    if isinstance(value, str):
-        return redact(value)
-    if isinstance(value, dict):
-        return {k: _redacted(v, redact) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_redacted(v, redact) for v in value]
-    return value

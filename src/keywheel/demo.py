@@ -83,7 +83,7 @@ async def _demo(fake: FakeUpstream, total: int, concurrency: int, console: Conso
             + (f"; failed {len(failed)}" if failed else ""),
         )
         recent = Text("\n".join(events[-8:]) or "(no retries yet)", style="dim")
-        table = key_table(wheel.status(), "keys", console.width)
+        table = key_table(wheel.snapshot(), "keys", console.width)
         return Group(header, table, Text("recent retries and failovers:"), recent)
 
     tasks = []

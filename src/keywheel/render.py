@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from rich import box
 from rich.table import Table
+
+from keywheel.status import Status
 
 # Short names for failure kinds, so the key table fits 80 columns.
 _SHORT = {
@@ -24,17 +24,19 @@ _SHORT = {
 WIDE = 110  # from this console width on, the table also shows provider, tokens and the last error
 
 
-def key_table(status: dict[str, Any], title: str = "keys", width: int | None = None) -> Table:
+def key_table(status: Status, title: str = "keys", width: int | None = None) -> Table:
     """Every key by fingerprint with its state and counters.  Below :data:`WIDE` columns the
     provider (already in each fingerprint), tokens and last-error columns are left out, so
     nothing is squeezed to nothing at 80 columns."""
     wide = (width or 200) >= WIDE
+    now = status.taken_at
     notes = []
-    for provider in status["providers"]:
-        if provider.get("primary"):
-            notes.append(f"primary: {provider['provider']}")
-        if provider.get("throttled_for"):
-            notes.append(f"{provider['provider']} throttled {provider['throttled_for']:.1f} s")
+    for provider in status.providers:
+        if provider.primary:
+            notes.append(f"primary: {provider.name}")
+        throttled = provider.throttled_for(now)
+        if throttled:
+            notes.append(f"{provider.name} throttled {throttled:.1f} s")
     table = Table(title=title, caption="; ".join(notes) or None, box=box.SIMPLE_HEAD, expand=False, pad_edge=False)
     if wide:
         table.add_column("provider", no_wrap=True)
@@ -48,22 +50,23 @@ def key_table(status: dict[str, Any], title: str = "keys", width: int | None = N
         table.add_column("tokens in/out", no_wrap=True, justify="right")
         table.add_column("last error", overflow="fold", max_width=40)
     colors = {"active": "green", "cooling": "yellow", "disabled": "red"}
-    for provider in status["providers"]:
-        name = provider["provider"] + (" *" if provider.get("primary") else "")
-        for key in provider["keys"]:
-            state = key["state"]
-            failures = " ".join(f"{_SHORT.get(k, k)}×{v}" for k, v in sorted(key["failures"].items())) or "-"
+    for provider in status.providers:
+        name = provider.name + (" *" if provider.primary else "")
+        for key in provider.keys:
+            state = key.state
+            failures = " ".join(f"{_SHORT.get(k, k)}×{v}" for k, v in sorted(key.failures.items())) or "-"
+            rest = key.rest_for(now)
             row = [
-                key["key"],
+                key.fingerprint,
                 f"[{colors.get(state, 'white')}]{state}[/]",
-                f"{key['cooldown_remaining']:.1f}" if key["cooldown_remaining"] else "",
-                str(key["requests"]),
-                str(key["successes"]),
+                f"{rest:.1f}" if rest else "",
+                str(key.requests),
+                str(key.successes),
                 failures,
             ]
             if wide:
-                why = (key["reason"] or key["last_error"] or "")[:80]
-                row = [name, *row, f"{key['tokens_in']}/{key['tokens_out']}", why]
+                why = (key.reason or key.last_error or "")[:80]
+                row = [name, *row, f"{key.tokens_in}/{key.tokens_out}", why]
                 name = ""
             table.add_row(*row)
     return table

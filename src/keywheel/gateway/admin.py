@@ -13,12 +13,13 @@ import orjson
 
 from keywheel.gateway.http import HttpError, Receive, Scope, Send, allow, is_loopback, presented_key, read_body, respond
 from keywheel.secrets import ApiKey
+from keywheel.status import Status
 
 
 class KeyAdmin(Protocol):
     """What the admin routes need of a :class:`keywheel.Wheel`."""
 
-    def status(self) -> Any: ...
+    def snapshot(self) -> Status: ...
 
     def add_key(self, provider: str, key: str) -> str: ...
 
@@ -53,7 +54,7 @@ class Admin:
         host = self.host
         if path == "/status":
             allow(method, "GET")
-            await respond_json(send, host.status())
+            await respond_json(send, host.snapshot().to_json())  # typed until here, the edge
             return 200
         allow(method, "POST")
         action = path.removeprefix("/admin/keys/")
