@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import AsyncGenerator, Coroutine, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Coroutine, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -25,6 +25,7 @@ from keywheel.config import Settings, load_env, settings_from_env
 from keywheel.errors import BadRequest
 from keywheel.keys import BreakerPolicy, KeyPool
 from keywheel.messages import from_openai, tool_choice_from_openai, tools_from_openai
+from keywheel.observe import Observer, Subscriber, watch_keys
 from keywheel.router import EventStream, Router, Target, chat_response, translated
 from keywheel.secrets import ApiKey
 from keywheel.status import Status, provider_status
@@ -100,7 +101,8 @@ class Wheel:
             if cfg.enabled
         }
         self.transport = transport or Transport()
-        self.router = Router(settings, self.pools, self.transport)
+        self.observer = Observer()
+        self.router = Router(settings, self.pools, self.transport, observer=self.observer)
         self._portal = _LoopThread()
         self._streams: weakref.WeakSet[AsyncGenerator[StreamEvent, None]] = weakref.WeakSet()  # open sync streams
         self.redactor = self.router.redactor  # strips key pieces from error texts, status and logs
@@ -277,13 +279,27 @@ class Wheel:
         return pool
 
     def disable_key(self, fingerprint: str, reason: str = "disabled by operator") -> None:
-        self._pool_of(fingerprint).disable(fingerprint, self.redactor.redact(reason)[:300])
+        pool = self._pool_of(fingerprint)
+        self._key_action(pool, lambda: pool.disable(fingerprint, self.redactor.redact(reason)[:300]))
 
     def enable_key(self, fingerprint: str) -> None:
-        self._pool_of(fingerprint).enable(fingerprint)
+        pool = self._pool_of(fingerprint)
+        self._key_action(pool, lambda: pool.enable(fingerprint))
 
     def remove_key(self, fingerprint: str) -> None:
-        self._pool_of(fingerprint).remove(fingerprint)
+        pool = self._pool_of(fingerprint)
+        self._key_action(pool, lambda: pool.remove(fingerprint))
+
+    def _key_action(self, pool: KeyPool, action: Callable[[], None]) -> None:
+        watch_keys(self.observer, pool, action, self.redactor.redact, time.time())
+
+    # ---------------------------------------------------------------- events
+
+    def subscribe(self, fn: Subscriber, *kinds: type[Any]) -> Callable[[], None]:
+        """Call ``fn(event)`` for each event (:mod:`keywheel.observe`) of ``kinds`` (default: all):
+        ``AttemptFinished``, ``RequestFinished`` (gateway requests), ``KeyStateChanged``.
+        ``fn`` runs inline on the wheel's loop: keep it quick.  Returns the unsubscribe."""
+        return self.observer.subscribe(fn, *kinds)
 
     def add_key(self, provider: str, key: str) -> str:
         """Add a key to an enabled provider's pool; returns its fingerprint."""

@@ -47,6 +47,7 @@ from keywheel.errors import (
     UpstreamError,
 )
 from keywheel.keys import Open, PoolBackend
+from keywheel.observe import AttemptFinished, Observer, watch_keys
 from keywheel.providers import get_adapter
 from keywheel.providers.base import Adapter, Endpoint, HttpRequest, StreamParser
 from keywheel.providers.paths import check_model
@@ -93,8 +94,10 @@ class Router:
         *,
         rng: random.Random | None = None,
         redactor: Redactor | None = None,
+        observer: Observer | None = None,
     ) -> None:
         self.settings = settings
+        self.observer = observer or Observer()  # attempt and key-state events go here
         # Every upstream error text is stripped of key pieces before anything sees it.
         self.redactor = register(redactor or redactor_for(settings))
         self.pools = pools
@@ -174,8 +177,7 @@ class Router:
                     except UpstreamError as exc:
                         latency = (time.perf_counter() - started) * 1000
                         self._own(exc, target, key)
-                        pool.release(key, exc, latency)
-                        attempts.append(_attempt(target, key, exc, latency))
+                        attempts.append(self._failed(pool, target, key, exc, latency))
                         if log.isEnabledFor(logging.INFO):
                             log.info("attempt failed: %s", exc)
                         last = exc
@@ -229,6 +231,18 @@ class Router:
                 raise last
             raise AllProvidersFailed(attempts, last, summary=tally)
 
+    def _failed(self, pool: PoolBackend, target: Target, key: ApiKey, exc: UpstreamError, latency: float) -> Attempt:
+        """Release a key after a failed attempt: its record, and its events when someone listens."""
+        observer = self.observer
+        if exc.scope == "key":  # only a key fault changes a key's state
+            watch_keys(observer, pool, lambda: pool.release(key, exc, latency), self.redactor.redact, time.time())
+        else:
+            pool.release(key, exc, latency)
+        attempt = _attempt(target, key, exc, latency)
+        if observer.attempts:
+            observer.emit(AttemptFinished(attempt.provider, attempt.key, attempt.outcome, exc.status, latency))
+        return attempt
+
     def _own(self, exc: UpstreamError, target: Target, key: ApiKey) -> None:
         """Stamp provider and key on an error, and strip it of every piece of every key."""
         exc.provider, exc.key = target.provider.name, key.fingerprint
@@ -247,6 +261,8 @@ class Router:
         """Record the success of a non-streaming call (execute() leaves the key in flight)."""
         pool = self.pools[served.target.provider.name]
         pool.release(served.key, None, served.attempts[-1].latency_ms, usage)
+        if self.observer.attempts:
+            _served_event(self.observer, served, "ok", served.attempts[-1].latency_ms, usage)
 
     async def complete(self, targets: list[Target], build: RequestBuilder) -> tuple[Completion, bytes, Served]:
         """A non-streaming call: the parsed completion, the raw upstream body, and who served it."""
@@ -277,7 +293,7 @@ class Router:
 
         stream, served = await self.execute(targets, attempt)
         pool = self.pools[served.target.provider.name]
-        stream.bind(served, pool, self.redactor)
+        stream.bind(served, pool, self.redactor, self.observer)
         pool.answered(served.key)  # the provider is up: its first event is in (closes an open breaker)
         return stream
 
@@ -380,6 +396,20 @@ def key_tally(
     return f"of {total} key{'s' if total != 1 else ''} ({', '.join(providers)}): {counted}"
 
 
+def _served_event(
+    observer: Observer,
+    served: Served,
+    outcome: str,
+    latency_ms: float,
+    usage: Usage | None,
+    error: UpstreamError | None = None,
+) -> None:
+    """The :class:`AttemptFinished` of the attempt that served a call, once the call has settled."""
+    status = error.status if error is not None else served.attempts[-1].status
+    provider, key = served.target.provider.name, served.key.fingerprint
+    observer.emit(AttemptFinished(provider, key, outcome, status, latency_ms, usage))
+
+
 def _attempt(target: Target, key: ApiKey, exc: UpstreamError, latency_ms: float) -> Attempt:
     return Attempt(
         target.provider.name,
@@ -444,6 +474,7 @@ class EventStream:
         self._served: Served | None = None
         self._pool: PoolBackend | None = None
         self._redactor: Redactor | None = None
+        self._observer: Observer | None = None
         self._started = time.perf_counter()
         self._usage: Usage | None = None
         self._finished = False
@@ -507,8 +538,10 @@ class EventStream:
                 self._stamp(event)
         return events
 
-    def bind(self, served: Served, pool: PoolBackend, redactor: Redactor | None = None) -> None:
-        self._served, self._pool, self._redactor = served, pool, redactor
+    def bind(
+        self, served: Served, pool: PoolBackend, redactor: Redactor | None = None, observer: Observer | None = None
+    ) -> None:
+        self._served, self._pool, self._redactor, self._observer = served, pool, redactor, observer
         for event in self._first:
             if isinstance(event, StreamEnd):
                 self._stamp(event)
@@ -628,6 +661,9 @@ class EventStream:
             self._pool.release(self._served.key, None, latency, self._usage)
         else:
             self._pool.abandon(self._served.key)
+        if self._observer is not None and self._observer.attempts:
+            outcome = type(error).__name__ if error is not None else "ok" if self._finished else "abandoned"
+            _served_event(self._observer, self._served, outcome, latency, self._usage, error)
 
     async def aclose(self) -> None:
         """Stop reading: close the upstream connection and free the key."""

@@ -29,8 +29,10 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import itertools
 import json
 import logging
+import os
 import re
 import time
 import traceback
@@ -55,6 +57,7 @@ from keywheel.gateway.http import allow as _allow
 from keywheel.gateway.http import header_list as _header_list
 from keywheel.gateway.http import presented_key as _presented_key
 from keywheel.gateway.http import respond as _respond
+from keywheel.observe import Observer, RequestFinished, access_log
 from keywheel.providers._common import dumps as _dumps
 from keywheel.providers.base import HttpRequest
 from keywheel.providers.paths import check_model
@@ -95,6 +98,9 @@ class Host(KeyAdmin, Protocol):
     @property
     def router(self) -> Router: ...
 
+    @property
+    def observer(self) -> Observer: ...
+
     async def aclose(self) -> None: ...
 
 
@@ -115,6 +121,8 @@ class Gateway:
         self._drain: asyncio.Task[tuple[int, int]] | None = None
         self.refused = 0  # requests answered 503 because the gateway was draining
         install_log_filter()  # key pieces never reach a log line from the gateway's loggers
+        self.observer: Observer = wheel.observer
+        self.observer.subscribe(access_log, RequestFinished)  # the access log is one subscriber
 
     # ------------------------------------------------------------------ ASGI
 
@@ -147,13 +155,13 @@ class Gateway:
         status = 500
         handler = asyncio.current_task()
         assert handler is not None
-        reply = _Reply(send)
+        reply = _Reply(send, receive, _request_id(headers.get(b"x-request-id")))
         self._inflight.add(handler)
         try:
             if self._drain is not None:
                 self.refused += 1
                 raise ShuttingDown()
-            status = await self._route(scope, method, path, headers, dialect, receive, reply.send, served)
+            status = await self._route(scope, method, path, headers, dialect, reply.receive, reply.send, served)
         except HttpError as err:
             status = err.status
             if err.status == 401:
@@ -162,6 +170,7 @@ class Gateway:
                 code, extra, body = dialect.render_simple_error(err.status, err.message)
             await reply.error(code, body, {**extra, **err.headers})
         except KeywheelError as err:
+            reply.tries = len(getattr(err, "attempts", None) or ())
             status, extra, body = dialect.render_error(err)
             if isinstance(err, RequestFault) and err.body and self._same_dialect(err, dialect):
                 body = err.body  # the upstream's own words, in the caller's dialect (key pieces already stripped)
@@ -178,11 +187,30 @@ class Gateway:
             await reply.error(status, body, extra)
         finally:
             self._inflight.discard(handler)
-        if log.isEnabledFor(logging.INFO):
-            who = f" {served[0].target.provider.name} {_ascii(served[0].key.fingerprint)}" if served else ""
-            # The path only, never the query string (?key= may carry a gateway key).
-            took = (time.perf_counter() - started) * 1000
-            log.info("%s %s %d%s %.1fms", method, _loggable(path), status, who, took)
+        if self.observer.requests:  # the access log, at least (observe.access_log)
+            self._finished(reply, method, path, dialect, served, status, started)
+
+    def _finished(
+        self, reply: _Reply, method: str, path: str, dialect: Dialect, served: list[Served], status: int, started: float
+    ) -> None:
+        """Emit the request's :class:`RequestFinished`."""
+        who = served[0] if served else None
+        self.observer.emit(
+            RequestFinished(
+                reply.request_id.decode("ascii"),
+                method,
+                _loggable(path),  # the path only, never the query string (?key= may carry a gateway key)
+                dialect.name,
+                who.target.model if who is not None else None,
+                who.target.provider.name if who is not None else None,
+                who.key.fingerprint if who is not None else None,
+                len(who.attempts) if who is not None else reply.tries,
+                status,
+                (time.perf_counter() - started) * 1000,
+                reply.bytes_in,
+                reply.bytes_out,
+            )
+        )
 
     # --------------------------------------------------------------- shutdown
 
@@ -725,21 +753,46 @@ def _served_headers(source: Served | KeywheelError) -> dict[str, str]:
 
 class _Reply:
     """``send`` that remembers whether the response has started, so an error met later
-    is not answered with a second response head."""
+    is not answered with a second response head; it puts the request id on the head and
+    counts the bytes both ways (for :class:`RequestFinished`)."""
 
-    __slots__ = ("_send", "started")
+    __slots__ = ("_send", "_receive", "started", "request_id", "bytes_in", "bytes_out", "tries")
 
-    def __init__(self, send: Send) -> None:
-        self._send = send
+    def __init__(self, send: Send, receive: Receive, request_id: bytes) -> None:
+        self._send, self._receive = send, receive
         self.started = False
+        self.request_id = request_id
+        self.bytes_in = self.bytes_out = self.tries = 0
 
     async def send(self, message: Message) -> None:
         self.started = True
+        if message["type"] == "http.response.start":
+            message["headers"] = [*message["headers"], (b"x-request-id", self.request_id)]
+        else:
+            self.bytes_out += len(message.get("body", b""))
         await self._send(message)
+
+    async def receive(self) -> Message:
+        message = await self._receive()
+        self.bytes_in += len(message.get("body", b""))
+        return message
 
     async def error(self, status: int, body: bytes, headers: dict[str, str]) -> None:
         if not self.started:
-            await _respond(self._send, status, body, headers)
+            await _respond(self.send, status, body, headers)
+
+
+#: A client's ``x-request-id`` is kept when it is this (it goes back in a header and into events).
+_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:+=/-]{1,128}")
+_ID_PREFIX = os.urandom(6).hex().encode()  # per process: ids of several workers never collide
+_ids = itertools.count(1)
+
+
+def _request_id(given: bytes | None) -> bytes:
+    """The client's ``x-request-id`` when it is plain and bounded, else a new one (``kw-…``)."""
+    if given is not None and _REQUEST_ID.fullmatch(given):
+        return given
+    return b"kw-%s-%d" % (_ID_PREFIX, next(_ids))
 
 
 def _log_internal(exc: BaseException, method: str, path: str) -> None:
