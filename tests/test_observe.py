@@ -39,7 +39,8 @@ configure_logging("INFO")
 wheel = Wheel(settings_from_env(env))
 
 def write(event):
-    out.write(json.dumps({"kind": type(event).__name__, **dataclasses.asdict(event)}) + chr(10))
+    fields = {k: dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v for k, v in event._asdict().items()}
+    out.write(json.dumps({"kind": type(event).__name__, **fields}) + chr(10))
     out.flush()
 
 wheel.subscribe(write)

@@ -1,6 +1,6 @@
 """The observer seam: typed events from the router and the gateway, to subscribers.
 
-Three events, all frozen values that name keys by fingerprint only:
+Three events, immutable values (named tuples: cheap to build) that name keys by fingerprint only:
 
 - :class:`AttemptFinished` — one per upstream attempt (the router): failed attempts as they
   fail, the attempt that served when its call settles (a stream: when it ends), with usage;
@@ -21,8 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from keywheel.status import ProviderStatus, provider_status
 from keywheel.types import Usage
@@ -31,8 +30,7 @@ log = logging.getLogger("keywheel.observe")
 access = logging.getLogger("keywheel.access")
 
 
-@dataclass(frozen=True, slots=True)
-class AttemptFinished:
+class AttemptFinished(NamedTuple):
     """One upstream attempt: which provider and key, how it ended, how long it took."""
 
     provider: str
@@ -43,8 +41,7 @@ class AttemptFinished:
     usage: Usage | None = None  # tokens, on the attempt that served (when the upstream said)
 
 
-@dataclass(frozen=True, slots=True)
-class RequestFinished:
+class RequestFinished(NamedTuple):
     """One gateway request, answered (or given up on by its client: status 499)."""
 
     request_id: str
@@ -61,8 +58,7 @@ class RequestFinished:
     bytes_out: int  # response body
 
 
-@dataclass(frozen=True, slots=True)
-class KeyStateChanged:
+class KeyStateChanged(NamedTuple):
     """A key's state changed: ``old`` → ``new`` (active, cooling, disabled, removed)."""
 
     provider: str
