@@ -5,7 +5,9 @@ because this machine's speed drifts over minutes: only ratios within one run mea
 After that section (``gateway``) come ``inprocess`` (inprocess.py: Wheel.achat against the raw
 aiohttp call and LiteLLM's Router), ``keypool`` (keypool.py: key selection), ``scaling``
 (scaling.py: the gateway with 1 to 1,000 keys, some cooling) and, only when asked for, ``soak``
-(soak.py: RSS over 200,000 requests). See bench/README.md for what is measured and how to read it.
+(soak.py: RSS over 200,000 requests) and ``faultsoak`` (faultsoak.py: RSS and file descriptors
+over BENCH_FAULTSOAK_SECONDS, 30 min, of load under flipping faults). See bench/README.md for what
+is measured and how to read it.
 
     .venv/bin/python bench/harness.py            # full run (BENCH_SECONDS, BENCH_ROUNDS, ...)
     .venv/bin/python bench/harness.py --soak     # the same plus the soak (BENCH_SOAK=1)
@@ -28,6 +30,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import faultsoak
 import inprocess
 import keypool
 import loadgen
@@ -44,16 +47,23 @@ RESULTS = Path(__file__).resolve().parent / "results"
 CHAT_SCENARIOS = ["chat", "stream"]
 MEASUREMENT_ERRORS = (RuntimeError, OSError, subprocess.TimeoutExpired)
 EXIT_MISSING_TOOLS = 3  # nothing measured: nginx, njs or wrk is not installed (callers may skip on it)
-SECTIONS = ["gateway", "inprocess", "keypool", "scaling", "soak"]
-DEFAULT_SECTIONS = ["gateway", "inprocess", "keypool", "scaling"]  # the soak only when asked for
+SECTIONS = ["gateway", "inprocess", "keypool", "scaling", "soak", "faultsoak"]
+DEFAULT_SECTIONS = ["gateway", "inprocess", "keypool", "scaling"]  # the soaks only when asked for
 NEEDS: dict[str, set[str]] = {  # tools each section needs ("nginx": with its njs module)
     "gateway": {"nginx", "wrk"},
     "inprocess": {"nginx"},
     "keypool": set(),
     "scaling": {"nginx", "wrk"},
     "soak": {"nginx"},
+    "faultsoak": set(),  # its own upstream: keywheel.testing.FakeUpstream
 }
-SECTION_MODULES: dict[str, Any] = {"inprocess": inprocess, "keypool": keypool, "scaling": scaling, "soak": soak}
+SECTION_MODULES: dict[str, Any] = {
+    "inprocess": inprocess,
+    "keypool": keypool,
+    "scaling": scaling,
+    "soak": soak,
+    "faultsoak": faultsoak,
+}
 
 
 @dataclass(frozen=True)
@@ -90,7 +100,7 @@ def parse_args(argv: list[str]) -> tuple[Settings, Path | None]:
     parser.add_argument(
         "--sections",
         default=os.environ.get("BENCH_SECTIONS", ",".join(DEFAULT_SECTIONS)),
-        help=f"comma list of {', '.join(SECTIONS)} (default: all but soak)",
+        help=f"comma list of {', '.join(SECTIONS)} (default: all but soak and faultsoak)",
     )
     parser.add_argument(
         "--soak", action="store_true", default=os.environ.get("BENCH_SOAK") == "1", help="add the soak section"
@@ -311,6 +321,8 @@ def run_sections(settings: Settings, workdir: Path, upstream: str) -> dict[str, 
         out["scaling"] = scaling.run(cfg_scaling, upstream, workdir, say)
     if "soak" in settings.sections:
         out["soak"] = soak.run(soak.make_config(smoke, settings.soak_requests), upstream, workdir, say)
+    if "faultsoak" in settings.sections:
+        out["faultsoak"] = faultsoak.run(faultsoak.make_config(smoke), workdir, say)
     return out
 
 

@@ -2,6 +2,7 @@
 # Benchmark entry point: installs what the benchmark needs if it is missing, then runs it.
 #   bash bench/run.sh            full run (BENCH_SECONDS, BENCH_ROUNDS, BENCH_TARGETS, BENCH_SCENARIOS, ...)
 #   bash bench/run.sh --smoke    every available target briefly, < 30 s
+#   bash bench/run.sh --sections faultsoak    30 min under flipping faults (BENCH_FAULTSOAK_SECONDS; --smoke: 20 s)
 # Installs: nginx, its njs module and wrk from Debian (root only), and LiteLLM into bench/.venv-litellm
 # (skip with BENCH_SKIP_LITELLM_INSTALL=1; pick another version with BENCH_LITELLM_SPEC).
 set -euo pipefail

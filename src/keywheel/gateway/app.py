@@ -44,7 +44,7 @@ from keywheel.config import Settings
 from keywheel.errors import BadRequest, KeywheelError, RequestFault, ShuttingDown, UpstreamError
 from keywheel.gateway.admin import Admin, KeyAdmin
 from keywheel.gateway.dialects import DIALECTS, Dialect
-from keywheel.gateway.dialects.base import InboundRequest, unencodable
+from keywheel.gateway.dialects.base import InboundRequest, check_depth, unencodable
 from keywheel.gateway.http import (
     HttpError,
     Message,
@@ -652,6 +652,7 @@ class _Request:
         """The full parse, for translation; raises the 400 naming the first bad field."""
         if self._inbound is None:
             body = {**self.defaults, **self.body} if self.defaults else self.body
+            check_depth(body)  # translation recurses, and writes the body again: refuse what it cannot
             self._inbound = self.dialect.parse_request(body, self.path_model)
         return self._inbound
 
@@ -704,7 +705,11 @@ def _builder(dialect: Dialect, request: _Request, forwarded: dict[str, str]) -> 
                 http = adapter.build_raw_request(target.endpoint, key, _EMPTY, target.model, stream=stream)
                 http.body = request.raw
             else:
-                http = adapter.build_raw_request(target.endpoint, key, request.body, target.model, stream=stream)
+                try:
+                    http = adapter.build_raw_request(target.endpoint, key, request.body, target.model, stream=stream)
+                except TypeError:  # orjson.JSONEncodeError: nested deeper than the encoder writes
+                    check_depth(request.body)  # the 400 naming the field
+                    raise BadRequest("body: cannot be encoded as JSON again", status=400) from None
                 if http.body is not None and _lost_ints(http.body):
                     http = adapter.build_raw_request(target.endpoint, key, request.exact(), target.model, stream=stream)
             if forwarded:

@@ -33,7 +33,10 @@ MESSAGE_LIMIT = 500
 def dumps(value: Any) -> bytes:
     try:
         return orjson.dumps(value)
-    except TypeError:  # an integer beyond 64 bits (a pass-through body, parsed exactly): the stdlib keeps it
+    except TypeError as exc:
+        if "Integer" not in str(exc):
+            raise  # e.g. nesting beyond the encoder's limit: the caller names the field
+        # an integer beyond 64 bits (a pass-through body, parsed exactly): the stdlib keeps it
         return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
 
 

@@ -163,16 +163,16 @@ def require_object(value: Any, where: str = "body") -> dict[str, Any]:
     """``value`` as an object; for the whole request body (``where="body"``) also bounds its nesting."""
     if not isinstance(value, dict):
         raise fail(where, f"expected a JSON object, got {_kind(value)}")
-    if where == "body":
-        _check_depth(value)
     return value
 
 
-def _check_depth(body: dict[str, Any]) -> None:
+def check_depth(body: dict[str, Any]) -> None:
     """A 400 naming the top-level field nested deeper than :data:`MAX_DEPTH`.
 
     The JSON decoder accepts 1024 levels, but the encoder that writes the upstream request stops
-    at 254 (and translation recurses): deeper input must be refused here, not fail as a 500 there.
+    at 254 (and translation recurses): deeper input must be refused before either, not fail as a
+    500 there.  Not on the pass-through path that forwards the caller's bytes as they are: the
+    gateway calls it before a translation, and when re-encoding a pass-through body fails.
     """
     for name, value in body.items():  # level by level: cheap on the wide, shallow bodies chats are
         level = [value] if type(value) in _CONTAINERS else []
