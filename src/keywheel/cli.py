@@ -18,6 +18,9 @@ from rich.table import Table
 from keywheel.client import Wheel
 from keywheel.config import load_env
 from keywheel.errors import ConfigError, KeywheelError
+from keywheel.logs import configure_logging
+from keywheel.render import key_table
+from keywheel.status import Status
 from keywheel.types import Attempt, StreamEnd, TextDelta
 
 HOW_TO_CONFIGURE = """\
@@ -145,73 +148,11 @@ def _ask(
     return 0
 
 
-# Short names for failure kinds, so the key table fits 80 columns.
-_SHORT = {
-    "RateLimited": "429",
-    "KeyInvalid": "invalid",
-    "QuotaExhausted": "quota",
-    "Overloaded": "overload",
-    "ServerError": "5xx",
-    "Timeout": "timeout",
-    "NetworkError": "network",
-    "ModelNotFound": "no-model",
-    "BadRequest": "400",
-    "ContextTooLong": "too-long",
-    "ContentFiltered": "filtered",
-}
-WIDE = 110  # from this console width on, the table also shows provider, tokens and the last error
-
-
-def key_table(status: dict[str, Any], title: str = "keys", width: int | None = None) -> Table:
-    """Every key by fingerprint with its state and counters.  Below :data:`WIDE` columns the
-    provider (already in each fingerprint), tokens and last-error columns are left out, so
-    nothing is squeezed to nothing at 80 columns."""
-    wide = (width or 200) >= WIDE
-    notes = []
-    for provider in status["providers"]:
-        if provider.get("primary"):
-            notes.append(f"primary: {provider['provider']}")
-        if provider.get("throttled_for"):
-            notes.append(f"{provider['provider']} throttled {provider['throttled_for']:.1f} s")
-    table = Table(title=title, caption="; ".join(notes) or None, box=box.SIMPLE_HEAD, expand=False, pad_edge=False)
-    if wide:
-        table.add_column("provider", no_wrap=True)
-    table.add_column("key", no_wrap=True)
-    table.add_column("state", no_wrap=True)
-    table.add_column("rest s", no_wrap=True, justify="right")
-    table.add_column("reqs", no_wrap=True, justify="right")
-    table.add_column("ok", no_wrap=True, justify="right")
-    table.add_column("failures", overflow="fold")
-    if wide:
-        table.add_column("tokens in/out", no_wrap=True, justify="right")
-        table.add_column("last error", overflow="fold", max_width=40)
-    colors = {"active": "green", "cooling": "yellow", "disabled": "red"}
-    for provider in status["providers"]:
-        name = provider["provider"] + (" *" if provider.get("primary") else "")
-        for key in provider["keys"]:
-            state = key["state"]
-            failures = " ".join(f"{_SHORT.get(k, k)}×{v}" for k, v in sorted(key["failures"].items())) or "-"
-            row = [
-                key["key"],
-                f"[{colors.get(state, 'white')}]{state}[/]",
-                f"{key['cooldown_remaining']:.1f}" if key["cooldown_remaining"] else "",
-                str(key["requests"]),
-                str(key["successes"]),
-                failures,
-            ]
-            if wide:
-                why = (key["reason"] or key["last_error"] or "")[:80]
-                row = [name, *row, f"{key['tokens_in']}/{key['tokens_out']}", why]
-                name = ""
-            table.add_row(*row)
-    return table
-
-
 class _StatusUnavailable(Exception):
     """A gateway's /status could not be read; the message says why."""
 
 
-def _fetch_status(url: str, admin_key: str | None, timeout: float = 10) -> dict[str, Any]:
+def _fetch_status(url: str, admin_key: str | None, timeout: float = 10) -> Status:
     import json
     import urllib.error
     import urllib.request
@@ -221,7 +162,7 @@ def _fetch_status(url: str, admin_key: str | None, timeout: float = 10) -> dict[
         request.add_header("authorization", f"Bearer {admin_key}")
     try:
         with urllib.request.urlopen(request, timeout=timeout) as resp:
-            status: dict[str, Any] = json.loads(resp.read())
+            body = json.loads(resp.read())
     except urllib.error.HTTPError as err:
         hint = (
             "KEYWHEEL_ADMIN_KEY (environment, .env or --admin-key) is not the gateway's"
@@ -231,9 +172,10 @@ def _fetch_status(url: str, admin_key: str | None, timeout: float = 10) -> dict[
         raise _StatusUnavailable(f"{url}/status answered {err.code}: {hint}") from None
     except (OSError, ValueError) as err:
         raise _StatusUnavailable(f"could not read {url}/status: {err}") from None
-    if not isinstance(status, dict) or "providers" not in status:
-        raise _StatusUnavailable(f"{url}/status is not a keywheel gateway's status")
-    return status
+    try:
+        return Status.from_json(body)
+    except ValueError:
+        raise _StatusUnavailable(f"{url}/status is not a keywheel gateway's status") from None
 
 
 def _gateway_answers(url: str) -> bool:
@@ -287,7 +229,7 @@ def _remote_view(url: str, admin_key: str | None) -> list[Any]:
     status = _fetch_status(url, admin_key)
     width = _console().width
     return [
-        f"gateway {url} (live): primary [bold]{status['primary']}[/bold], chain {' → '.join(status['chain'])}",
+        f"gateway {url} (live): primary [bold]{status.primary}[/bold], chain {' → '.join(status.chain)}",
         key_table(status, "keys (live)", width),
     ]
 
@@ -300,7 +242,7 @@ def _local_view(wheel: Wheel, note: str) -> list[Any]:
     for name in settings.chain:
         cfg = settings.providers[name]
         parts.append(f"  {name}: {cfg.dialect} dialect, model {cfg.model}, {len(cfg.keys)} keys, {cfg.base_url}")
-    parts.append(key_table(wheel.status(), "keys (this process)", _console().width))
+    parts.append(key_table(wheel.snapshot(), "keys (this process)", _console().width))
     return parts
 
 
@@ -391,7 +333,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from keywheel.gateway import Gateway
-    from keywheel.gateway.app import _is_loopback
+    from keywheel.gateway.http import is_loopback
     from keywheel.gateway.server import BindError, serve
 
     try:
@@ -408,7 +350,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         stderr.print(f"[red]KEYWHEEL_PORT must be a port number, got {variables['KEYWHEEL_PORT']!r}[/red]")
         wheel.close()
         return 2
-    if not _is_loopback(args.host) and not settings.gateway_keys:
+    if not is_loopback(args.host) and not settings.gateway_keys:
         stderr.print(
             f"[red]refusing to serve on {args.host}:[/red] no KEYWHEEL_GATEWAY_KEYS are set, so anyone who can "
             "reach this address could spend your keys.  Set KEYWHEEL_GATEWAY_KEYS=k1,k2 or bind 127.0.0.1."
@@ -557,14 +499,6 @@ def build_parser() -> argparse.ArgumentParser:
     run = command("run", help="the main job: the gateway with the configured keys, or the demo without any")
     run.set_defaults(func=cmd_run)
     return parser
-
-
-def configure_logging(level: str) -> None:
-    """Log to stderr through handlers that strip every piece of every key (and any ``?key=``)."""
-    from keywheel.secrets import install_log_filter
-
-    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    install_log_filter(handlers=logging.root.handlers)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -11,7 +11,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sys
 import threading
+import time
+import weakref
 from collections.abc import AsyncGenerator, Callable, Coroutine, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
@@ -21,13 +24,15 @@ import aiohttp
 from keywheel.config import Settings, load_env, settings_from_env
 from keywheel.errors import BadRequest
 from keywheel.messages import from_openai, tool_choice_from_openai, tools_from_openai
+from keywheel.observe import Observer, Subscriber, watch_keys
 from keywheel.providers import get_adapter
-from keywheel.router import EventStream, Router, Served, Target, translated
+from keywheel.router import EventStream, Router, Target, chat_response, translated
 from keywheel.secrets import ApiKey
 from keywheel.state.memory import MemoryStore
 from keywheel.state.rules import BreakerPolicy
+from keywheel.status import Status, provider_status
 from keywheel.transport import Transport
-from keywheel.types import ChatRequest, ChatResponse, Completion, StreamEvent
+from keywheel.types import ChatRequest, ChatResponse, StreamEvent
 
 log = logging.getLogger("keywheel")
 T = TypeVar("T")
@@ -64,6 +69,10 @@ class _LoopThread:
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self.loop()).result()
 
+    def serves(self, loop: asyncio.AbstractEventLoop) -> bool:
+        """Whether ``loop`` is still this thread's loop (not closed, not replaced since)."""
+        return self._loop is loop
+
     def close(self, final: Coroutine[Any, Any, None] | None = None) -> None:
         with self._lock:
             loop, thread = self._loop, self._thread
@@ -94,8 +103,10 @@ class Wheel:
             if cfg.enabled
         }
         self.transport = transport or Transport()
-        self.router = Router(settings, self.pools, self.transport)
+        self.observer = Observer()
+        self.router = Router(settings, self.pools, self.transport, observer=self.observer)
         self._portal = _LoopThread()
+        self._streams: weakref.WeakSet[AsyncGenerator[StreamEvent, None]] = weakref.WeakSet()  # open sync streams
         self.redactor = self.router.redactor  # strips key pieces from error texts, status and logs
 
     @classmethod
@@ -179,7 +190,7 @@ class Wheel:
     ) -> ChatResponse:
         targets = self._targets(provider, model, fallback)
         completion, _, served = await self.router.complete(targets, translated(request))
-        return _response(completion, served)
+        return chat_response(completion, served)
 
     def chat(self, messages: Sequence[Mapping[str, Any]], **kwargs: Any) -> ChatResponse:
         """Sync :meth:`achat`; safe from many threads at once."""
@@ -212,31 +223,55 @@ class Wheel:
             await stream.aclose()
 
     def stream(self, messages: Sequence[Mapping[str, Any]], **kwargs: Any) -> Iterator[StreamEvent]:
-        """Sync :meth:`astream`: events are pulled one by one from the wheel's loop."""
+        """Sync :meth:`astream`: events are pulled one by one from the wheel's loop.
+
+        A stream left open is closed by :meth:`close` (its key freed, its connection dropped);
+        a stream collected or finalized after that, or at interpreter exit, needs no loop."""
         agen = self.astream(messages, **kwargs)
+        portal = self._portal
+        loop = portal.loop()
+        self._streams.add(agen)
         try:
             while True:
+                if not portal.serves(loop):
+                    return  # the wheel was closed: close() has closed this stream too
                 try:
-                    yield self._portal.run(_next(agen))
+                    yield portal.run(_next(agen))
                 except StopAsyncIteration:
                     return
         finally:
-            self._portal.run(agen.aclose())
+            self._streams.discard(agen)
+            # Never start a loop here: after close() (or at interpreter exit, when the loop's
+            # daemon thread can no longer run) waiting for one would hang the process.
+            if portal.serves(loop) and not sys.is_finalizing():
+                portal.run(agen.aclose())
 
     # ----------------------------------------------------------------- status
 
+    def snapshot(self) -> Status:
+        """Typed status: providers in chain order; each key by fingerprint with its state, rest and counters.
+
+        Reasons and last errors quote upstream (and operator) text: they are redacted, so no
+        piece of a key is in any value."""
+        now = time.time()
+        settings = self.settings
+        providers = tuple(
+            provider_status(
+                self.pools[name].snapshot_nowait(),
+                dialect=settings.providers[name].dialect,
+                model=settings.providers[name].model,
+                enabled=settings.providers[name].enabled,
+                primary=name == settings.primary,
+                redact=self.redactor.redact,
+                now=now,
+            )
+            for name in settings.chain
+        )
+        return Status(settings.primary, tuple(settings.chain), providers, now)
+
     def status(self) -> dict[str, Any]:
-        """Providers in chain order; each key by fingerprint with its state, cooldown and counters."""
-        providers = []
-        for name in self.settings.chain:
-            cfg = self.settings.providers[name]
-            snap = self.pools[name].snapshot_nowait()
-            snap.update({"dialect": cfg.dialect, "model": cfg.model, "primary": name == self.settings.primary})
-            providers.append(snap)
-        status = {"primary": self.settings.primary, "chain": list(self.settings.chain), "providers": providers}
-        # Reasons and last errors quote upstream (and operator) text: no piece of a key may pass.
-        redacted: dict[str, Any] = _redacted(status, self.redactor.redact)
-        return redacted
+        """:meth:`snapshot` as JSON: the ``/status`` body."""
+        return self.snapshot().to_json()
 
     def _pool_of(self, fingerprint: str) -> MemoryStore:
         provider = fingerprint.split("#", 1)[0]
@@ -246,13 +281,27 @@ class Wheel:
         return pool
 
     def disable_key(self, fingerprint: str, reason: str = "disabled by operator") -> None:
-        self._pool_of(fingerprint).disable_nowait(fingerprint, self.redactor.redact(reason)[:300])
+        pool = self._pool_of(fingerprint)
+        self._key_action(pool, lambda: pool.disable_nowait(fingerprint, self.redactor.redact(reason)[:300]))
 
     def enable_key(self, fingerprint: str) -> None:
-        self._pool_of(fingerprint).enable_nowait(fingerprint)
+        pool = self._pool_of(fingerprint)
+        self._key_action(pool, lambda: pool.enable_nowait(fingerprint))
 
     def remove_key(self, fingerprint: str) -> None:
-        self._pool_of(fingerprint).remove_nowait(fingerprint)
+        pool = self._pool_of(fingerprint)
+        self._key_action(pool, lambda: pool.remove_nowait(fingerprint))
+
+    def _key_action(self, pool: MemoryStore, action: Callable[[], None]) -> None:
+        watch_keys(self.observer, pool, action, self.redactor.redact, time.time())
+
+    # ---------------------------------------------------------------- events
+
+    def subscribe(self, fn: Subscriber, *kinds: type[Any]) -> Callable[[], None]:
+        """Call ``fn(event)`` for each event (:mod:`keywheel.observe`) of ``kinds`` (default: all):
+        ``AttemptFinished``, ``RequestFinished`` (gateway requests), ``KeyStateChanged``.
+        ``fn`` runs inline on the wheel's loop: keep it quick.  Returns the unsubscribe."""
+        return self.observer.subscribe(fn, *kinds)
 
     def add_key(self, provider: str, key: str) -> str:
         """Add a key to an enabled provider's pool; returns its fingerprint."""
@@ -294,8 +343,18 @@ class Wheel:
         """Close everything: the sync API's loop and its connections, and the connections the
         async API opened on any other loop, so ``with Wheel.from_env() as wheel:`` around
         ``await wheel.achat(...)`` leaves no "Unclosed client session" behind."""
-        self._portal.close(self.transport.aclose())
+        self._portal.close(self._close_on_loop())
         _close_sessions_now(self.transport)
+
+    async def _close_on_loop(self) -> None:
+        """On the sync API's loop: close the sync streams left open, then the connections."""
+        for agen in list(self._streams):
+            try:
+                await agen.aclose()
+            except Exception:  # noqa: BLE001 — closing anyway; the stream's own error is of no use now
+                log.debug("an open stream failed while closing", exc_info=True)
+        self._streams.clear()
+        await self.transport.aclose()
 
     def __enter__(self) -> Wheel:
         return self
@@ -342,28 +401,3 @@ def _breaker_policy(settings: Settings) -> BreakerPolicy:
 
 async def _next(agen: AsyncGenerator[StreamEvent, None]) -> StreamEvent:
     return await agen.__anext__()
-
-
-def _response(completion: Completion, served: Served) -> ChatResponse:
-    return ChatResponse(
-        text=completion.text,
-        tool_calls=completion.tool_calls,
-        finish_reason=completion.finish_reason,
-        usage=completion.usage,
-        provider=served.target.provider.name,
-        model=completion.model or served.target.model,
-        key=served.key.fingerprint,
-        attempts=served.attempts,
-        id=completion.id,
-    )
-
-
-def _redacted(value: Any, redact: Callable[[str], str]) -> Any:
-    """``value`` (JSON-like) with every string passed through ``redact``."""
-    if isinstance(value, str):
-        return redact(value)
-    if isinstance(value, dict):
-        return {k: _redacted(v, redact) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_redacted(v, redact) for v in value]
-    return value

@@ -16,10 +16,10 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.text import Text
 
-from keywheel.cli import key_table
 from keywheel.client import Wheel
 from keywheel.config import settings_from_env
 from keywheel.errors import KeywheelError
+from keywheel.render import key_table
 from keywheel.testing import FakeUpstream
 
 
@@ -83,7 +83,7 @@ async def _demo(fake: FakeUpstream, total: int, concurrency: int, console: Conso
             + (f"; failed {len(failed)}" if failed else ""),
         )
         recent = Text("\n".join(events[-8:]) or "(no retries yet)", style="dim")
-        table = key_table(wheel.status(), "keys", console.width)
+        table = key_table(wheel.snapshot(), "keys", console.width)
         return Group(header, table, Text("recent retries and failovers:"), recent)
 
     tasks = []

@@ -54,14 +54,15 @@ from keywheel.errors import (
     Timeout,
     UpstreamError,
 )
+from keywheel.observe import AttemptFinished, KeyStateChanged, Observer
 from keywheel.providers import get_adapter
 from keywheel.providers.base import Adapter, Endpoint, HttpRequest, StreamParser
 from keywheel.providers.paths import check_model
 from keywheel.secrets import ApiKey, Redactor, register
 from keywheel.sse import EventTooLarge
-from keywheel.state.base import KeyStore, LocalStore, Open
+from keywheel.state.base import KeyChange, KeyStore, LocalStore, Open
 from keywheel.transport import HttpStream, HttpTransport
-from keywheel.types import Attempt, ChatRequest, Completion, StreamEnd, StreamEvent, Usage
+from keywheel.types import Attempt, ChatRequest, ChatResponse, Completion, StreamEnd, StreamEvent, Usage
 
 T = TypeVar("T")
 log = logging.getLogger("keywheel.router")
@@ -151,9 +152,11 @@ class Router:
         rng: random.Random | None = None,
         redactor: Redactor | None = None,
         retry: RetryPolicy | None = None,
+        observer: Observer | None = None,
     ) -> None:
         self.settings = settings
         self.retry = retry or RetryPolicy(provider_attempts=settings.provider_attempts)
+        self.observer = observer or Observer()  # attempt and key-state events go here
         # Every upstream error text is stripped of key pieces before anything sees it.
         self.redactor = register(redactor or redactor_for(settings))
         self.pools = pools
@@ -267,11 +270,8 @@ class Router:
         except UpstreamError as exc:
             latency = (time.perf_counter() - started) * 1000
             self._own(exc, target, key)
-            if local:
-                local.release_nowait(key, exc, latency)
-            else:
-                await store.release(key, exc, latency)
-            call.attempts.append(_attempt(target, key, exc, latency))
+            change = local.release_nowait(key, exc, latency) if local else await store.release(key, exc, latency)
+            call.attempts.append(self._failed(target, key, exc, latency, change))
             if log.isEnabledFor(logging.INFO):
                 log.info("attempt failed: %s", exc)
             call.last = exc
@@ -309,6 +309,18 @@ class Router:
             return last
         return AllProvidersFailed(attempts, last, summary=tally)
 
+    def _failed(
+        self, target: Target, key: ApiKey, exc: UpstreamError, latency: float, change: KeyChange | None
+    ) -> Attempt:
+        """The record of a failed attempt, and its events when someone listens."""
+        observer = self.observer
+        if change is not None and observer.key_states:
+            observer.emit(key_state_event(target.provider.name, change, self.redactor.redact))
+        attempt = _attempt(target, key, exc, latency)
+        if observer.attempts:
+            observer.emit(AttemptFinished(attempt.provider, attempt.key, attempt.outcome, exc.status, latency))
+        return attempt
+
     def _own(self, exc: UpstreamError, target: Target, key: ApiKey) -> None:
         """Stamp provider and key on an error, and strip it of every piece of every key."""
         exc.provider, exc.key = target.provider.name, key.fingerprint
@@ -331,6 +343,8 @@ class Router:
             local.release_nowait(served.key, None, served.attempts[-1].latency_ms, usage)
         else:
             await self.pools[name].release(served.key, None, served.attempts[-1].latency_ms, usage)
+        if self.observer.attempts:
+            _served_event(self.observer, served, "ok", served.attempts[-1].latency_ms, usage)
 
     async def complete(self, targets: list[Target], build: RequestBuilder) -> tuple[Completion, bytes, Served]:
         """A non-streaming call: the parsed completion, the raw upstream body, and who served it."""
@@ -361,7 +375,7 @@ class Router:
 
         stream, served = await self.execute(targets, attempt)
         pool = self.pools[served.target.provider.name]
-        stream.bind(served, pool, self.redactor)
+        stream.bind(served, pool, self.redactor, self.observer)
         await pool.answered(served.key)  # the provider is up: its first event is in (closes an open breaker)
         return stream
 
@@ -392,6 +406,21 @@ def translated(request: ChatRequest) -> RequestBuilder:
         return target.adapter.build_request(target.endpoint, key, request, target.model, stream=stream)
 
     return build
+
+
+def chat_response(completion: Completion, served: Served) -> ChatResponse:
+    """The library's answer to a non-streaming call: the completion, who served it, every try."""
+    return ChatResponse(
+        text=completion.text,
+        tool_calls=completion.tool_calls,
+        finish_reason=completion.finish_reason,
+        usage=completion.usage,
+        provider=served.target.provider.name,
+        model=completion.model or served.target.model,
+        key=served.key.fingerprint,
+        attempts=served.attempts,
+        id=completion.id,
+    )
 
 
 async def key_tally(
@@ -446,6 +475,29 @@ async def key_tally(
     return f"of {total} key{'s' if total != 1 else ''} ({', '.join(providers)}): {counted}"
 
 
+def key_state_event(
+    provider: str, change: KeyChange, redact: Redactor | Callable[[str], str] | None
+) -> KeyStateChanged:
+    """The :class:`KeyStateChanged` of a store's :class:`KeyChange` (its reason redacted)."""
+    clean = redact.redact if isinstance(redact, Redactor) else redact
+    reason = clean(change.reason) if clean is not None else change.reason
+    return KeyStateChanged(provider, change.fingerprint, change.old, change.new, reason, change.until)
+
+
+def _served_event(
+    observer: Observer,
+    served: Served,
+    outcome: str,
+    latency_ms: float,
+    usage: Usage | None,
+    error: UpstreamError | None = None,
+) -> None:
+    """The :class:`AttemptFinished` of the attempt that served a call, once the call has settled."""
+    status = error.status if error is not None else served.attempts[-1].status
+    provider, key = served.target.provider.name, served.key.fingerprint
+    observer.emit(AttemptFinished(provider, key, outcome, status, latency_ms, usage))
+
+
 def _attempt(target: Target, key: ApiKey, exc: UpstreamError, latency_ms: float) -> Attempt:
     return Attempt(
         target.provider.name,
@@ -497,6 +549,7 @@ class EventStream:
         self._served: Served | None = None
         self._pool: KeyStore | None = None
         self._redactor: Redactor | None = None
+        self._observer: Observer | None = None
         self._started = time.perf_counter()
         self._usage: Usage | None = None
         self._finished = False
@@ -560,8 +613,10 @@ class EventStream:
                 self._stamp(event)
         return events
 
-    def bind(self, served: Served, pool: KeyStore, redactor: Redactor | None = None) -> None:
-        self._served, self._pool, self._redactor = served, pool, redactor
+    def bind(
+        self, served: Served, pool: KeyStore, redactor: Redactor | None = None, observer: Observer | None = None
+    ) -> None:
+        self._served, self._pool, self._redactor, self._observer = served, pool, redactor, observer
         for event in self._first:
             if isinstance(event, StreamEnd):
                 self._stamp(event)
@@ -676,11 +731,17 @@ class EventStream:
             return
         latency = (time.perf_counter() - self._started) * 1000
         if error is not None:
-            await self._pool.release(self._served.key, error, latency)
+            change = await self._pool.release(self._served.key, error, latency)
+            observer = self._observer
+            if change is not None and observer is not None and observer.key_states:
+                observer.emit(key_state_event(self._served.target.provider.name, change, self._redactor))
         elif self._finished:
             await self._pool.release(self._served.key, None, latency, self._usage)
         else:
             await self._pool.abandon(self._served.key)
+        if self._observer is not None and self._observer.attempts:
+            outcome = type(error).__name__ if error is not None else "ok" if self._finished else "abandoned"
+            _served_event(self._observer, self._served, outcome, latency, self._usage, error)
 
     async def aclose(self) -> None:
         """Stop reading: close the upstream connection and free the key."""

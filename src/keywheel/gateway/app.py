@@ -29,33 +29,41 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import ipaddress
+import itertools
 import json
 import logging
+import os
 import re
 import time
 import traceback
-import urllib.parse
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
-from keywheel.client import Wheel, _response
+from keywheel.config import Settings
 from keywheel.errors import BadRequest, KeywheelError, RequestFault, ShuttingDown, UpstreamError
+from keywheel.gateway.admin import Admin, KeyAdmin
 from keywheel.gateway.dialects import DIALECTS, Dialect
 from keywheel.gateway.dialects.base import InboundRequest, check_depth, unencodable
+from keywheel.gateway.http import (
+    HttpError,
+    Message,
+    Receive,
+    Scope,
+    Send,
+    read_body,
+)
+from keywheel.gateway.http import allow as _allow
+from keywheel.gateway.http import header_list as _header_list
+from keywheel.gateway.http import presented_key as _presented_key
+from keywheel.gateway.http import respond as _respond
+from keywheel.observe import Observer, RequestFinished, access_log
 from keywheel.providers import FAMILIES
 from keywheel.providers._common import dumps as _dumps
 from keywheel.providers.base import HttpRequest
 from keywheel.providers.paths import check_model
-from keywheel.router import RequestBuilder, Served, Target
+from keywheel.router import RequestBuilder, Router, Served, Target, chat_response
 from keywheel.secrets import ApiKey, install_log_filter
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 
 log = logging.getLogger("keywheel.access")
 errors_log = logging.getLogger("keywheel.gateway")
@@ -72,33 +80,39 @@ LANDING = (
     b"APIs to clients holding a gateway key.</p></body></html>\n"
 )
 AUTO_MODELS = frozenset({"", "auto", "keywheel", "default"})
-JSON_HEADERS = [(b"content-type", b"application/json")]
 SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
-
-
-class HttpError(Exception):
-    """A gateway-level failure answered before any upstream work."""
-
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
-        self.status, self.message, self.headers = status, message, headers or {}
-        super().__init__(message)
 
 
 def _ascii(fingerprint: str) -> str:
     return fingerprint.replace("…", "...")
 
 
+class Host(KeyAdmin, Protocol):
+    """What the gateway needs of a :class:`keywheel.Wheel`: its settings and router, the key
+    admin actions, and closing.  (The gateway never imports :mod:`keywheel.client`.)"""
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def router(self) -> Router: ...
+
+    @property
+    def observer(self) -> Observer: ...
+
+    async def aclose(self) -> None: ...
+
+
 class Gateway:
     """The ASGI application.  ``Gateway(wheel)``; one per process (or mounted in-process)."""
 
-    def __init__(self, wheel: Wheel) -> None:
+    def __init__(self, wheel: Host) -> None:
         self.wheel = wheel
-        self.settings = wheel.settings
-        self.max_body = wheel.settings.max_body_bytes
-        self.body_timeout = wheel.settings.body_timeout
-        self._client_keys = [k.reveal().encode() for k in self.settings.gateway_keys]
-        admin = self.settings.admin_key
-        self._admin_key = admin.reveal().encode() if admin is not None else None
+        self.settings = settings = wheel.settings
+        self.max_body = settings.max_body_bytes
+        self.body_timeout = settings.body_timeout
+        self._client_keys = [k.reveal().encode() for k in settings.gateway_keys]
+        self.admin = Admin(wheel, settings.admin_key, self.max_body, self.body_timeout)
         self.openai, self.anthropic, self.gemini = DIALECTS["openai"], DIALECTS["anthropic"], DIALECTS["gemini"]
         # Shutdown: the handlers in flight, the ones cut at the drain deadline, the drain itself.
         self._inflight: set[asyncio.Task[Any]] = set()
@@ -106,6 +120,8 @@ class Gateway:
         self._drain: asyncio.Task[tuple[int, int]] | None = None
         self.refused = 0  # requests answered 503 because the gateway was draining
         install_log_filter()  # key pieces never reach a log line from the gateway's loggers
+        self.observer: Observer = wheel.observer
+        self.observer.subscribe(access_log, RequestFinished)  # the access log is one subscriber
 
     # ------------------------------------------------------------------ ASGI
 
@@ -138,13 +154,13 @@ class Gateway:
         status = 500
         handler = asyncio.current_task()
         assert handler is not None
-        reply = _Reply(send)
+        reply = _Reply(send, receive, _request_id(headers.get(b"x-request-id")))
         self._inflight.add(handler)
         try:
             if self._drain is not None:
                 self.refused += 1
                 raise ShuttingDown()
-            status = await self._route(scope, method, path, headers, dialect, receive, reply.send, served)
+            status = await self._route(scope, method, path, headers, dialect, reply.receive, reply.send, served)
         except HttpError as err:
             status = err.status
             if err.status == 401:
@@ -153,6 +169,7 @@ class Gateway:
                 code, extra, body = dialect.render_simple_error(err.status, err.message)
             await reply.error(code, body, {**extra, **err.headers})
         except KeywheelError as err:
+            reply.tries = len(getattr(err, "attempts", None) or ())
             status, extra, body = dialect.render_error(err)
             if isinstance(err, RequestFault) and err.body and self._same_dialect(err, dialect):
                 body = err.body  # the upstream's own words, in the caller's dialect (key pieces already stripped)
@@ -169,11 +186,30 @@ class Gateway:
             await reply.error(status, body, extra)
         finally:
             self._inflight.discard(handler)
-        if log.isEnabledFor(logging.INFO):
-            who = f" {served[0].target.provider.name} {_ascii(served[0].key.fingerprint)}" if served else ""
-            # The path only, never the query string (?key= may carry a gateway key).
-            took = (time.perf_counter() - started) * 1000
-            log.info("%s %s %d%s %.1fms", method, _loggable(path), status, who, took)
+        if self.observer.requests:  # the access log, at least (observe.access_log)
+            self._finished(reply, method, path, dialect, served, status, started)
+
+    def _finished(
+        self, reply: _Reply, method: str, path: str, dialect: Dialect, served: list[Served], status: int, started: float
+    ) -> None:
+        """Emit the request's :class:`RequestFinished`."""
+        who = served[0] if served else None
+        self.observer.emit(
+            RequestFinished(
+                reply.request_id.decode("ascii"),
+                method,
+                _loggable(path),  # the path only, never the query string (?key= may carry a gateway key)
+                dialect.name,
+                who.target.model if who is not None else None,
+                who.target.provider.name if who is not None else None,
+                who.key.fingerprint if who is not None else None,
+                len(who.attempts) if who is not None else reply.tries,
+                status,
+                (time.perf_counter() - started) * 1000,
+                reply.bytes_in,
+                reply.bytes_out,
+            )
+        )
 
     # --------------------------------------------------------------- shutdown
 
@@ -251,8 +287,8 @@ class Gateway:
             await send({"type": "http.response.body", "body": LANDING if method == "GET" else b""})
             return 200
         if path == "/status" or path.startswith("/admin/"):
-            self._check_admin(scope, headers)
-            return await self._admin(method, path, receive, send)
+            self.admin.check(scope, headers)
+            return await self.admin.handle(method, path, receive, send)
         # ?key= only on the Gemini routes (Google's REST convention); elsewhere keys go in headers.
         self._check_client(scope, headers, query=dialect is self.gemini)
         if path == "/v1/chat/completions":
@@ -338,16 +374,6 @@ class Gateway:
         if presented is None or not any(hmac.compare_digest(presented, k) for k in self._client_keys):
             raise HttpError(401, "missing or invalid gateway key")
 
-    def _check_admin(self, scope: Scope, headers: dict[bytes, bytes]) -> None:
-        if self._admin_key is None:
-            client = scope.get("client")
-            if client and _is_loopback(client[0]):
-                return
-            raise HttpError(403, "admin routes need KEYWHEEL_ADMIN_KEY (or a loopback client when none is set)")
-        presented = _presented_key(scope, headers, query=False)
-        if presented is None or not hmac.compare_digest(presented, self._admin_key):
-            raise HttpError(401, "missing or invalid admin key")
-
     # ------------------------------------------------------------------ chat
 
     async def _chat(
@@ -400,7 +426,7 @@ class Gateway:
         completion, body, who = await self.wheel.router.complete(targets, build)
         served.append(who)
         if not who.target.speaks(dialect.name):
-            answer = _response(completion, who)  # names the model that served, not the caller's "auto"
+            answer = chat_response(completion, who)  # names the model that served, not the caller's "auto"
             body = orjson.dumps(dialect.render_response(answer, answer.model))
         await _respond(send, 200, body, _served_headers(who))
         return 200
@@ -547,65 +573,7 @@ class Gateway:
     # ------------------------------------------------------------------ body
 
     async def _body(self, headers: dict[bytes, bytes], receive: Receive) -> bytes:
-        length = headers.get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_body:
-            raise HttpError(413, f"request body over {self.max_body} bytes")
-        # The first read is bounded too: a head that announces a body and sends none must not
-        # hold its connection for good.
-        try:
-            async with asyncio.timeout(self.body_timeout):
-                message = await receive()
-                body: bytes = message.get("body", b"")
-                if not message.get("more_body"):
-                    return body
-                parts = [body]
-                size = len(body)
-                while message.get("more_body"):
-                    message = await receive()
-                    if message["type"] == "http.disconnect":
-                        raise HttpError(400, "client went away while sending the body")
-                    chunk = message.get("body", b"")
-                    size += len(chunk)
-                    if size > self.max_body:
-                        raise HttpError(413, f"request body over {self.max_body} bytes")
-                    parts.append(chunk)
-        except TimeoutError:
-            raise HttpError(408, f"request body not received within {self.body_timeout:g} s") from None
-        return b"".join(parts)
-
-    # ----------------------------------------------------------------- admin
-
-    async def _admin(self, method: str, path: str, receive: Receive, send: Send) -> int:
-        wheel = self.wheel
-        if path == "/status":
-            _allow(method, "GET")
-            await _respond(send, 200, orjson.dumps(wheel.status()))
-            return 200
-        _allow(method, "POST")
-        action = path.removeprefix("/admin/keys/")
-        raw = await self._body({}, receive)
-        try:
-            body = orjson.loads(raw or b"{}")
-        except orjson.JSONDecodeError:
-            raise HttpError(400, "admin body must be JSON") from None
-        try:
-            if action == "add":
-                result: Any = {"key": wheel.add_key(str(body["provider"]), str(body["key"]))}
-            elif action in ("disable", "enable", "remove"):
-                fingerprint = str(body["key"]).replace("...", "…")
-                if action == "disable":
-                    wheel.disable_key(fingerprint, str(body.get("reason") or "disabled by operator"))
-                else:
-                    getattr(wheel, f"{action}_key")(fingerprint)
-                result = {"key": fingerprint, "done": action}
-            else:
-                raise HttpError(404, f"no admin action {action!r} (add, disable, enable, remove)")
-        except KeyError as exc:
-            raise HttpError(404, f"not found: {exc}") from None
-        except ValueError as exc:
-            raise HttpError(409, str(exc)) from None
-        await _respond(send, 200, orjson.dumps(result))
-        return 200
+        return await read_body(headers, receive, self.max_body, self.body_timeout)
 
 
 # -------------------------------------------------------------------- helpers
@@ -771,40 +739,11 @@ async def _watch(receive: Receive, handler: asyncio.Task[Any], state: dict[str, 
         handler.cancel()
 
 
-def _allow(method: str, *allowed: str) -> None:
-    if method not in allowed:
-        raise HttpError(405, f"method {method} not allowed here", {"allow": ", ".join(allowed)})
-
-
 def _loggable(path: str) -> str:
     """A client's path fit for a log line: bounded, control characters escaped (no forged lines)."""
     if len(path) > 200:
         path = path[:200] + "…"
     return path if path.isprintable() else path.encode("unicode_escape").decode("ascii")
-
-
-def _presented_key(scope: Scope, headers: dict[bytes, bytes], *, query: bool) -> bytes | None:
-    auth = headers.get(b"authorization")
-    if auth is not None and auth[:7].lower() == b"bearer ":
-        return auth[7:].strip()
-    for name in (b"x-api-key", b"x-goog-api-key"):
-        value = headers.get(name)
-        if value is not None:
-            return value.strip()
-    if not query:
-        return None
-    query_string: bytes = scope.get("query_string", b"")
-    for pair in query_string.split(b"&"):
-        if pair.startswith(b"key="):
-            return urllib.parse.unquote_to_bytes(pair[4:])
-    return None
-
-
-def _is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"
 
 
 def _served_headers(source: Served | KeywheelError) -> dict[str, str]:
@@ -819,27 +758,48 @@ def _served_headers(source: Served | KeywheelError) -> dict[str, str]:
     return out
 
 
-def _header_list(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
-    return [(k.encode(), v.encode("latin-1", "replace")) for k, v in headers.items()]
-
-
 class _Reply:
     """``send`` that remembers whether the response has started, so an error met later
-    is not answered with a second response head."""
+    is not answered with a second response head; it puts the request id on the head and
+    counts the bytes both ways (for :class:`RequestFinished`)."""
 
-    __slots__ = ("_send", "started")
+    __slots__ = ("_send", "_receive", "started", "request_id", "bytes_in", "bytes_out", "tries")
 
-    def __init__(self, send: Send) -> None:
-        self._send = send
+    def __init__(self, send: Send, receive: Receive, request_id: bytes) -> None:
+        self._send, self._receive = send, receive
         self.started = False
+        self.request_id = request_id
+        self.bytes_in = self.bytes_out = self.tries = 0
 
     async def send(self, message: Message) -> None:
         self.started = True
+        if message["type"] == "http.response.start":
+            message["headers"] = [*message["headers"], (b"x-request-id", self.request_id)]
+        else:
+            self.bytes_out += len(message.get("body", b""))
         await self._send(message)
+
+    async def receive(self) -> Message:
+        message = await self._receive()
+        self.bytes_in += len(message.get("body", b""))
+        return message
 
     async def error(self, status: int, body: bytes, headers: dict[str, str]) -> None:
         if not self.started:
-            await _respond(self._send, status, body, headers)
+            await _respond(self.send, status, body, headers)
+
+
+#: A client's ``x-request-id`` is kept when it is this (it goes back in a header and into events).
+_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:+=/-]{1,128}")
+_ID_PREFIX = os.urandom(6).hex().encode()  # per process: ids of several workers never collide
+_ids = itertools.count(1)
+
+
+def _request_id(given: bytes | None) -> bytes:
+    """The client's ``x-request-id`` when it is plain and bounded, else a new one (``kw-…``)."""
+    if given is not None and _REQUEST_ID.fullmatch(given):
+        return given
+    return b"kw-%s-%d" % (_ID_PREFIX, next(_ids))
 
 
 def _log_internal(exc: BaseException, method: str, path: str) -> None:
@@ -847,10 +807,3 @@ def _log_internal(exc: BaseException, method: str, path: str) -> None:
     message (which may quote the request) nor the request body."""
     frames = "".join(traceback.format_tb(exc.__traceback__)).rstrip()
     errors_log.error("internal error %s answering %s %s:\n%s", type(exc).__name__, method, path[:200], frames)
-
-
-async def _respond(send: Send, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
-    head = JSON_HEADERS + _header_list(headers) if headers else list(JSON_HEADERS)
-    head.append((b"content-length", b"%d" % len(body)))
-    await send({"type": "http.response.start", "status": status, "headers": head})
-    await send({"type": "http.response.body", "body": body, "more_body": False})

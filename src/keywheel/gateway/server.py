@@ -40,7 +40,7 @@ from keywheel.gateway.app import CUT_GRACE, Gateway
 
 log = logging.getLogger("keywheel.gateway")
 
-APP_FACTORY = "keywheel.gateway:app_from_env"
+APP_FACTORY = "keywheel.gateway.factory:app_from_env"
 #: A request head (request line and headers) larger than this gets a 431; httptools sets no bound.
 MAX_HEAD_BYTES = 64 * 1024
 

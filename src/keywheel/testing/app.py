@@ -19,8 +19,10 @@ from aiohttp import web
 from keywheel.testing._echo import echo_answer, echo_event
 from keywheel.testing._openai import OpenAIDialect
 from keywheel.testing.behaviours import ERROR_KINDS, WIRE_FAULTS, Behaviour
-from keywheel.testing.dialects import Answer, Dialect, Frame, Incoming, Json, Turn, dialect_for
+from keywheel.testing.dialects import Answer, Dialect, Incoming, Json, Turn, cut_point
+from keywheel.testing.registry import dialect_for
 from keywheel.testing.state import FakeState
+from keywheel.testing.wire import play
 
 POLL = 0.05  # seconds between "is the client still there?" checks
 MAX_BODY = 64 * 1024 * 1024
@@ -48,23 +50,6 @@ def _respond(answer: Answer) -> web.Response:
         headers=dict(answer.headers),
         content_type="application/json",
     )
-
-
-def cut_point(frames: list[Frame], after: int) -> int:
-    """How many frames to send so that exactly ``after`` content frames go out.
-
-    With fewer content frames than ``after``, the cut is right after the last
-    content frame, so the stream is still cut before it finishes.
-    """
-    seen = 0
-    end_of_content = 0
-    for index, frame in enumerate(frames):
-        if frame.content:
-            if seen == after:
-                return index
-            seen += 1
-            end_of_content = index + 1
-    return end_of_content
 
 
 class FakeApp:
@@ -178,8 +163,6 @@ class FakeApp:
         if kind == "oversized":
             return await self._oversized(request, dialect, turn, stream, int(behaviour.number("size")), key)
         if kind in WIRE_FAULTS:
-            from keywheel.testing.wire import play  # noqa: PLC0415 — wire builds on this module
-
             return await play(self, request, dialect, turn, behaviour, stream, key)
         if not stream:
             return _respond(dialect.failed_response(turn) if kind == "stream_error" else dialect.response(turn))

@@ -6,7 +6,7 @@ way PROVIDERS.md describes that provider.  Dialects are pure: no I/O, no
 state, and they never put a credential into anything they build.
 
 The three implementations live in ``_anthropic``, ``_gemini`` and ``_openai``;
-:func:`dialect_for` is the registry.
+:func:`keywheel.testing.registry.dialect_for` is the registry.
 """
 
 from __future__ import annotations
@@ -296,16 +296,18 @@ def new_id(prefix: str) -> str:
     return prefix + uuid.uuid4().hex[:24]
 
 
-def dialect_for(name: str) -> Dialect:
-    """The dialect serving a route: "anthropic", "gemini", "openai" or "openrouter"."""
-    from keywheel.testing._anthropic import AnthropicDialect
-    from keywheel.testing._gemini import GeminiDialect
-    from keywheel.testing._openai import OpenAIDialect
+def cut_point(frames: list[Frame], after: int) -> int:
+    """How many frames to send so that exactly ``after`` content frames go out.
 
-    if name == "anthropic":
-        return AnthropicDialect()
-    if name == "gemini":
-        return GeminiDialect()
-    if name in ("openai", "openrouter"):
-        return OpenAIDialect(openrouter=name == "openrouter")
-    raise ValueError(f"unknown dialect {name!r}")
+    With fewer content frames than ``after``, the cut is right after the last
+    content frame, so the stream is still cut before it finishes.
+    """
+    seen = 0
+    end_of_content = 0
+    for index, frame in enumerate(frames):
+        if frame.content:
+            if seen == after:
+                return index
+            seen += 1
+            end_of_content = index + 1
+    return end_of_content

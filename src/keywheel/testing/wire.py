@@ -13,13 +13,22 @@ import asyncio
 import socket
 import struct
 from collections.abc import Mapping, Sequence
+from typing import Protocol
 
 import orjson
 from aiohttp import web
 
-from keywheel.testing.app import FakeApp, cut_point
 from keywheel.testing.behaviours import Behaviour
-from keywheel.testing.dialects import Dialect, Turn
+from keywheel.testing.dialects import Dialect, Turn, cut_point
+
+
+class FakeApp(Protocol):
+    """What a wire fault needs of the fake's app (:class:`keywheel.testing.app.FakeApp`)."""
+
+    async def _pause(self, request: web.Request, seconds: float) -> bool: ...
+
+    def _gone(self, key: str, response: web.StreamResponse | None = None) -> web.StreamResponse: ...
+
 
 #: What a proxy or captive portal puts in front of an API.
 HTML_PAGE = (

@@ -1,0 +1,180 @@
+"""The observer seam: typed events from the router and the gateway, to subscribers.
+
+Three events, immutable values (named tuples: cheap to build) that name keys by fingerprint only:
+
+- :class:`AttemptFinished` — one per upstream attempt (the router): failed attempts as they
+  fail, the attempt that served when its call settles (a stream: when it ends), with usage;
+- :class:`RequestFinished` — one per gateway request (the gateway), with its request id;
+- :class:`KeyStateChanged` — a key went active / cooling / disabled (the router, on the
+  outcome of an attempt; the wheel, on an operator's action).
+
+``wheel.subscribe(fn)`` (or :meth:`Observer.subscribe`) registers ``fn(event)``; it runs
+inline, on the loop that finished the work, so it must be quick and must not block (hand
+the event to a queue for anything slow).  An exception in a subscriber is logged and
+swallowed: observing never breaks a request.  With nobody subscribed to a kind of event,
+emitting it costs one attribute test: the event is never built.
+
+The gateway's access log (``keywheel.access``) is one subscriber: :func:`access_log`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple, Protocol
+
+from keywheel.status import ProviderStatus, provider_status
+from keywheel.types import Usage
+
+log = logging.getLogger("keywheel.observe")
+access = logging.getLogger("keywheel.access")
+
+
+class AttemptFinished(NamedTuple):
+    """One upstream attempt: which provider and key, how it ended, how long it took."""
+
+    provider: str
+    key: str  # fingerprint
+    outcome: str  # "ok", else the error's class name ("RateLimited", "Overloaded", ...)
+    status: int | None  # the upstream's HTTP status, when there was one
+    latency_ms: float
+    usage: Usage | None = None  # tokens, on the attempt that served (when the upstream said)
+
+
+class RequestFinished(NamedTuple):
+    """One gateway request, answered (or given up on by its client: status 499)."""
+
+    request_id: str
+    method: str
+    path: str  # bounded, control characters escaped, never the query string
+    dialect: str  # the caller's: "openai", "anthropic" or "gemini"
+    model: str | None  # the model that served, when one did
+    provider: str | None  # who served
+    key: str | None  # the fingerprint of the key that served
+    attempts: int  # upstream attempts made for it
+    status: int
+    latency_ms: float
+    bytes_in: int  # request body
+    bytes_out: int  # response body
+
+
+class KeyStateChanged(NamedTuple):
+    """A key's state changed: ``old`` → ``new`` (active, cooling, disabled, removed)."""
+
+    provider: str
+    key: str  # fingerprint
+    old: str
+    new: str
+    reason: str  # why it rests or is disabled (redacted), "" when active again
+    until: float | None  # wall clock, while it rests
+
+
+Event = AttemptFinished | RequestFinished | KeyStateChanged
+Subscriber = Callable[[Event], None]
+KINDS: tuple[type[Any], ...] = (AttemptFinished, RequestFinished, KeyStateChanged)
+
+
+class Observer:
+    """The subscribers of one wheel, by kind of event.
+
+    Emitters test the kind's tuple before building an event (``if observer.attempts:``), so an
+    unobserved kind costs nothing more.  The tuples are replaced, never mutated: emitting from
+    any thread while another subscribes is safe."""
+
+    __slots__ = ("attempts", "requests", "key_states")
+
+    def __init__(self) -> None:
+        self.attempts: tuple[Subscriber, ...] = ()
+        self.requests: tuple[Subscriber, ...] = ()
+        self.key_states: tuple[Subscriber, ...] = ()
+
+    def subscribe(self, fn: Subscriber, *kinds: type[Any]) -> Callable[[], None]:
+        """Call ``fn(event)`` for every event of ``kinds`` (default: all); returns the unsubscribe.
+        Subscribing the same function twice has no further effect."""
+        for kind in kinds or KINDS:
+            slot = self._slot(kind)
+            current: tuple[Subscriber, ...] = getattr(self, slot)
+            if fn not in current:
+                setattr(self, slot, (*current, fn))
+
+        def unsubscribe() -> None:
+            for kind in kinds or KINDS:
+                slot = self._slot(kind)
+                setattr(self, slot, tuple(f for f in getattr(self, slot) if f is not fn))
+
+        return unsubscribe
+
+    @staticmethod
+    def _slot(kind: type[Any]) -> str:
+        if kind is AttemptFinished:
+            return "attempts"
+        if kind is RequestFinished:
+            return "requests"
+        if kind is KeyStateChanged:
+            return "key_states"
+        raise TypeError(f"not an event kind: {kind!r} (one of {', '.join(k.__name__ for k in KINDS)})")
+
+    def emit(self, event: Event) -> None:
+        """Hand ``event`` to its kind's subscribers, in subscription order."""
+        if isinstance(event, AttemptFinished):
+            subscribers = self.attempts
+        elif isinstance(event, RequestFinished):
+            subscribers = self.requests
+        else:
+            subscribers = self.key_states
+        for fn in subscribers:
+            try:
+                fn(event)
+            except Exception:  # noqa: BLE001 — a subscriber's bug must not break a request
+                log.exception("observer %r failed on %s", fn, type(event).__name__)
+
+
+# ------------------------------------------------------------ key-state changes
+
+
+class Snapshotting(Protocol):
+    """What :func:`watch_keys` needs of a key pool."""
+
+    def snapshot_nowait(self) -> Mapping[str, Any]: ...
+
+
+def watch_keys(
+    observer: Observer, pool: Snapshotting, change: Callable[[], None], redact: Callable[[str], str], now: float
+) -> None:
+    """Run ``change`` (a release, an operator's action) on ``pool``, and emit a
+    :class:`KeyStateChanged` for each key whose state it changed.
+
+    The one place that finds key-state changes: today by comparing the pool's snapshots
+    before and after (only when someone subscribed to them); a store whose release returns
+    its changes makes this a plain loop over them."""
+    if not observer.key_states:
+        change()
+        return
+    before = provider_status(pool.snapshot_nowait(), dialect="", model="", redact=redact, now=now)
+    change()
+    after = provider_status(pool.snapshot_nowait(), dialect="", model="", redact=redact, now=now)
+    for event in key_changes(before, after):
+        observer.emit(event)
+
+
+def key_changes(before: ProviderStatus, after: ProviderStatus) -> list[KeyStateChanged]:
+    """The keys whose state differs between two statuses of one provider (a removed key: ``removed``)."""
+    old = {k.fingerprint: k for k in before.keys}
+    out = []
+    for key in after.keys:
+        was = old.pop(key.fingerprint, None)
+        if was is not None and was.state != key.state:
+            out.append(KeyStateChanged(after.name, key.fingerprint, was.state, key.state, key.reason, key.rest_until))
+    out.extend(KeyStateChanged(after.name, fp, was.state, "removed", "", None) for fp, was in old.items())
+    return out
+
+
+# ------------------------------------------------------------------ access log
+
+
+def access_log(event: Event) -> None:
+    """The gateway's access log line (``keywheel.access``, INFO): ``POST /v1/messages 200 gemini
+    gemini#1 ...ab12 12.3ms`` — the path only, never the query string."""
+    if isinstance(event, RequestFinished) and access.isEnabledFor(logging.INFO):
+        who = f" {event.provider} {event.key.replace('…', '...')}" if event.provider and event.key else ""
+        access.info("%s %s %d%s %.1fms", event.method, event.path, event.status, who, event.latency_ms)

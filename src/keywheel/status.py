@@ -1,0 +1,231 @@
+"""Typed status: every provider of the chain and every key, as values.
+
+Built from the key pools' snapshots (:func:`provider_status` is the one adapter) and read
+by the CLI, the demo, ``/status`` — and metrics or a status page.  Times are wall-clock
+epoch seconds, which mean the same in every process.  JSON is made only at the edges
+(:meth:`Status.to_json`, the ``/status`` body and :meth:`keywheel.Wheel.status`), with the
+field names ``/status`` has always had; :meth:`Status.from_json` reads it back
+(``keywheel status --url``).
+
+Free text (a key's reason and last error) quotes upstream and operator words: the adapter
+passes it through the wheel's redactor, so no piece of a key is in any value here.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+ACTIVE, COOLING, DISABLED = "active", "cooling", "disabled"
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerStatus:
+    """A provider's circuit breaker: ``closed``, ``open`` (until ``open_until``) or ``half-open``."""
+
+    state: str = "closed"
+    failures: int = 0
+    open_until: float | None = None  # wall clock, while open
+    cooloff: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class KeyStatus:
+    """One key, by fingerprint (never the key)."""
+
+    fingerprint: str
+    state: str  # active | cooling | disabled
+    reason: str = ""  # why it rests or is disabled ("" when active)
+    rest_until: float | None = None  # wall clock, while cooling
+    requests: int = 0
+    successes: int = 0
+    failures: Mapping[str, int] = field(default_factory=dict)  # by error class name
+    last_error: str | None = None
+    last_used: float | None = None  # wall clock
+    tokens_in: int = 0
+    tokens_out: int = 0
+    avg_latency_ms: float | None = None
+    in_flight: int = 0
+
+    def rest_for(self, now: float) -> float:
+        """Seconds of rest left at wall-clock ``now`` (0.0 when not resting)."""
+        return _left(self.rest_until, now)
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderStatus:
+    """One provider of the chain: its model, breaker, provider-level rest, and keys."""
+
+    name: str
+    dialect: str
+    model: str
+    enabled: bool = True
+    primary: bool = False
+    throttled_until: float | None = None  # wall clock: every key rests until then (account throttled)
+    breaker: BreakerStatus = field(default_factory=BreakerStatus)
+    keys: tuple[KeyStatus, ...] = ()
+
+    def throttled_for(self, now: float) -> float:
+        """Seconds left of the provider-level rest at wall-clock ``now``."""
+        return _left(self.throttled_until, now)
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    """The whole wheel at ``taken_at`` (wall clock): providers in chain order."""
+
+    primary: str
+    chain: tuple[str, ...]
+    providers: tuple[ProviderStatus, ...]
+    taken_at: float = field(default_factory=time.time)
+
+    # ------------------------------------------------------------------ JSON
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``/status`` body (and :meth:`keywheel.Wheel.status`): field names as they always were."""
+        return {
+            "primary": self.primary,
+            "chain": list(self.chain),
+            "providers": [_provider_json(p, self.taken_at) for p in self.providers],
+        }
+
+    @classmethod
+    def from_json(cls, data: Any, taken_at: float | None = None) -> Status:
+        """Read a ``/status`` body back; ``ValueError`` when it is not one."""
+        now = time.time() if taken_at is None else taken_at
+        try:
+            providers = tuple(_provider_from_json(p, now) for p in data["providers"])
+            return cls(str(data["primary"]), tuple(str(n) for n in data["chain"]), providers, now)
+        except (KeyError, TypeError, AttributeError, ValueError) as exc:
+            raise ValueError(f"not a keywheel status: {type(exc).__name__} {exc}") from None
+
+
+def _until(now: float, seconds: float | None) -> float | None:
+    return now + seconds if seconds else None
+
+
+def _left(until: float | None, now: float) -> float:
+    return round(max(until - now, 0.0), 3) if until is not None else 0.0
+
+
+def _provider_json(p: ProviderStatus, now: float) -> dict[str, Any]:
+    b = p.breaker
+    breaker = {
+        "state": b.state,
+        "failures": b.failures,
+        "open_until": b.open_until,
+        "open_for": _left(b.open_until, now) if b.state == "open" else 0.0,
+        "cooloff": b.cooloff,
+    }
+    return {
+        "provider": p.name,
+        "throttled_for": p.throttled_for(now),
+        "breaker": breaker,
+        "keys": [_key_json(k, now) for k in p.keys],
+        "dialect": p.dialect,
+        "model": p.model,
+        "primary": p.primary,
+    }
+
+
+def _key_json(k: KeyStatus, now: float) -> dict[str, Any]:
+    return {
+        "key": k.fingerprint,
+        "state": k.state,
+        "reason": k.reason,
+        "cooldown_remaining": k.rest_for(now),
+        "requests": k.requests,
+        "successes": k.successes,
+        "failures": dict(k.failures),
+        "last_error": k.last_error,
+        "last_used": k.last_used,
+        "tokens_in": k.tokens_in,
+        "tokens_out": k.tokens_out,
+        "avg_latency_ms": k.avg_latency_ms,
+        "in_flight": k.in_flight,
+    }
+
+
+def _provider_from_json(p: Mapping[str, Any], now: float) -> ProviderStatus:
+    b = p.get("breaker") or {}
+    return ProviderStatus(
+        name=str(p["provider"]),
+        dialect=str(p.get("dialect") or ""),
+        model=str(p.get("model") or ""),
+        primary=bool(p.get("primary")),
+        throttled_until=_until(now, float(p.get("throttled_for") or 0.0)),
+        breaker=BreakerStatus(
+            state=str(b.get("state") or "closed"),
+            failures=int(b.get("failures") or 0),
+            open_until=b.get("open_until"),
+            cooloff=float(b.get("cooloff") or 0.0),
+        ),
+        keys=tuple(_key_from_json(k, now) for k in p["keys"]),
+    )
+
+
+def _key_from_json(k: Mapping[str, Any], now: float) -> KeyStatus:
+    return KeyStatus(
+        fingerprint=str(k["key"]),
+        state=str(k["state"]),
+        reason=str(k.get("reason") or ""),
+        rest_until=_until(now, float(k.get("cooldown_remaining") or 0.0)),
+        requests=int(k.get("requests") or 0),
+        successes=int(k.get("successes") or 0),
+        failures={str(n): int(v) for n, v in (k.get("failures") or {}).items()},
+        last_error=k.get("last_error"),
+        last_used=k.get("last_used"),
+        tokens_in=int(k.get("tokens_in") or 0),
+        tokens_out=int(k.get("tokens_out") or 0),
+        avg_latency_ms=k.get("avg_latency_ms"),
+        in_flight=int(k.get("in_flight") or 0),
+    )
+
+
+# ------------------------------------------------------------- the adapter
+
+
+def provider_status(
+    snapshot: Mapping[str, Any],
+    *,
+    dialect: str,
+    model: str,
+    enabled: bool = True,
+    primary: bool = False,
+    redact: Callable[[str], str] = str,
+    now: float,
+) -> ProviderStatus:
+    """One provider's status from its key pool's ``snapshot()`` taken at wall-clock ``now``.
+
+    The one place that knows the pool's snapshot shape: a new store re-points this function."""
+    b = snapshot["breaker"]
+    keys = tuple(
+        KeyStatus(
+            fingerprint=k["key"],
+            state=k["state"],
+            reason=redact(k["reason"]) if k["reason"] else "",
+            rest_until=_until(now, k["cooldown_remaining"]),
+            requests=k["requests"],
+            successes=k["successes"],
+            failures=dict(k["failures"]),
+            last_error=redact(k["last_error"]) if k["last_error"] else k["last_error"],
+            last_used=k["last_used"],
+            tokens_in=k["tokens_in"],
+            tokens_out=k["tokens_out"],
+            avg_latency_ms=k["avg_latency_ms"],
+            in_flight=k["in_flight"],
+        )
+        for k in snapshot["keys"]
+    )
+    return ProviderStatus(
+        name=snapshot["provider"],
+        dialect=dialect,
+        model=model,
+        enabled=enabled,
+        primary=primary,
+        throttled_until=_until(now, snapshot["throttled_for"]),
+        breaker=BreakerStatus(b["state"], b["failures"], b["open_until"], b["cooloff"]),
+        keys=keys,
+    )

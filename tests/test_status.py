@@ -1,0 +1,74 @@
+"""Typed status: built from the pools, serialised at the edge with the field names /status always had."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from keywheel import Wheel
+from keywheel.config import settings_from_env
+from keywheel.render import key_table
+from keywheel.status import KeyStatus, ProviderStatus, Status
+from keywheel.testing import FakeUpstream
+
+KEY_FIELDS = {
+    "key",
+    "state",
+    "reason",
+    "cooldown_remaining",
+    "requests",
+    "successes",
+    "failures",
+    "last_error",
+    "last_used",
+    "tokens_in",
+    "tokens_out",
+    "avg_latency_ms",
+    "in_flight",
+}
+PROVIDER_FIELDS = {"provider", "throttled_for", "breaker", "keys", "dialect", "model", "primary"}
+BREAKER_FIELDS = {"state", "failures", "open_until", "open_for", "cooloff"}
+
+
+def test_status_is_typed_and_its_json_keeps_the_field_names(fake: FakeUpstream) -> None:
+    env = {
+        "AI_PROVIDER": "gemini",
+        "GEMINI_API_KEY_1": "test-gemini-key-1",
+        "GEMINI_API_KEY_2": "test-gemini-key-2",
+        "GEMINI_BASE_URL": fake.gemini_base_url,
+    }
+    fake.set("test-gemini-key-1", "rate_limit", retry_after=30)
+    with Wheel(settings_from_env(env)) as wheel:
+        wheel.chat([{"role": "user", "content": "hi"}])
+        typed = wheel.snapshot()
+        assert isinstance(typed, Status) and typed.primary == "gemini" and typed.chain == ("gemini",)
+        (gemini,) = typed.providers
+        assert isinstance(gemini, ProviderStatus) and gemini.primary and gemini.enabled and gemini.dialect == "gemini"
+        assert gemini.breaker.state == "closed"
+        first, second = gemini.keys
+        assert isinstance(first, KeyStatus) and first.state == "cooling" and first.reason == "rate limited"
+        assert first.rest_until is not None and 25 < first.rest_until - typed.taken_at <= 30  # wall clock
+        assert first.failures == {"RateLimited": 1} and first.requests == 1 and first.successes == 0
+        assert second.state == "active" and second.successes == 1 and second.rest_until is None
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            first.state = "active"  # type: ignore[misc]
+
+        body = wheel.status()
+        assert set(body) == {"primary", "chain", "providers"}
+        (provider,) = body["providers"]
+        assert set(provider) == PROVIDER_FIELDS and set(provider["breaker"]) == BREAKER_FIELDS
+        assert all(set(key) == KEY_FIELDS for key in provider["keys"])
+        assert provider["keys"][0]["key"] == first.fingerprint and 25 < provider["keys"][0]["cooldown_remaining"] <= 30
+
+    # What `keywheel status --url` does with a /status body: read it back, the same values.
+    again = Status.from_json(typed.to_json(), taken_at=typed.taken_at)
+    assert again.to_json() == typed.to_json()
+    assert again.providers[0].keys[0].rest_for(typed.taken_at) == first.rest_for(typed.taken_at)
+    assert key_table(again).row_count == 2
+
+
+@pytest.mark.parametrize("body", [{}, {"providers": "x"}, [], {"primary": "a", "chain": [], "providers": [{}]}])
+def test_what_is_not_a_status_is_refused(body: object) -> None:
+    with pytest.raises(ValueError, match="not a keywheel status"):
+        Status.from_json(body)
