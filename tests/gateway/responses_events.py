@@ -11,7 +11,12 @@ from dataclasses import dataclass, field
 
 import orjson
 import pydantic
-from openai.types.responses import Response, ResponseStreamEvent
+from openai.types.responses import (
+    Response,
+    ResponseFunctionCallArgumentsDeltaEvent,
+    ResponseStreamEvent,
+    ResponseTextDeltaEvent,
+)
 
 from keywheel.sse import SSEDecoder
 
@@ -91,8 +96,10 @@ def _walk_items(body: list[ResponseStreamEvent], walk: Walk) -> None:
             delta_type, done_type = "response.function_call_arguments.delta", "response.function_call_arguments.done"
         text = ""
         while i < len(body) and body[i].type == delta_type:
-            assert (body[i].item_id, body[i].output_index) == where  # type: ignore[union-attr]
-            text += body[i].delta  # type: ignore[union-attr]
+            delta = body[i]
+            assert isinstance(delta, ResponseTextDeltaEvent | ResponseFunctionCallArgumentsDeltaEvent), delta
+            assert (delta.item_id, delta.output_index) == where
+            text += delta.delta
             i += 1
         if i == len(body):
             return

@@ -13,6 +13,7 @@ from typing import Any
 
 import openai
 import pytest
+from openai.types.responses import ResponseInputItemParam, ResponseInputParam
 
 from keywheel.testing import FakeUpstream
 from tests.gateway.conftest import ADMIN_KEY, GATEWAY_KEY, GatewayFactory, Served, start_gateway
@@ -86,7 +87,7 @@ def test_function_call_round_trip(
     served: Served, fake: FakeUpstream, model: str, provider: str, dialect: str, served_model: str
 ) -> None:
     client = client_for(served)
-    question = [{"role": "user", "content": [{"type": "input_text", "text": "2+2?"}]}]
+    question: ResponseInputParam = [{"role": "user", "content": [{"type": "input_text", "text": "2+2?"}]}]
 
     raw = client.responses.with_raw_response.create(model=model, input=question, tools=TOOLS, tool_choice="auto")
     first = RESPONSE.validate_python(raw.http_response.json())
@@ -95,7 +96,7 @@ def test_function_call_round_trip(
     assert first.status == "completed"
 
     # The second request carries the call and its output, as the SDK's own types dump them.
-    output = {"type": "function_call_output", "call_id": call.call_id, "output": "4"}
+    output: ResponseInputItemParam = {"type": "function_call_output", "call_id": call.call_id, "output": "4"}
     history: Any = [*question, call.model_dump(exclude_none=True), output]
     second = client.responses.create(model=model, input=history, tools=TOOLS)
     assert "the tool said 4" in second.output_text and second.status == "completed"
@@ -105,7 +106,8 @@ def test_function_call_round_trip(
     (streamed,) = walk.items
     assert streamed["type"] == "function_call" and streamed["arguments"] == '{"expr":"test"}'
     assert walk.final is not None and [o.type for o in walk.final.output] == ["function_call"]
-    with client.responses.stream(model=model, tools=TOOLS, input=[*question, streamed, output]) as stream:
+    again: Any = [*question, streamed, output]  # the streamed item sent back as the stream dumped it
+    with client.responses.stream(model=model, tools=TOOLS, input=again) as stream:
         answer = stream.get_final_response()
     assert "the tool said 4" in answer.output_text
 

@@ -12,6 +12,12 @@ from typing import Any
 import httpx2
 import orjson
 import pytest
+from openai.types.responses import (
+    ResponseCompletedEvent,
+    ResponseFunctionToolCall,
+    ResponseOutputMessage,
+    ResponseOutputText,
+)
 
 from keywheel.errors import BadRequest, Overloaded
 from keywheel.gateway.dialects import DIALECTS, ResponsesDialect
@@ -233,9 +239,14 @@ def test_text_after_a_call_opens_a_new_message_and_a_late_fragment_keeps_the_cal
     events_out = validate_events(rendered(events))
     late = [e for e in events_out if e.type == "response.function_call_arguments.delta" and e.output_index == 0]
     assert [e.delta for e in late] == ['{"expr": ', '"1"}']
-    final = events_out[-1].response  # type: ignore[union-attr]
+    last = events_out[-1]
+    assert isinstance(last, ResponseCompletedEvent), last.type
+    final = last.response
     assert [o.type for o in final.output] == ["function_call", "function_call", "message"]
-    assert final.output[0].arguments == '{"expr": "1"}' and final.output[2].content[0].text == "done"
+    call, message = final.output[0], final.output[2]
+    assert isinstance(call, ResponseFunctionToolCall) and isinstance(message, ResponseOutputMessage)
+    assert isinstance(message.content[0], ResponseOutputText)
+    assert call.arguments == '{"expr": "1"}' and message.content[0].text == "done"
 
 
 def test_a_failure_after_the_start_ends_with_error_then_failed() -> None:
@@ -247,7 +258,8 @@ def test_a_failure_after_the_start_ends_with_error_then_failed() -> None:
     assert failed.type == "response.failed" and failed.response.error is not None
     assert failed.response.error.code == "server_error" and failed.response.status == "failed"
     (item,) = failed.response.output
-    assert item.status == "incomplete" and item.content[0].text == "Two plus"  # type: ignore[union-attr]
+    assert isinstance(item, ResponseOutputMessage) and isinstance(item.content[0], ResponseOutputText)
+    assert item.status == "incomplete" and item.content[0].text == "Two plus"
 
     client = openai_client(transport_of(raw))
     with client.responses.stream(model="auto", input="hi") as stream:
