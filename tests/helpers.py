@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 
 from keywheel import Wheel
@@ -41,6 +42,17 @@ def env_of(fake: FakeUpstream, options: Mapping[str, object]) -> dict[str, str]:
     return fake_env(
         fake, gemini=counts["gemini"], openrouter=counts["openrouter"], anthropic=counts["anthropic"], **extra
     )
+
+
+#: set by coverage's ``patch = subprocess`` under ``make test``: how a Python subprocess finds the
+#: coverage configuration and measures itself
+COVERAGE_VARS = ("COVERAGE_PROCESS_CONFIG", "COVERAGE_PROCESS_START")
+
+
+def measured(env: Mapping[str, str]) -> dict[str, str]:
+    """``env`` for a subprocess the tests start with a clean environment, plus coverage's variables
+    when the suite runs under coverage (nothing else of the caller's environment comes along)."""
+    return {**{k: os.environ[k] for k in COVERAGE_VARS if k in os.environ}, **env}
 
 
 WheelFactory = Callable[..., Wheel]

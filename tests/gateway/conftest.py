@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from keywheel.testing import FakeUpstream
-from tests.helpers import COUNTS, env_of
+from tests.helpers import COUNTS, env_of, measured
 
 GATEWAY_KEY = "test-gateway-key-1"
 ADMIN_KEY = "test-admin-key-0123456789"
@@ -50,7 +50,7 @@ def free_port() -> int:
 
 def start_gateway(env: dict[str, str], log_path: Path, *args: str) -> Served:
     port = free_port()
-    full = {"PATH": os.environ["PATH"], "HOME": str(log_path.parent), **env}
+    full = measured({"PATH": os.environ["PATH"], "HOME": str(log_path.parent), **env})
     log = log_path.open("wb")
     process = subprocess.Popen(
         [sys.executable, "-m", "keywheel.cli", "--env-file", os.devnull, *args, "serve", "--port", str(port)],

@@ -44,7 +44,9 @@ PARAMS: dict[str, dict[str, object]] = {
     "slow_stream": {"interval": 0.01},
 }
 PARTS = ("ends", "middle", "chopped")
-ECHOES: list[tuple[str, dict[str, object]]] = [("echo_key", {"part": part, "status": status}) for part in PARTS for status in (401, 400)]
+ECHOES: list[tuple[str, dict[str, object]]] = [
+    ("echo_key", {"part": part, "status": status}) for part in PARTS for status in (401, 400)
+]
 ECHOES += [("echo_key", {"part": part, "where": "stream"}) for part in PARTS]  # in-band, split across reads
 
 
