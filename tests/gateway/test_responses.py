@@ -72,8 +72,8 @@ def test_text_created_and_streamed(
     walk = check_order(validate_events(raw_stream(client, model=model, input="hello")))
     assert walk.final is not None and walk.final.status == "completed" and walk.final.model == served_model
     (item,) = walk.items
-    assert item["type"] == "message" and item["content"][0]["text"].endswith("lazy dog.")  # type: ignore[index]
-    assert walk.final.output_text == item["content"][0]["text"]  # type: ignore[index]
+    assert item["type"] == "message" and item["content"][0]["text"].endswith("lazy dog.")
+    assert walk.final.output_text == item["content"][0]["text"]
     assert walk.final.usage is not None and walk.final.usage.output_tokens > 0
 
     with client.responses.stream(model=model, input=[{"role": "user", "content": "hi"}]) as stream:
@@ -132,7 +132,8 @@ def test_bad_and_stateful_requests_get_a_400_naming_the_field(served: Served, fa
     for params, field in BAD_REQUESTS:
         with pytest.raises(openai.BadRequestError) as caught:
             client.responses.create(model="auto", **params)
-        message = caught.value.body["message"]  # type: ignore[index]
+        assert isinstance(caught.value.body, dict), caught.value.body
+        message = caught.value.body["message"]
         assert caught.value.status_code == 400 and message.startswith(f"{field}: "), (field, message)
         if field in ("previous_response_id", "store", "conversation"):
             assert "keywheel is stateless: send the full conversation in input" in message
@@ -161,7 +162,7 @@ def test_every_key_resting_is_a_429_and_every_failure_a_502(gateway: GatewayFact
     with pytest.raises(openai.RateLimitError) as limited:
         client.responses.create(model="auto", input="hi")
     assert limited.value.response.headers["retry-after"] == "30"
-    assert limited.value.body["type"] == "rate_limit_error"  # type: ignore[index]
+    assert isinstance(limited.value.body, dict) and limited.value.body["type"] == "rate_limit_error"
 
 
 def test_a_stream_broken_after_its_start_ends_with_error_and_failed(

@@ -19,7 +19,7 @@ from openai.types.responses import (
     ResponseOutputText,
 )
 
-from keywheel.errors import BadRequest, Overloaded
+from keywheel.errors import BadRequest, KeywheelError, Overloaded
 from keywheel.gateway.dialects import DIALECTS, ResponsesDialect
 from keywheel.types import (
     ChatResponse,
@@ -41,11 +41,11 @@ DIALECT = ResponsesDialect()
 CALC_TOOL = {"type": "function", "name": "calc", "parameters": {"type": "object"}, "strict": True}
 
 
-def rendered(events: list[StreamEvent], *, fail: Exception | None = None) -> bytes:
+def rendered(events: list[StreamEvent], *, fail: KeywheelError | None = None) -> bytes:
     renderer = DIALECT.stream_renderer("auto", False)
     out = renderer.start() + b"".join(renderer.event(ev) for ev in events)
     if fail is not None:
-        out += renderer.error(fail)  # type: ignore[arg-type]
+        out += renderer.error(fail)
     return out
 
 
@@ -174,7 +174,8 @@ def test_an_answer_is_a_valid_response_object() -> None:
     assert response.id == "resp_r1" and response.object == "response" and response.status == "completed"
     assert response.model == "gemini-2.5-flash" and response.error is None and response.incomplete_details is None
     message, call = response.output
-    assert message.type == "message" and message.content[0].text == "Two plus two is 4."  # type: ignore[union-attr]
+    assert isinstance(message, ResponseOutputMessage) and isinstance(message.content[0], ResponseOutputText)
+    assert message.type == "message" and message.content[0].text == "Two plus two is 4."
     assert call.type == "function_call" and (call.call_id, call.name) == ("call_1", "calc")
     assert orjson.loads(call.arguments) == {"expr": "2+2"}
     assert response.usage is not None
@@ -187,7 +188,8 @@ def test_an_answer_cut_by_max_tokens_is_incomplete() -> None:
     response = RESPONSE_TYPE.validate_python(DIALECT.render_response(cut, "auto"))
     assert response.status == "incomplete" and response.incomplete_details is not None
     assert response.incomplete_details.reason == "max_output_tokens"
-    assert response.output[0].status == "incomplete" and response.id.startswith("resp_")  # type: ignore[union-attr]
+    assert isinstance(response.output[0], ResponseOutputMessage)
+    assert response.output[0].status == "incomplete" and response.id.startswith("resp_")
 
 
 def test_an_empty_answer_still_has_a_message() -> None:
@@ -208,7 +210,7 @@ def test_a_stream_follows_the_event_grammar_and_the_sdk_accumulates_it() -> None
         ("function_call", "calc", '{"expr": "2+2"}'),
         ("function_call", "clock", "{}"),  # a call without arguments carries an empty object
     ]
-    assert walk.items[0]["content"][0]["text"] == "Two plus two is ✓ 4."  # type: ignore[index]
+    assert walk.items[0]["content"][0]["text"] == "Two plus two is ✓ 4."
     assert walk.final is not None and walk.final.status == "completed"
     assert [o.model_dump() for o in walk.final.output] == walk.items
     assert walk.final.usage is not None and walk.final.usage.total_tokens == 19

@@ -14,7 +14,11 @@ import pytest
 from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types as gtypes
-from openai.types.chat import ChatCompletionMessageFunctionToolCall, ChatCompletionToolParam
+from openai.types.chat import (
+    ChatCompletionMessageFunctionToolCall,
+    ChatCompletionMessageParam,
+    ChatCompletionToolParam,
+)
 from openai.types.chat import ChatCompletionMessageToolCallParam as ToolCallParam
 
 from keywheel.testing import FakeUpstream
@@ -200,13 +204,14 @@ def test_gemini_sdk_chat_stream_and_tools(
 def test_each_sdk_raises_the_right_exception(gateway: GatewayFactory, fake: FakeUpstream) -> None:
     served = gateway(AI_PROVIDER="gemini", FALLBACK_ORDER="", gemini="2", openrouter="0", anthropic="0")
     oa, an, ge = openai_client(served), anthropic_client(served), gemini_client(served)
-    msgs = [{"role": "user", "content": "hello"}]
+    msgs: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hello"}]
+    amsgs: list[anthropic.types.MessageParam] = [{"role": "user", "content": "hello"}]  # the same, as the SDK types it
 
     # wrong gateway key → 401
     with pytest.raises(openai.AuthenticationError):
-        openai_client(served, "wrong-key").chat.completions.create(model="auto", messages=msgs)  # type: ignore[arg-type]
+        openai_client(served, "wrong-key").chat.completions.create(model="auto", messages=msgs)
     with pytest.raises(anthropic.AuthenticationError):
-        anthropic_client(served, "wrong-key").messages.create(model="auto", max_tokens=5, messages=msgs)  # type: ignore[arg-type]
+        anthropic_client(served, "wrong-key").messages.create(model="auto", max_tokens=5, messages=amsgs)
     wrong = gemini_client(served, "wrong-key")  # keep a reference: a collected genai client closes its connection
     with pytest.raises(genai_errors.ClientError) as gerr:
         wrong.models.generate_content(model="auto", contents="x")
@@ -216,9 +221,9 @@ def test_each_sdk_raises_the_right_exception(gateway: GatewayFactory, fake: Fake
     fake.set("test-gemini-key-1", "bad_request")
     fake.set("test-gemini-key-2", "bad_request")
     with pytest.raises(openai.BadRequestError):
-        oa.chat.completions.create(model="auto", messages=msgs)  # type: ignore[arg-type]
+        oa.chat.completions.create(model="auto", messages=msgs)
     with pytest.raises(anthropic.BadRequestError):
-        an.messages.create(model="auto", max_tokens=5, messages=msgs)  # type: ignore[arg-type]
+        an.messages.create(model="auto", max_tokens=5, messages=amsgs)
     with pytest.raises(genai_errors.ClientError) as gerr:
         ge.models.generate_content(model="auto", contents="x")
     assert gerr.value.code == 400
@@ -227,11 +232,11 @@ def test_each_sdk_raises_the_right_exception(gateway: GatewayFactory, fake: Fake
     fake.set("test-gemini-key-1", "server_error")
     fake.set("test-gemini-key-2", "server_error")
     with pytest.raises(openai.InternalServerError) as oerr:
-        oa.chat.completions.create(model="auto", messages=msgs)  # type: ignore[arg-type]
+        oa.chat.completions.create(model="auto", messages=msgs)
     assert oerr.value.status_code in (502, 503)
     assert "gemini#1" in str(oerr.value) and "test-gemini-key" not in str(oerr.value)
     with pytest.raises(anthropic.InternalServerError):
-        an.messages.create(model="auto", max_tokens=5, messages=msgs)  # type: ignore[arg-type]
+        an.messages.create(model="auto", max_tokens=5, messages=amsgs)
     with pytest.raises(genai_errors.ServerError):
         ge.models.generate_content(model="auto", contents="x")
 
@@ -239,10 +244,10 @@ def test_each_sdk_raises_the_right_exception(gateway: GatewayFactory, fake: Fake
     fake.set("test-gemini-key-1", "rate_limit", retry_after=60.0)
     fake.set("test-gemini-key-2", "rate_limit", retry_after=60.0)
     with pytest.raises(openai.RateLimitError) as rerr:
-        oa.chat.completions.create(model="auto", messages=msgs)  # type: ignore[arg-type]
+        oa.chat.completions.create(model="auto", messages=msgs)
     assert 50 <= int(rerr.value.response.headers["retry-after"]) <= 60
     with pytest.raises(anthropic.RateLimitError):
-        an.messages.create(model="auto", max_tokens=5, messages=msgs)  # type: ignore[arg-type]
+        an.messages.create(model="auto", max_tokens=5, messages=amsgs)
     with pytest.raises(genai_errors.ClientError) as gerr:
         ge.models.generate_content(model="auto", contents="x")
     assert gerr.value.code == 429

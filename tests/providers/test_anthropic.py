@@ -55,7 +55,7 @@ def test_registry() -> None:
     with pytest.raises(ValueError, match="anthropic, gemini, openai"):
         get_adapter("cohere")
     with pytest.raises(TypeError):
-        ADAPTERS["x"] = ADAPTER  # type: ignore[index]
+        ADAPTERS["x"] = ADAPTER  # type: ignore[index]  # the registry is read-only, which is what is tested
 
 
 # ------------------------------------------------------------------ requests
