@@ -60,8 +60,13 @@ $(CLAUDE_CODE):
 
 claude-code: $(CLAUDE_CODE)
 
+# The suite under coverage: branch coverage of src/keywheel, in-process and in every Python subprocess
+# the tests start (pyproject's [tool.coverage.run]); the report fails under its floor (fail_under).
 unit: $(VENV)/.installed-dev sysdeps claude-code
-	$(BIN)/pytest -q
+	@rm -f .coverage .coverage.*
+	$(BIN)/coverage run -m pytest -q
+	@$(BIN)/coverage combine -q
+	$(BIN)/coverage report
 
 test: lint typecheck unit
 
@@ -75,4 +80,4 @@ fuzz: $(VENV)/.installed-dev
 	KEYWHEEL_FUZZ_EXAMPLES=$(KEYWHEEL_FUZZ_EXAMPLES) $(BIN)/pytest tests/fuzz -q -s -rxX -p no:cacheprovider
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .cache
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .cache .coverage .coverage.*

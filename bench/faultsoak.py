@@ -400,7 +400,7 @@ class FaultSoak:
             self.issued += 1
             task = asyncio.create_task(self.one(session, shape))
             tasks.add(task)
-            task.add_done_callback(lambda t: (tasks.discard(t), gate.release()))
+            task.add_done_callback(_done(tasks, gate))
         if tasks:
             await asyncio.wait(tasks, timeout=CLIENT_TIMEOUT_S + 10)
 
@@ -846,3 +846,13 @@ def main(argv: list[str]) -> int:
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))
+
+
+def _done(tasks: set[asyncio.Task[None]], gate: asyncio.Semaphore) -> Callable[[asyncio.Task[None]], None]:
+    """A finished request's callback: forget its task and free its slot."""
+
+    def done(task: asyncio.Task[None]) -> None:
+        tasks.discard(task)
+        gate.release()
+
+    return done

@@ -97,7 +97,7 @@ def anthropic_stream() -> str:
     def event(name: str, **data: object) -> str:
         return f"event: {name}\ndata: " + _compact({"type": name, **data})
 
-    start = {
+    start: dict[str, object] = {
         "id": "msg_bench1",
         "type": "message",
         "role": "assistant",

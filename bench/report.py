@@ -88,7 +88,7 @@ class Runs:
 
 def scenario_errors(result: dict[str, Any]) -> int:
     """Wrong answers in the sequential check plus wrk's non-2xx answers, socket errors and timeouts."""
-    return int(result["seq"]["failures"]) + sum(result.get(p, {}).get("errors", 0) for p in ("c16", "c1"))
+    return int(result["seq"]["failures"]) + sum(int(result.get(p, {}).get("errors", 0)) for p in ("c16", "c1"))
 
 
 def errors_of(run: dict[str, Any]) -> int:

@@ -123,10 +123,10 @@ def run(cfg: Config, upstream: str, workdir: Path, say: Callable[[str], None]) -
     cmd, env = target.command(port, upstream, workdir)
     log = workdir / "soak.log"
     base_url = f"http://127.0.0.1:{port}"
-    requests = [target.request(base_url, SCENARIOS[name]) for name in ("chat", "stream")]
+    wanted = [target.request(base_url, SCENARIOS[name]) for name in ("chat", "stream")]
     requests = [
         stream_client.Request(r.url, {"Content-Type": "application/json", **r.headers}, r.body, r.stream, r.ok)
-        for r in requests
+        for r in wanted
         if r is not None
     ]
     say(f"soak: {cfg.requests:,} requests through keywheel serve, RSS every {cfg.every:,}")

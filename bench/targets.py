@@ -13,6 +13,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import fixtures
 import procs
@@ -210,7 +211,7 @@ class LiteLLM(Target):
         return cmd, procs.child_env(env)
 
 
-def litellm_config(api_base: str) -> dict[str, object]:
+def litellm_config(api_base: str) -> dict[str, Any]:
     """Four keys as four deployments of one model; every kind of logging off."""
     deployments = [
         {

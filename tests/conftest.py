@@ -7,7 +7,7 @@ import pytest
 from keywheel import Wheel
 from keywheel.config import settings_from_env
 from keywheel.testing import FakeUpstream
-from tests.helpers import WheelFactory, fake_env
+from tests.helpers import WheelFactory, env_of
 
 
 @pytest.fixture(scope="session")
@@ -28,9 +28,7 @@ def make_wheel(fake: FakeUpstream) -> Iterator[WheelFactory]:
     made: list[Wheel] = []
 
     def factory(**kwargs: object) -> Wheel:
-        extra = {k: str(v) for k, v in kwargs.items() if k.isupper()}
-        counts = {k: int(v) for k, v in kwargs.items() if k in ("gemini", "openrouter", "anthropic")}  # type: ignore[call-overload]
-        wheel = Wheel(settings_from_env(fake_env(fake, **counts, **extra)))
+        wheel = Wheel(settings_from_env(env_of(fake, kwargs)))
         made.append(wheel)
         return wheel
 

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Mapping
 
 from keywheel import Wheel
 from keywheel.testing import FakeUpstream
 
+#: keys per provider in :func:`fake_env` unless a test says otherwise
+COUNTS = {"gemini": 4, "openrouter": 2, "anthropic": 2}
+
 
 def fake_env(
-    fake: FakeUpstream, *, gemini: int = 4, openrouter: int = 2, anthropic: int = 2, **extra: str
+    fake: FakeUpstream,
+    *,
+    gemini: int = COUNTS["gemini"],
+    openrouter: int = COUNTS["openrouter"],
+    anthropic: int = COUNTS["anthropic"],
+    **extra: str,
 ) -> dict[str, str]:
     """An environment pointing every provider at the fake upstream, with obviously fake keys."""
     env = {
@@ -23,6 +32,27 @@ def fake_env(
             env[f"{name.upper()}_API_KEY_{i}"] = f"test-{name}-key-{i}"
     env.update(extra)
     return env
+
+
+def env_of(fake: FakeUpstream, options: Mapping[str, object]) -> dict[str, str]:
+    """:func:`fake_env` for a factory fixture's keyword arguments: a provider's name (``gemini=2``)
+    is its key count, an upper-case name an environment variable (its value as text)."""
+    counts = {name: int(str(options.get(name, n))) for name, n in COUNTS.items()}
+    extra = {k: str(v) for k, v in options.items() if k.isupper()}
+    return fake_env(
+        fake, gemini=counts["gemini"], openrouter=counts["openrouter"], anthropic=counts["anthropic"], **extra
+    )
+
+
+#: set by coverage's ``patch = subprocess`` under ``make test``: how a Python subprocess finds the
+#: coverage configuration and measures itself
+COVERAGE_VARS = ("COVERAGE_PROCESS_CONFIG", "COVERAGE_PROCESS_START")
+
+
+def measured(env: Mapping[str, str]) -> dict[str, str]:
+    """``env`` for a subprocess the tests start with a clean environment, plus coverage's variables
+    when the suite runs under coverage (nothing else of the caller's environment comes along)."""
+    return {**{k: os.environ[k] for k in COVERAGE_VARS if k in os.environ}, **env}
 
 
 WheelFactory = Callable[..., Wheel]

@@ -15,7 +15,7 @@ import pytest
 
 from keywheel.testing import FakeUpstream
 from tests.gateway.conftest import ADMIN_KEY, free_port, start_gateway
-from tests.helpers import fake_env
+from tests.helpers import fake_env, measured
 
 KEYWHEEL = [sys.executable, "-m", "keywheel.cli"]
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,7 +25,13 @@ LOG_LINE = re.compile(r"\b(DEBUG|INFO|WARNING|ERROR)\b|^\d{4}-\d\d-\d\d", re.MUL
 def run(args: list[str], env: dict[str, str], cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     base = {"PATH": os.environ["PATH"], "HOME": str(cwd), "PYTHONPATH": os.environ.get("PYTHONPATH", "")}
     return subprocess.run(
-        KEYWHEEL + args, env={**base, **env}, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False
+        KEYWHEEL + args,
+        env=measured({**base, **env}),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )
 
 
@@ -109,7 +115,11 @@ def test_env_example_with_one_key_filled_in_starts_the_gateway(
     log = (tmp_path / "run.log").open("wb")
     base = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "PYTHONPATH": os.environ.get("PYTHONPATH", "")}
     process = subprocess.Popen(
-        [*KEYWHEEL, "run", "--env-file", str(env_file)], cwd=tmp_path, env=base, stdout=log, stderr=subprocess.STDOUT
+        [*KEYWHEEL, "run", "--env-file", str(env_file)],
+        cwd=tmp_path,
+        env=measured(base),
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     try:
         url = f"http://127.0.0.1:{port}"
@@ -274,7 +284,7 @@ def test_status_watch_refreshes(fake: FakeUpstream, tmp_path: Path) -> None:
     watcher = subprocess.Popen(
         [*KEYWHEEL, "status", "--url", served.url, "--watch", "0.2"],
         cwd=tmp_path,
-        env=base,
+        env=measured(base),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

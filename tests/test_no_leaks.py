@@ -36,7 +36,7 @@ def test_a_run_full_of_failures_leaks_no_key(fake: FakeUpstream, caplog: pytest.
             texts.extend([str(exc), repr(exc), "".join(traceback.format_exception(exc))])
             texts.extend(str(a) + repr(a) for a in getattr(exc, "attempts", []))
 
-    scripts = [
+    scripts: list[tuple[str, str, dict[str, object]]] = [
         ("test-gemini-key-1", "rate_limit", {"retry_after": 1.0}),
         ("test-gemini-key-2", "invalid", {}),
         ("test-gemini-key-3", "quota", {}),
@@ -48,7 +48,7 @@ def test_a_run_full_of_failures_leaks_no_key(fake: FakeUpstream, caplog: pytest.
         ("test-anthropic-token-secret", "invalid", {}),
     ]
     for key, kind, params in scripts:
-        fake.set(key, kind, **params)
+        fake.set(key, kind, times=None, **params)
     for provider in ("gemini", "openrouter", "anthropic", "gemini", "openrouter", "anthropic"):
         attempt(provider=provider)
         attempt(provider=provider, stream=True)

@@ -42,7 +42,7 @@ import pytest
 from keywheel.config import read_env_file, settings_from_env
 from keywheel.testing import FakeUpstream
 from tests.gateway.conftest import Served, free_port, start_gateway
-from tests.helpers import fake_env
+from tests.helpers import fake_env, measured
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 BIN = Path(sys.executable).parent
@@ -123,13 +123,15 @@ def rewrite(text: str, served: Served) -> str:
 
 
 def process_env(snippet_env: dict[str, str], tmp_path: Path, served: Served) -> dict[str, str]:
-    return {
-        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
-        "HOME": str(tmp_path),
-        "KEYWHEEL_PORT": served.url.rsplit(":", 1)[1],
-        "OPENAI_AGENTS_DISABLE_TRACING": "1",  # never send traces anywhere
-        **snippet_env,
-    }
+    return measured(
+        {
+            "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+            "HOME": str(tmp_path),
+            "KEYWHEEL_PORT": served.url.rsplit(":", 1)[1],
+            "OPENAI_AGENTS_DISABLE_TRACING": "1",  # never send traces anywhere
+            **snippet_env,
+        }
+    )
 
 
 @pytest.mark.parametrize("block", [b for b in BLOCKS if b.language == "python"], ids=lambda b: b.id)

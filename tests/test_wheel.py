@@ -58,7 +58,7 @@ def test_tool_call_round_trip_in_each_dialect(make_wheel: WheelFactory, provider
     assert first.finish_reason == "tool_calls"
     (call,) = first.tool_calls
     assert call.name == "calc" and call.arguments == {"expr": "test"}
-    messages = [
+    messages: list[dict[str, object]] = [
         {"role": "user", "content": "what is 2+2?"},
         {
             "role": "assistant",
@@ -316,7 +316,7 @@ async def test_async_stream_closed_early_closes_upstream(make_wheel: WheelFactor
     async for event in agen:
         assert isinstance(event, TextDelta)
         break
-    await agen.aclose()  # type: ignore[attr-defined]
+    await agen.aclose()
     deadline = time.monotonic() + 2
     while not fake.disconnects and time.monotonic() < deadline:
         await asyncio.sleep(0.05)

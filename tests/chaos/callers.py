@@ -65,10 +65,13 @@ def call_openai(client: openai.OpenAI, stream: bool) -> Result:
     headers = raw.headers
     if not stream:
         completion = raw.parse()
+        assert isinstance(completion, openai.types.chat.ChatCompletion), type(completion)
         return Result(completion.choices[0].message.content or "", headers)
+    chunks = raw.parse()
+    assert isinstance(chunks, openai.Stream), type(chunks)
     pieces: list[str] = []
     try:
-        for chunk in raw.parse():
+        for chunk in chunks:
             if chunk.choices and chunk.choices[0].delta.content:
                 pieces.append(chunk.choices[0].delta.content)
     except openai.APIError as exc:
@@ -115,10 +118,13 @@ def call_anthropic(client: anthropic.Anthropic, stream: bool) -> Result:
     headers = raw.headers
     if not stream:
         message = raw.parse()
+        assert isinstance(message, anthropic.types.Message), type(message)
         return Result("".join(b.text for b in message.content if b.type == "text"), headers)
+    events = raw.parse()
+    assert isinstance(events, anthropic.Stream), type(events)
     pieces: list[str] = []
     try:
-        for event in raw.parse():
+        for event in events:
             if event.type == "content_block_delta" and event.delta.type == "text_delta":
                 pieces.append(event.delta.text)
     except anthropic.APIStatusError as exc:  # an "event: error" is raised as a status error of the 200

@@ -39,7 +39,8 @@ class Chaos:
     def url(self) -> str:
         return self.served.url
 
-    def status(self) -> dict[str, dict[str, object]]:
+    def status(self) -> dict[str, dict[str, Any]]:
+        """``/status`` by provider: the gateway's JSON as parsed (its shape is tested elsewhere)."""
         body = self.admin.get(self.url + "/status").json()
         return {p["provider"]: p for p in body["providers"]}
 
@@ -49,12 +50,12 @@ class Chaos:
         status = self.status()
         for snap in status.values():
             assert snap["throttled_for"] == 0, snap  # no case may leave a provider throttled
-            for key in snap["keys"]:  # type: ignore[attr-defined]
+            for key in snap["keys"]:
                 if key["state"] != "active":
                     done = self.admin.post(self.url + "/admin/keys/enable", json={"key": key["key"]})
                     assert done.status_code == 200, done.text
         keys = status[provider]["keys"]
-        order = sorted(keys, key=lambda k: k["last_used"] or 0.0)  # type: ignore[attr-defined]
+        order = sorted(keys, key=lambda k: k["last_used"] or 0.0)
         self.fake.reset()
         first, other = (raw_key(k["key"]) for k in order)
         return first, other

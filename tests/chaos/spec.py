@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, TypedDict
 
 By = Literal["first key", "other key", "fallback"]
 
@@ -88,7 +88,12 @@ class Fault:
         return f"{self.kind}({args})" if args else self.kind
 
 
-def both(outcome: Outcome) -> dict[str, Outcome]:
+class Both(TypedDict):
+    non_stream: Outcome
+    stream: Outcome
+
+
+def both(outcome: Outcome) -> Both:
     return {"non_stream": outcome, "stream": outcome}
 
 

@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import unquote
 
 import httptools
+from hypothesis import HealthCheck, settings
 
 #: How many examples each property runs: small and fixed in ``make test``, large in ``make fuzz``.
 EXAMPLES = int(os.environ.get("KEYWHEEL_FUZZ_EXAMPLES", "0") or 0)
@@ -28,6 +29,19 @@ EXAMPLES = int(os.environ.get("KEYWHEEL_FUZZ_EXAMPLES", "0") or 0)
 
 def examples(default: int) -> int:
     return EXAMPLES or default
+
+
+def fuzz_settings(default_examples: int) -> settings:
+    """The suites' hypothesis settings: the same derandomized sequence each run, no example
+    database, no deadline (a served gateway answers in its own time)."""
+    return settings(
+        max_examples=examples(default_examples),
+        derandomize=True,
+        database=None,
+        deadline=None,
+        print_blob=False,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example],
+    )
 
 
 #: pytest-timeout for one property: generous, and growing with a long ``make fuzz`` run.

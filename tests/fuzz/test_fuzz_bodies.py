@@ -18,14 +18,14 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 
 from tests.fuzz.conftest import GEMINI_MODEL, FuzzTarget
 from tests.fuzz.harness import (
     TIMEOUT,
     allowed_models,
-    examples,
     exchange,
+    fuzz_settings,
     http_request,
     upstream_violations,
     violations,
@@ -34,14 +34,7 @@ from tests.fuzz.known_open import FIXED, KNOWN_OPEN, known_open
 from tests.fuzz.strategies import BODY_STRATEGIES, Case
 from tests.gateway.conftest import GATEWAY_KEY
 
-FUZZ = settings(
-    max_examples=examples(120),
-    derandomize=True,
-    database=None,
-    deadline=None,
-    print_blob=False,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example],
-)
+FUZZ = fuzz_settings(120)
 SERVER_TRACEBACK = ("Traceback (most recent call last)", "Exception in ASGI application")
 
 

@@ -23,7 +23,7 @@ from urllib.parse import unquote
 
 import httptools
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 
 from tests.fuzz.conftest import GEMINI_MODEL, FuzzTarget
 from tests.fuzz.harness import (
@@ -33,8 +33,8 @@ from tests.fuzz.harness import (
     allowed_models,
     dialect_of,
     dialect_path,
-    examples,
     exchange,
+    fuzz_settings,
     http_request,
     upstream_violations,
     violations,
@@ -44,14 +44,7 @@ from tests.fuzz.raw_http import Parsed, RawCase, classify, raw_http_cases
 from tests.fuzz.test_fuzz_bodies import SERVER_TRACEBACK
 from tests.gateway.conftest import GATEWAY_KEY
 
-FUZZ = settings(
-    max_examples=examples(150),
-    derandomize=True,
-    database=None,
-    deadline=None,
-    print_blob=False,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example],
-)
+FUZZ = fuzz_settings(150)
 # README: "/v1/messages/count_tokens answers 501" (in the dialect's shape): a documented answer, not a fault.
 NOT_IMPLEMENTED = frozenset({501})
 NOT_IMPLEMENTED_PATHS = frozenset({"/v1/messages/count_tokens"})

@@ -9,13 +9,14 @@ import sys
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from keywheel.testing import FakeUpstream
-from tests.helpers import fake_env
+from tests.helpers import COUNTS, env_of, measured
 
 GATEWAY_KEY = "test-gateway-key-1"
 ADMIN_KEY = "test-admin-key-0123456789"
@@ -49,7 +50,7 @@ def free_port() -> int:
 
 def start_gateway(env: dict[str, str], log_path: Path, *args: str) -> Served:
     port = free_port()
-    full = {"PATH": os.environ["PATH"], "HOME": str(log_path.parent), **env}
+    full = measured({"PATH": os.environ["PATH"], "HOME": str(log_path.parent), **env})
     log = log_path.open("wb")
     process = subprocess.Popen(
         [sys.executable, "-m", "keywheel.cli", "--env-file", os.devnull, *args, "serve", "--port", str(port)],
@@ -75,20 +76,30 @@ def start_gateway(env: dict[str, str], log_path: Path, *args: str) -> Served:
 GatewayFactory = Callable[..., Served]
 
 
-@pytest.fixture
-def gateway(fake: FakeUpstream, tmp_path: Path) -> Iterator[GatewayFactory]:
-    """Start a gateway whose providers all point at the fake upstream; keyword args override the env."""
+@contextmanager
+def gateways(fake: FakeUpstream, logs: Path) -> Iterator[GatewayFactory]:
+    """A factory of gateways whose providers all point at the fake upstream (gateway and admin keys
+    set; keyword args override the env), each stopped on leaving."""
     started: list[Served] = []
 
     def factory(*args: str, **overrides: str) -> Served:
-        counts = {k: int(overrides.pop(k)) for k in ("gemini", "openrouter", "anthropic") if k in overrides}
-        env = fake_env(fake, **counts)  # type: ignore[arg-type]
+        counts = {k: overrides.pop(k) for k in COUNTS if k in overrides}
+        env = env_of(fake, counts)
         env.update({"KEYWHEEL_GATEWAY_KEYS": GATEWAY_KEY, "KEYWHEEL_ADMIN_KEY": ADMIN_KEY})
         env.update(overrides)
-        served = start_gateway(env, tmp_path / f"gateway-{len(started)}.log", *args)
+        served = start_gateway(env, logs / f"gateway-{len(started)}.log", *args)
         started.append(served)
         return served
 
-    yield factory
-    for served in started:
-        served.stop()
+    try:
+        yield factory
+    finally:
+        for served in started:
+            served.stop()
+
+
+@pytest.fixture
+def gateway(fake: FakeUpstream, tmp_path: Path) -> Iterator[GatewayFactory]:
+    """Start a gateway whose providers all point at the fake upstream; keyword args override the env."""
+    with gateways(fake, tmp_path) as factory:
+        yield factory

@@ -8,10 +8,22 @@ fields) and the whole sequence is walked against the order the SDK's accumulator
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 import pydantic
-from openai.types.responses import Response, ResponseStreamEvent
+from openai.types.responses import (
+    Response,
+    ResponseCompletedEvent,
+    ResponseContentPartAddedEvent,
+    ResponseContentPartDoneEvent,
+    ResponseFunctionCallArgumentsDeltaEvent,
+    ResponseFunctionCallArgumentsDoneEvent,
+    ResponseIncompleteEvent,
+    ResponseStreamEvent,
+    ResponseTextDeltaEvent,
+    ResponseTextDoneEvent,
+)
 
 from keywheel.sse import SSEDecoder
 
@@ -35,7 +47,7 @@ def validate_events(raw: bytes) -> list[ResponseStreamEvent]:
 class Walk:
     """What a stream said: its finished items, the one left open (if any), and the end."""
 
-    items: list[dict[str, object]] = field(default_factory=list)
+    items: list[dict[str, Any]] = field(default_factory=list)  # as the SDK model dumps them
     open_item: str | None = None  # type of the item a failure interrupted
     final: Response | None = None
     error: str | None = None  # the message of an in-band ``error`` event
@@ -64,7 +76,8 @@ def check_order(events: list[ResponseStreamEvent]) -> Walk:
         assert last.type in TERMINAL, last.type
         body = events[2:-1]
     if last.type != "response.failed":
-        walk.final = last.response  # type: ignore[union-attr]
+        assert isinstance(last, ResponseCompletedEvent | ResponseIncompleteEvent), last.type
+        walk.final = last.response
     _walk_items(body, walk)
     if walk.open_item is not None:
         assert last.type == "response.failed", "an item was left open by a stream that did not fail"
@@ -83,7 +96,9 @@ def _walk_items(body: list[ResponseStreamEvent], walk: Walk) -> None:
         if item.type == "message":
             if i == len(body):
                 return
-            assert body[i].type == "response.content_part.added" and body[i].part.text == ""  # type: ignore[union-attr]
+            part_added = body[i]
+            assert isinstance(part_added, ResponseContentPartAddedEvent), part_added.type
+            assert part_added.part.type == "output_text" and part_added.part.text == ""
             i += 1
             delta_type, done_type = "response.output_text.delta", "response.output_text.done"
         else:
@@ -91,23 +106,27 @@ def _walk_items(body: list[ResponseStreamEvent], walk: Walk) -> None:
             delta_type, done_type = "response.function_call_arguments.delta", "response.function_call_arguments.done"
         text = ""
         while i < len(body) and body[i].type == delta_type:
-            assert (body[i].item_id, body[i].output_index) == where  # type: ignore[union-attr]
-            text += body[i].delta  # type: ignore[union-attr]
+            delta = body[i]
+            assert isinstance(delta, ResponseTextDeltaEvent | ResponseFunctionCallArgumentsDeltaEvent), delta
+            assert (delta.item_id, delta.output_index) == where
+            text += delta.delta
             i += 1
         if i == len(body):
             return
         assert text, f"no {delta_type} before {body[i].type}"
         done = body[i]
         assert done.type == done_type, done.type
-        assert (done.item_id, done.output_index) == where  # type: ignore[union-attr]
+        assert isinstance(done, ResponseTextDoneEvent | ResponseFunctionCallArgumentsDoneEvent), done
+        assert (done.item_id, done.output_index) == where
         i += 1
         if item.type == "message":
-            assert done.text == text  # type: ignore[union-attr]
+            assert isinstance(done, ResponseTextDoneEvent) and done.text == text
             part_done = body[i]
-            assert part_done.type == "response.content_part.done" and part_done.part.text == text  # type: ignore[union-attr]
+            assert isinstance(part_done, ResponseContentPartDoneEvent), part_done.type
+            assert part_done.part.type == "output_text" and part_done.part.text == text
             i += 1
         else:
-            assert done.arguments == text  # type: ignore[union-attr]
+            assert isinstance(done, ResponseFunctionCallArgumentsDoneEvent) and done.arguments == text
         item_done = body[i]
         assert item_done.type == "response.output_item.done" and item_done.output_index == where[1]
         assert item_done.item.id == where[0]

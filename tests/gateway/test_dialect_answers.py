@@ -171,8 +171,10 @@ def test_anthropic_stream_events_validate_and_accumulate() -> None:
     final = anthropic.types.Message.model_validate(snapshot.model_dump())
     assert final.stop_reason == "tool_use" and (final.usage.input_tokens, final.usage.output_tokens) == (12, 7)
     assert [b.type for b in final.content] == ["text", "tool_use", "tool_use"]
-    assert final.content[0].text == "Two plus two is ✓ 4."
-    assert [(b.id, b.name, b.input) for b in final.content[1:]] == [
+    text, *uses = final.content
+    assert isinstance(text, anthropic.types.TextBlock) and text.text == "Two plus two is ✓ 4."
+    assert all(isinstance(b, anthropic.types.ToolUseBlock) for b in uses)
+    assert [(b.id, b.name, b.input) for b in uses if isinstance(b, anthropic.types.ToolUseBlock)] == [
         ("toolu_1", "calc", {"expr": "2+2"}),
         ("toolu_2", "clock", {}),
     ]

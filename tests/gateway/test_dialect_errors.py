@@ -178,7 +178,9 @@ def test_auth_and_simple_errors() -> None:
         assert orjson.loads(GEMINI.render_simple_error(code, "x")[2])["error"]["status"] == rpc
 
 
-SDK_CLASSES = [
+SDK_CLASSES: list[
+    tuple[KeywheelError, type[openai.APIStatusError], type[anthropic.APIStatusError], type[genai_errors.APIError]]
+] = [
     (BadRequest("bad", status=400), openai.BadRequestError, anthropic.BadRequestError, genai_errors.ClientError),
     (ModelNotFound("nope"), openai.NotFoundError, anthropic.NotFoundError, genai_errors.ClientError),
     (RateLimited("slow", retry_after=1), openai.RateLimitError, anthropic.RateLimitError, genai_errors.ClientError),
@@ -198,7 +200,10 @@ SDK_CLASSES = [
     ("exc", "openai_cls", "anthropic_cls", "genai_cls"), SDK_CLASSES, ids=lambda v: type(v).__name__
 )
 def test_sdks_raise_the_right_exception(
-    exc: KeywheelError, openai_cls: type, anthropic_cls: type, genai_cls: type
+    exc: KeywheelError,
+    openai_cls: type[openai.APIStatusError],
+    anthropic_cls: type[anthropic.APIStatusError],
+    genai_cls: type[genai_errors.APIError],
 ) -> None:
     def client_for(dialect: Dialect) -> httpx2.Client:
         status, headers, body = dialect.render_error(exc)

@@ -110,7 +110,10 @@ def test_openai_tool_round_trip_and_defaults() -> None:
 
 def test_openai_untranslatable_parts_are_noted_not_lost_silently() -> None:
     file_part = {"type": "file", "file": {"file_id": "file-1"}}
-    body = {"model": "m", "messages": [{"role": "user", "content": [file_part, {"type": "text", "text": "sum up"}]}]}
+    body: dict[str, Any] = {
+        "model": "m",
+        "messages": [{"role": "user", "content": [file_part, {"type": "text", "text": "sum up"}]}],
+    }
     inbound = OPENAI.parse_request(body)
     assert inbound.request.messages[0].content[1] == TextPart("sum up")
     assert inbound.untranslatable == [
@@ -358,16 +361,16 @@ def captured_genai_body(contents: Any, config: gtypes.GenerateContentConfig) -> 
 
 def test_gemini_parses_what_the_genai_sdk_sends() -> None:
     schema = gtypes.Schema(
-        type="OBJECT",
+        type=gtypes.Type.OBJECT,
         properties={
-            "expr": gtypes.Schema(type="STRING", nullable=True),
-            "xs": gtypes.Schema(type="ARRAY", items=gtypes.Schema(type="INTEGER"), max_items=3),
-            "u": gtypes.Schema(any_of=[gtypes.Schema(type="STRING"), gtypes.Schema(type="NUMBER")]),
+            "expr": gtypes.Schema(type=gtypes.Type.STRING, nullable=True),
+            "xs": gtypes.Schema(type=gtypes.Type.ARRAY, items=gtypes.Schema(type=gtypes.Type.INTEGER), max_items=3),
+            "u": gtypes.Schema(any_of=[gtypes.Schema(type=gtypes.Type.STRING), gtypes.Schema(type=gtypes.Type.NUMBER)]),
         },
         property_ordering=["expr"],
         required=["expr"],
     )
-    tools = [
+    tools: gtypes.ToolListUnion = [
         gtypes.Tool(
             function_declarations=[
                 gtypes.FunctionDeclaration(name="calc", description="math", parameters=schema),
@@ -382,7 +385,9 @@ def test_gemini_parses_what_the_genai_sdk_sends() -> None:
         top_p=0.5,
         tools=tools,
         tool_config=gtypes.ToolConfig(
-            function_calling_config=gtypes.FunctionCallingConfig(mode="ANY", allowed_function_names=["calc"])
+            function_calling_config=gtypes.FunctionCallingConfig(
+                mode=gtypes.FunctionCallingConfigMode.ANY, allowed_function_names=["calc"]
+            )
         ),
         automatic_function_calling=gtypes.AutomaticFunctionCallingConfig(disable=True),
     )

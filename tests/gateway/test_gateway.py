@@ -86,7 +86,8 @@ def test_cooldown_and_failover_headers(gateway: GatewayFactory, fake: FakeUpstre
 def test_model_names_route_as_documented(gateway_once: Served, http: httpx.Client) -> None:
     def provider_for(model: str) -> str:
         resp = http.post(gateway_once.url + "/v1/chat/completions", json={**HELLO, "model": model}, headers=AUTH)
-        return resp.headers.get("x-keywheel-provider", str(resp.status_code))
+        provider: str = resp.headers.get("x-keywheel-provider", str(resp.status_code))
+        return provider
 
     assert provider_for("auto") == "gemini"  # the primary
     assert provider_for("openai/gpt-4o-mini") == "openrouter"  # OPENROUTER_MODEL's default, slash and all

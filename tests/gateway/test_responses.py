@@ -13,6 +13,7 @@ from typing import Any
 
 import openai
 import pytest
+from openai.types.responses import ResponseInputItemParam, ResponseInputParam
 
 from keywheel.testing import FakeUpstream
 from tests.gateway.conftest import ADMIN_KEY, GATEWAY_KEY, GatewayFactory, Served, start_gateway
@@ -71,8 +72,8 @@ def test_text_created_and_streamed(
     walk = check_order(validate_events(raw_stream(client, model=model, input="hello")))
     assert walk.final is not None and walk.final.status == "completed" and walk.final.model == served_model
     (item,) = walk.items
-    assert item["type"] == "message" and item["content"][0]["text"].endswith("lazy dog.")  # type: ignore[index]
-    assert walk.final.output_text == item["content"][0]["text"]  # type: ignore[index]
+    assert item["type"] == "message" and item["content"][0]["text"].endswith("lazy dog.")
+    assert walk.final.output_text == item["content"][0]["text"]
     assert walk.final.usage is not None and walk.final.usage.output_tokens > 0
 
     with client.responses.stream(model=model, input=[{"role": "user", "content": "hi"}]) as stream:
@@ -86,7 +87,7 @@ def test_function_call_round_trip(
     served: Served, fake: FakeUpstream, model: str, provider: str, dialect: str, served_model: str
 ) -> None:
     client = client_for(served)
-    question = [{"role": "user", "content": [{"type": "input_text", "text": "2+2?"}]}]
+    question: ResponseInputParam = [{"role": "user", "content": [{"type": "input_text", "text": "2+2?"}]}]
 
     raw = client.responses.with_raw_response.create(model=model, input=question, tools=TOOLS, tool_choice="auto")
     first = RESPONSE.validate_python(raw.http_response.json())
@@ -95,7 +96,7 @@ def test_function_call_round_trip(
     assert first.status == "completed"
 
     # The second request carries the call and its output, as the SDK's own types dump them.
-    output = {"type": "function_call_output", "call_id": call.call_id, "output": "4"}
+    output: ResponseInputItemParam = {"type": "function_call_output", "call_id": call.call_id, "output": "4"}
     history: Any = [*question, call.model_dump(exclude_none=True), output]
     second = client.responses.create(model=model, input=history, tools=TOOLS)
     assert "the tool said 4" in second.output_text and second.status == "completed"
@@ -105,7 +106,8 @@ def test_function_call_round_trip(
     (streamed,) = walk.items
     assert streamed["type"] == "function_call" and streamed["arguments"] == '{"expr":"test"}'
     assert walk.final is not None and [o.type for o in walk.final.output] == ["function_call"]
-    with client.responses.stream(model=model, tools=TOOLS, input=[*question, streamed, output]) as stream:
+    again: Any = [*question, streamed, output]  # the streamed item sent back as the stream dumped it
+    with client.responses.stream(model=model, tools=TOOLS, input=again) as stream:
         answer = stream.get_final_response()
     assert "the tool said 4" in answer.output_text
 
@@ -130,7 +132,8 @@ def test_bad_and_stateful_requests_get_a_400_naming_the_field(served: Served, fa
     for params, field in BAD_REQUESTS:
         with pytest.raises(openai.BadRequestError) as caught:
             client.responses.create(model="auto", **params)
-        message = caught.value.body["message"]  # type: ignore[index]
+        assert isinstance(caught.value.body, dict), caught.value.body
+        message = caught.value.body["message"]
         assert caught.value.status_code == 400 and message.startswith(f"{field}: "), (field, message)
         if field in ("previous_response_id", "store", "conversation"):
             assert "keywheel is stateless: send the full conversation in input" in message
@@ -159,7 +162,7 @@ def test_every_key_resting_is_a_429_and_every_failure_a_502(gateway: GatewayFact
     with pytest.raises(openai.RateLimitError) as limited:
         client.responses.create(model="auto", input="hi")
     assert limited.value.response.headers["retry-after"] == "30"
-    assert limited.value.body["type"] == "rate_limit_error"  # type: ignore[index]
+    assert isinstance(limited.value.body, dict) and limited.value.body["type"] == "rate_limit_error"
 
 
 def test_a_stream_broken_after_its_start_ends_with_error_and_failed(

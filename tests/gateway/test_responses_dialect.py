@@ -12,8 +12,14 @@ from typing import Any
 import httpx2
 import orjson
 import pytest
+from openai.types.responses import (
+    ResponseCompletedEvent,
+    ResponseFunctionToolCall,
+    ResponseOutputMessage,
+    ResponseOutputText,
+)
 
-from keywheel.errors import BadRequest, Overloaded
+from keywheel.errors import BadRequest, KeywheelError, Overloaded
 from keywheel.gateway.dialects import DIALECTS, ResponsesDialect
 from keywheel.types import (
     ChatResponse,
@@ -35,11 +41,11 @@ DIALECT = ResponsesDialect()
 CALC_TOOL = {"type": "function", "name": "calc", "parameters": {"type": "object"}, "strict": True}
 
 
-def rendered(events: list[StreamEvent], *, fail: Exception | None = None) -> bytes:
+def rendered(events: list[StreamEvent], *, fail: KeywheelError | None = None) -> bytes:
     renderer = DIALECT.stream_renderer("auto", False)
     out = renderer.start() + b"".join(renderer.event(ev) for ev in events)
     if fail is not None:
-        out += renderer.error(fail)  # type: ignore[arg-type]
+        out += renderer.error(fail)
     return out
 
 
@@ -168,7 +174,8 @@ def test_an_answer_is_a_valid_response_object() -> None:
     assert response.id == "resp_r1" and response.object == "response" and response.status == "completed"
     assert response.model == "gemini-2.5-flash" and response.error is None and response.incomplete_details is None
     message, call = response.output
-    assert message.type == "message" and message.content[0].text == "Two plus two is 4."  # type: ignore[union-attr]
+    assert isinstance(message, ResponseOutputMessage) and isinstance(message.content[0], ResponseOutputText)
+    assert message.type == "message" and message.content[0].text == "Two plus two is 4."
     assert call.type == "function_call" and (call.call_id, call.name) == ("call_1", "calc")
     assert orjson.loads(call.arguments) == {"expr": "2+2"}
     assert response.usage is not None
@@ -181,7 +188,8 @@ def test_an_answer_cut_by_max_tokens_is_incomplete() -> None:
     response = RESPONSE_TYPE.validate_python(DIALECT.render_response(cut, "auto"))
     assert response.status == "incomplete" and response.incomplete_details is not None
     assert response.incomplete_details.reason == "max_output_tokens"
-    assert response.output[0].status == "incomplete" and response.id.startswith("resp_")  # type: ignore[union-attr]
+    assert isinstance(response.output[0], ResponseOutputMessage)
+    assert response.output[0].status == "incomplete" and response.id.startswith("resp_")
 
 
 def test_an_empty_answer_still_has_a_message() -> None:
@@ -202,7 +210,7 @@ def test_a_stream_follows_the_event_grammar_and_the_sdk_accumulates_it() -> None
         ("function_call", "calc", '{"expr": "2+2"}'),
         ("function_call", "clock", "{}"),  # a call without arguments carries an empty object
     ]
-    assert walk.items[0]["content"][0]["text"] == "Two plus two is ✓ 4."  # type: ignore[index]
+    assert walk.items[0]["content"][0]["text"] == "Two plus two is ✓ 4."
     assert walk.final is not None and walk.final.status == "completed"
     assert [o.model_dump() for o in walk.final.output] == walk.items
     assert walk.final.usage is not None and walk.final.usage.total_tokens == 19
@@ -233,9 +241,14 @@ def test_text_after_a_call_opens_a_new_message_and_a_late_fragment_keeps_the_cal
     events_out = validate_events(rendered(events))
     late = [e for e in events_out if e.type == "response.function_call_arguments.delta" and e.output_index == 0]
     assert [e.delta for e in late] == ['{"expr": ', '"1"}']
-    final = events_out[-1].response  # type: ignore[union-attr]
+    last = events_out[-1]
+    assert isinstance(last, ResponseCompletedEvent), last.type
+    final = last.response
     assert [o.type for o in final.output] == ["function_call", "function_call", "message"]
-    assert final.output[0].arguments == '{"expr": "1"}' and final.output[2].content[0].text == "done"
+    call, message = final.output[0], final.output[2]
+    assert isinstance(call, ResponseFunctionToolCall) and isinstance(message, ResponseOutputMessage)
+    assert isinstance(message.content[0], ResponseOutputText)
+    assert call.arguments == '{"expr": "1"}' and message.content[0].text == "done"
 
 
 def test_a_failure_after_the_start_ends_with_error_then_failed() -> None:
@@ -247,7 +260,8 @@ def test_a_failure_after_the_start_ends_with_error_then_failed() -> None:
     assert failed.type == "response.failed" and failed.response.error is not None
     assert failed.response.error.code == "server_error" and failed.response.status == "failed"
     (item,) = failed.response.output
-    assert item.status == "incomplete" and item.content[0].text == "Two plus"  # type: ignore[union-attr]
+    assert isinstance(item, ResponseOutputMessage) and isinstance(item.content[0], ResponseOutputText)
+    assert item.status == "incomplete" and item.content[0].text == "Two plus"
 
     client = openai_client(transport_of(raw))
     with client.responses.stream(model="auto", input="hi") as stream:

@@ -6,17 +6,25 @@ fake upstream; in its own dialect (pass-through) and across dialects (translatio
 
 from __future__ import annotations
 
+from typing import cast
+
 import anthropic
 import openai
 import pytest
 from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types as gtypes
+from openai.types.chat import (
+    ChatCompletionMessageFunctionToolCall,
+    ChatCompletionMessageParam,
+    ChatCompletionToolParam,
+)
+from openai.types.chat import ChatCompletionMessageToolCallParam as ToolCallParam
 
 from keywheel.testing import FakeUpstream
 from tests.gateway.conftest import GATEWAY_KEY, GatewayFactory, Served
 
-CALC = {"type": "object", "properties": {"expr": {"type": "string"}}, "required": ["expr"]}
+CALC: dict[str, object] = {"type": "object", "properties": {"expr": {"type": "string"}}, "required": ["expr"]}
 
 
 def openai_client(served: Served, key: str = GATEWAY_KEY) -> openai.OpenAI:
@@ -67,16 +75,18 @@ def test_openai_sdk_chat_stream_and_tools(
     assert text.endswith("lazy dog.") and f"from fake {dialect}" in text
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
 
-    tools = [{"type": "function", "function": {"name": "calc", "parameters": CALC}}]
+    tools: list[ChatCompletionToolParam] = [{"type": "function", "function": {"name": "calc", "parameters": CALC}}]
     first = client.chat.completions.create(model=model, messages=[{"role": "user", "content": "2+2?"}], tools=tools)
-    call = first.choices[0].message.tool_calls[0]  # type: ignore[index]
+    assert first.choices[0].message.tool_calls
+    call = first.choices[0].message.tool_calls[0]
+    assert isinstance(call, ChatCompletionMessageFunctionToolCall), call
     assert first.choices[0].finish_reason == "tool_calls" and call.function.name == "calc"
     second = client.chat.completions.create(
         model=model,
         tools=tools,
         messages=[
             {"role": "user", "content": "2+2?"},
-            {"role": "assistant", "content": None, "tool_calls": [call.model_dump()]},
+            {"role": "assistant", "content": None, "tool_calls": [cast(ToolCallParam, call.model_dump())]},
             {"role": "tool", "tool_call_id": call.id, "content": "4"},
         ],
     )
@@ -99,7 +109,8 @@ def test_anthropic_sdk_chat_stream_and_tools(gateway: GatewayFactory, model: str
         model=model, max_tokens=64, system="Be brief.", messages=[{"role": "user", "content": "hello"}]
     )
     dialect = "openai" if upstream == "openrouter" else upstream
-    assert f"from fake {dialect}" in message.content[0].text  # type: ignore[union-attr]
+    assert isinstance(message.content[0], anthropic.types.TextBlock)
+    assert f"from fake {dialect}" in message.content[0].text
     assert message.usage.output_tokens > 0 and message.stop_reason == "end_turn"
 
     with client.messages.stream(model=model, max_tokens=64, messages=[{"role": "user", "content": "hi"}]) as stream:
@@ -107,26 +118,27 @@ def test_anthropic_sdk_chat_stream_and_tools(gateway: GatewayFactory, model: str
         final = stream.get_final_message()
     assert text.endswith("lazy dog.") and final.usage.output_tokens > 0
 
-    tools = [{"name": "calc", "description": "math", "input_schema": CALC}]
+    tools: list[anthropic.types.ToolParam] = [{"name": "calc", "description": "math", "input_schema": CALC}]
     first = client.messages.create(
         model=model,
         max_tokens=64,
-        tools=tools,  # type: ignore[arg-type]
+        tools=tools,
         messages=[{"role": "user", "content": "2+2?"}],
     )
-    (use,) = [b for b in first.content if b.type == "tool_use"]
+    (use,) = [b for b in first.content if isinstance(b, anthropic.types.ToolUseBlock)]
     assert first.stop_reason == "tool_use" and use.name == "calc" and use.input == {"expr": "test"}
     second = client.messages.create(
         model=model,
         max_tokens=64,
         tools=tools,
-        messages=[  # type: ignore[arg-type]
+        messages=[
             {"role": "user", "content": "2+2?"},
-            {"role": "assistant", "content": [use.model_dump()]},
+            {"role": "assistant", "content": [cast(anthropic.types.ToolUseBlockParam, use.model_dump())]},
             {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use.id, "content": "4"}]},
         ],
     )
-    assert "the tool said 4" in second.content[0].text  # type: ignore[union-attr]
+    assert isinstance(second.content[0], anthropic.types.TextBlock)
+    assert "the tool said 4" in second.content[0].text
 
 
 def test_anthropic_beta_header_travels_with_a_pass_through_body(gateway: GatewayFactory, fake: FakeUpstream) -> None:
@@ -176,12 +188,13 @@ def test_gemini_sdk_chat_stream_and_tools(
     first = client.models.generate_content(model=model, contents="2+2?", config=config)
     (call,) = first.function_calls or []
     assert call.name == "calc" and call.args == {"expr": "test"}
-    contents = [
+    assert first.candidates and first.candidates[0].content
+    contents: gtypes.ContentListUnion = [
         gtypes.Content(role="user", parts=[gtypes.Part(text="2+2?")]),
-        first.candidates[0].content,  # type: ignore[index]
+        first.candidates[0].content,
         gtypes.Content(role="user", parts=[gtypes.Part.from_function_response(name="calc", response={"content": "4"})]),
     ]
-    second = client.models.generate_content(model=model, contents=contents, config=config)  # type: ignore[arg-type]
+    second = client.models.generate_content(model=model, contents=contents, config=config)
     assert "the tool said" in (second.text or "") and "4" in (second.text or "")
 
 
@@ -191,13 +204,14 @@ def test_gemini_sdk_chat_stream_and_tools(
 def test_each_sdk_raises_the_right_exception(gateway: GatewayFactory, fake: FakeUpstream) -> None:
     served = gateway(AI_PROVIDER="gemini", FALLBACK_ORDER="", gemini="2", openrouter="0", anthropic="0")
     oa, an, ge = openai_client(served), anthropic_client(served), gemini_client(served)
-    msgs = [{"role": "user", "content": "hello"}]
+    msgs: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hello"}]
+    amsgs: list[anthropic.types.MessageParam] = [{"role": "user", "content": "hello"}]  # the same, as the SDK types it
 
     # wrong gateway key → 401
     with pytest.raises(openai.AuthenticationError):
-        openai_client(served, "wrong-key").chat.completions.create(model="auto", messages=msgs)  # type: ignore[arg-type]
+        openai_client(served, "wrong-key").chat.completions.create(model="auto", messages=msgs)
     with pytest.raises(anthropic.AuthenticationError):
-        anthropic_client(served, "wrong-key").messages.create(model="auto", max_tokens=5, messages=msgs)  # type: ignore[arg-type]
+        anthropic_client(served, "wrong-key").messages.create(model="auto", max_tokens=5, messages=amsgs)
     wrong = gemini_client(served, "wrong-key")  # keep a reference: a collected genai client closes its connection
     with pytest.raises(genai_errors.ClientError) as gerr:
         wrong.models.generate_content(model="auto", contents="x")
@@ -207,9 +221,9 @@ def test_each_sdk_raises_the_right_exception(gateway: GatewayFactory, fake: Fake
     fake.set("test-gemini-key-1", "bad_request")
     fake.set("test-gemini-key-2", "bad_request")
     with pytest.raises(openai.BadRequestError):
-        oa.chat.completions.create(model="auto", messages=msgs)  # type: ignore[arg-type]
+        oa.chat.completions.create(model="auto", messages=msgs)
     with pytest.raises(anthropic.BadRequestError):
-        an.messages.create(model="auto", max_tokens=5, messages=msgs)  # type: ignore[arg-type]
+        an.messages.create(model="auto", max_tokens=5, messages=amsgs)
     with pytest.raises(genai_errors.ClientError) as gerr:
         ge.models.generate_content(model="auto", contents="x")
     assert gerr.value.code == 400
@@ -218,11 +232,11 @@ def test_each_sdk_raises_the_right_exception(gateway: GatewayFactory, fake: Fake
     fake.set("test-gemini-key-1", "server_error")
     fake.set("test-gemini-key-2", "server_error")
     with pytest.raises(openai.InternalServerError) as oerr:
-        oa.chat.completions.create(model="auto", messages=msgs)  # type: ignore[arg-type]
+        oa.chat.completions.create(model="auto", messages=msgs)
     assert oerr.value.status_code in (502, 503)
     assert "gemini#1" in str(oerr.value) and "test-gemini-key" not in str(oerr.value)
     with pytest.raises(anthropic.InternalServerError):
-        an.messages.create(model="auto", max_tokens=5, messages=msgs)  # type: ignore[arg-type]
+        an.messages.create(model="auto", max_tokens=5, messages=amsgs)
     with pytest.raises(genai_errors.ServerError):
         ge.models.generate_content(model="auto", contents="x")
 
@@ -230,10 +244,10 @@ def test_each_sdk_raises_the_right_exception(gateway: GatewayFactory, fake: Fake
     fake.set("test-gemini-key-1", "rate_limit", retry_after=60.0)
     fake.set("test-gemini-key-2", "rate_limit", retry_after=60.0)
     with pytest.raises(openai.RateLimitError) as rerr:
-        oa.chat.completions.create(model="auto", messages=msgs)  # type: ignore[arg-type]
+        oa.chat.completions.create(model="auto", messages=msgs)
     assert 50 <= int(rerr.value.response.headers["retry-after"]) <= 60
     with pytest.raises(anthropic.RateLimitError):
-        an.messages.create(model="auto", max_tokens=5, messages=msgs)  # type: ignore[arg-type]
+        an.messages.create(model="auto", max_tokens=5, messages=amsgs)
     with pytest.raises(genai_errors.ClientError) as gerr:
         ge.models.generate_content(model="auto", contents="x")
     assert gerr.value.code == 429

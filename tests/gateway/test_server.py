@@ -15,7 +15,7 @@ import pytest
 
 from keywheel.testing import FakeUpstream
 from tests.gateway.conftest import GATEWAY_KEY, GatewayFactory, Served, free_port
-from tests.helpers import fake_env
+from tests.helpers import fake_env, measured
 
 AUTH = {"authorization": f"Bearer {GATEWAY_KEY}"}
 HELLO = {"model": "auto", "messages": [{"role": "user", "content": "hello"}]}
@@ -137,7 +137,7 @@ def test_a_busy_port_is_named_with_what_to_do_and_exit_code_2(fake: FakeUpstream
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", port))
         holder.listen()
-        env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), **fake_env(fake)}
+        env = measured({"PATH": os.environ["PATH"], "HOME": str(tmp_path), **fake_env(fake)})
         done = subprocess.run(
             [sys.executable, "-m", "keywheel.cli", "--env-file", os.devnull, "serve", "--port", str(port)],
             env=env,
@@ -151,12 +151,14 @@ def test_a_busy_port_is_named_with_what_to_do_and_exit_code_2(fake: FakeUpstream
 
 
 def test_an_address_that_cannot_be_bound_is_named_with_exit_code_2(fake: FakeUpstream, tmp_path: Path) -> None:
-    env = {
-        "PATH": os.environ["PATH"],
-        "HOME": str(tmp_path),
-        "KEYWHEEL_GATEWAY_KEYS": GATEWAY_KEY,
-        **fake_env(fake),
-    }
+    env = measured(
+        {
+            "PATH": os.environ["PATH"],
+            "HOME": str(tmp_path),
+            "KEYWHEEL_GATEWAY_KEYS": GATEWAY_KEY,
+            **fake_env(fake),
+        }
+    )
     done = subprocess.run(
         [sys.executable, "-m", "keywheel.cli", "--env-file", os.devnull, "serve", "--host", "203.0.113.7"],
         env=env,

@@ -19,15 +19,13 @@ from keywheel.errors import (
 )
 from keywheel.providers import ADAPTERS, get_adapter
 from keywheel.providers.anthropic import AnthropicAdapter
-from keywheel.providers.base import Endpoint, StreamParser
+from keywheel.providers.base import Endpoint
 from keywheel.secrets import ApiKey
-from keywheel.sse import SSEDecoder
 from keywheel.types import (
     ChatRequest,
     ImagePart,
     Message,
     StreamEnd,
-    StreamEvent,
     TextDelta,
     TextPart,
     Tool,
@@ -36,36 +34,15 @@ from keywheel.types import (
     ToolResultPart,
     Usage,
 )
+from tests.providers.harness import AdapterCase, user
 
 ADAPTER = AnthropicAdapter()
 KEY = ApiKey("test-anthropic-key-1", "anthropic", "1")
 TOKEN = ApiKey("test-anthropic-token-1", "glm", "token", auth="bearer")
 ENDPOINT = Endpoint("anthropic", "https://api.anthropic.com", "claude-sonnet-4-5")
 CALC = Tool("calc", "math", {"type": "object", "properties": {"expr": {"type": "string"}}})
-
-
-def body_of(request: ChatRequest, *, stream: bool = False) -> dict[str, object]:
-    http = ADAPTER.build_request(ENDPOINT, KEY, request, "claude-sonnet-4-5", stream=stream)
-    assert http.body is not None
-    parsed: dict[str, object] = orjson.loads(http.body)
-    return parsed
-
-
-def user(text: str) -> Message:
-    return Message("user", [TextPart(text)])
-
-
-def run_stream(raw: bytes, parser: StreamParser | None = None, step: int = 9) -> list[StreamEvent]:
-    parser = parser or ADAPTER.stream_parser()
-    decoder = SSEDecoder()
-    out: list[StreamEvent] = []
-    for i in range(0, len(raw), step):
-        for event in decoder.feed(raw[i : i + step]):
-            out.extend(parser.feed(event))
-    for event in decoder.close():
-        out.extend(parser.feed(event))
-    out.extend(parser.close())
-    return out
+CASE = AdapterCase(ADAPTER, KEY, ENDPOINT, "claude-sonnet-4-5", step=9)
+body_of, run_stream = CASE.body_of, CASE.run_stream
 
 
 # ------------------------------------------------------------------ registry
@@ -78,7 +55,7 @@ def test_registry() -> None:
     with pytest.raises(ValueError, match="anthropic, gemini, openai"):
         get_adapter("cohere")
     with pytest.raises(TypeError):
-        ADAPTERS["x"] = ADAPTER  # type: ignore[index]
+        ADAPTERS["x"] = ADAPTER  # type: ignore[index]  # the registry is read-only, which is what is tested
 
 
 # ------------------------------------------------------------------ requests

@@ -17,13 +17,11 @@ from keywheel.errors import (
 from keywheel.providers.base import Endpoint
 from keywheel.providers.gemini import GeminiAdapter, gemini_schema
 from keywheel.secrets import ApiKey
-from keywheel.sse import SSEDecoder
 from keywheel.types import (
     ChatRequest,
     ImagePart,
     Message,
     StreamEnd,
-    StreamEvent,
     TextDelta,
     TextPart,
     Tool,
@@ -32,36 +30,15 @@ from keywheel.types import (
     ToolResultPart,
     Usage,
 )
+from tests.providers.harness import AdapterCase, user
 
 ADAPTER = GeminiAdapter()
 KEY = ApiKey("test-gemini-key-1", "gemini", "1")
 ENDPOINT = Endpoint("gemini", "https://generativelanguage.googleapis.com", "gemini-2.5-flash")
 BASE = "https://generativelanguage.googleapis.com/v1beta"
 CALC = Tool("calc", "math", {"type": "object", "properties": {"expr": {"type": "string"}}, "required": ["expr"]})
-
-
-def body_of(request: ChatRequest) -> dict[str, object]:
-    http = ADAPTER.build_request(ENDPOINT, KEY, request, "gemini-2.5-flash", stream=False)
-    assert http.body is not None
-    parsed: dict[str, object] = orjson.loads(http.body)
-    return parsed
-
-
-def user(text: str) -> Message:
-    return Message("user", [TextPart(text)])
-
-
-def run_stream(raw: bytes, step: int = 7) -> list[StreamEvent]:
-    parser = ADAPTER.stream_parser()
-    decoder = SSEDecoder()
-    out: list[StreamEvent] = []
-    for i in range(0, len(raw), step):
-        for event in decoder.feed(raw[i : i + step]):
-            out.extend(parser.feed(event))
-    for event in decoder.close():
-        out.extend(parser.feed(event))
-    out.extend(parser.close())
-    return out
+CASE = AdapterCase(ADAPTER, KEY, ENDPOINT, "gemini-2.5-flash", step=7)
+body_of, run_stream = CASE.body_of, CASE.run_stream
 
 
 def crlf_sse(*chunks: object) -> bytes:
@@ -420,7 +397,7 @@ BAD_KEY = gemini_error(
     "API key not valid. Please pass a valid API key.",
     {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID", "domain": "googleapis.com"},
 )
-RETRY_59S = {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "59s"}
+RETRY_59S: dict[str, object] = {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "59s"}
 
 
 def quota(quota_id: str) -> dict[str, object]:

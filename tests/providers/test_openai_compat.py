@@ -24,7 +24,6 @@ from keywheel.types import (
     ImagePart,
     Message,
     StreamEnd,
-    StreamEvent,
     TextDelta,
     TextPart,
     Tool,
@@ -33,6 +32,7 @@ from keywheel.types import (
     ToolResultPart,
     Usage,
 )
+from tests.providers.harness import AdapterCase, user
 
 ADAPTER = OpenAICompatAdapter()
 KEY = ApiKey("test-openrouter-key-1", "openrouter", "1")
@@ -44,30 +44,8 @@ OPENROUTER = Endpoint(
 )
 OPENAI = Endpoint("openai", "https://api.openai.com/v1", "gpt-4.1-mini")
 CALC = Tool("calc", "math", {"type": "object", "properties": {"expr": {"type": "string"}}})
-
-
-def body_of(request: ChatRequest, *, stream: bool = False, model: str = "gpt-4.1-mini") -> dict[str, object]:
-    http = ADAPTER.build_request(OPENAI, KEY, request, model, stream=stream)
-    assert http.body is not None
-    parsed: dict[str, object] = orjson.loads(http.body)
-    return parsed
-
-
-def user(text: str) -> Message:
-    return Message("user", [TextPart(text)])
-
-
-def run_stream(raw: bytes, step: int = 11) -> list[StreamEvent]:
-    parser = ADAPTER.stream_parser()
-    decoder = SSEDecoder()
-    out: list[StreamEvent] = []
-    for i in range(0, len(raw), step):
-        for event in decoder.feed(raw[i : i + step]):
-            out.extend(parser.feed(event))
-    for event in decoder.close():
-        out.extend(parser.feed(event))
-    out.extend(parser.close())
-    return out
+CASE = AdapterCase(ADAPTER, KEY, OPENAI, "gpt-4.1-mini", step=11)
+body_of, run_stream = CASE.body_of, CASE.run_stream
 
 
 def sse(*chunks: object) -> bytes:

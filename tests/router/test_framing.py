@@ -14,13 +14,13 @@ from dataclasses import replace
 
 import orjson
 
-from keywheel.providers.base import HttpRequest
+from keywheel.providers.base import Framing, HttpRequest
 from keywheel.providers.openai_compat import OpenAICompatAdapter
 from keywheel.router import EventStream, Router, Target, translated
 from keywheel.sse import SSEEvent
 from keywheel.state.memory import MemoryStore
 from keywheel.transport import HttpResponse
-from keywheel.types import ChatRequest, Message, StreamEnd, TextDelta
+from keywheel.types import ChatRequest, Message, StreamEnd, TextDelta, TextPart
 from tests.router.test_router_unit import settings
 
 
@@ -38,7 +38,7 @@ class LineDecoder:
 
 
 class NdjsonFraming:
-    name = "ndjson"
+    name: str = "ndjson"
 
     def decoder(self, max_event_bytes: int | None = None) -> LineDecoder:
         return LineDecoder()
@@ -49,7 +49,7 @@ class NdjsonFraming:
 
 
 class NdjsonAdapter(OpenAICompatAdapter):
-    framing = NdjsonFraming()
+    framing: Framing = NdjsonFraming()
 
 
 def chunk(text: str | None, finish: str | None = None) -> bytes:
@@ -93,7 +93,7 @@ def make() -> tuple[Router, list[Target]]:
     return router, targets
 
 
-REQUEST = ChatRequest([Message("user", "hi")])
+REQUEST = ChatRequest([Message("user", [TextPart("hi")])])
 
 
 def test_a_stream_in_another_framing_is_read_event_by_event() -> None:

@@ -22,7 +22,7 @@ from keywheel.router import RetryPolicy, Router, translated
 from keywheel.state.memory import MemoryStore
 from keywheel.state.rules import BreakerPolicy
 from keywheel.transport import HttpResponse, HttpStream
-from keywheel.types import ChatRequest, Message
+from keywheel.types import ChatRequest, Message, TextPart
 
 OK_BODY = orjson.dumps(
     {
@@ -87,7 +87,7 @@ def router(stub: StubTransport, cfg: Settings, breaker: BreakerPolicy | None = N
     return Router(cfg, pools, stub, rng=random.Random(7), retry=fast)
 
 
-REQUEST = ChatRequest([Message("user", "What is 2+2?")])
+REQUEST = ChatRequest([Message("user", [TextPart("What is 2+2?")])])
 
 
 def call(r: Router) -> tuple[str, list[str]]:

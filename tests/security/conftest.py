@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 
 from keywheel.testing import FakeUpstream
-from tests.gateway.conftest import ADMIN_KEY, GATEWAY_KEY, GatewayFactory, Served, start_gateway
-from tests.helpers import fake_env
+from tests.gateway.conftest import ADMIN_KEY, GATEWAY_KEY, GatewayFactory, gateways
 
 __all__ = ["ADMIN_KEY", "GATEWAY_KEY", "Recorder"]
 
@@ -93,17 +92,5 @@ def recorder() -> Iterator[Recorder]:
 @pytest.fixture
 def serve(fake: FakeUpstream, tmp_path: Path) -> Iterator[GatewayFactory]:
     """``keywheel serve`` over the fake (gateway and admin keys set); keyword args override the env."""
-    started: list[Served] = []
-
-    def factory(*args: str, **overrides: str) -> Served:
-        counts = {k: int(overrides.pop(k)) for k in ("gemini", "openrouter", "anthropic") if k in overrides}
-        env = fake_env(fake, **counts)  # type: ignore[arg-type]
-        env.update({"KEYWHEEL_GATEWAY_KEYS": GATEWAY_KEY, "KEYWHEEL_ADMIN_KEY": ADMIN_KEY})
-        env.update(overrides)
-        served = start_gateway(env, tmp_path / f"serve-{len(started)}.log", *args)
-        started.append(served)
-        return served
-
-    yield factory
-    for served in started:
-        served.stop()
+    with gateways(fake, tmp_path) as factory:
+        yield factory

@@ -44,7 +44,9 @@ PARAMS: dict[str, dict[str, object]] = {
     "slow_stream": {"interval": 0.01},
 }
 PARTS = ("ends", "middle", "chopped")
-ECHOES = [("echo_key", {"part": part, "status": status}) for part in PARTS for status in (401, 400)]
+ECHOES: list[tuple[str, dict[str, object]]] = [
+    ("echo_key", {"part": part, "status": status}) for part in PARTS for status in (401, 400)
+]
 ECHOES += [("echo_key", {"part": part, "where": "stream"}) for part in PARTS]  # in-band, split across reads
 
 
@@ -142,7 +144,7 @@ def test_leak_scan_of_a_gateway_run_through_every_fault(
             for kind, params in faults():
                 for values in keys.values():
                     for value in values:
-                        fake.set(value, kind, **params)
+                        fake.set(value, kind, times=None, **params)
                 texts += pool.map(lambda c: call(c[0], c[1], bool(c[2])), combos)
                 texts.append(client.get("/status", headers=admin).text)
                 for fingerprint in fingerprints:  # back to active for the next fault
@@ -181,7 +183,7 @@ def test_leak_scan_of_library_calls_through_every_fault(
     try:
         for kind, params in faults():
             for value in [v for values in keys.values() for v in values] + [added]:
-                fake.set(value, kind, **params)
+                fake.set(value, kind, times=None, **params)
             for provider in PROVIDERS:
                 for stream in (False, True):
                     try:

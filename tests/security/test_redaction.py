@@ -24,7 +24,7 @@ from keywheel.secrets import Redactor
 from keywheel.testing import FakeUpstream
 from keywheel.testing._echo import PARTS, piece
 from tests.gateway.conftest import GatewayFactory, free_port, start_gateway
-from tests.helpers import fake_env
+from tests.helpers import fake_env, measured
 from tests.security.conftest import ADMIN_KEY, GATEWAY_KEY
 
 HELLO = [{"role": "user", "content": "hello"}]
@@ -247,7 +247,10 @@ def test_worker_processes_redact_their_logs_too(fake: FakeUpstream, tmp_path: Pa
     with log_path.open("wb") as log:
         command = [sys.executable, "-m", "keywheel.cli", "--log-level", "DEBUG", "--env-file", os.devnull]
         process = subprocess.Popen(
-            [*command, "serve", "--port", str(port), "--workers", "2"], env=env, stdout=log, stderr=subprocess.STDOUT
+            [*command, "serve", "--port", str(port), "--workers", "2"],
+            env=measured(env),
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
     try:
         url = f"http://127.0.0.1:{port}"

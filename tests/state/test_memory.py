@@ -269,7 +269,7 @@ def test_key_and_request_faults_neither_count_nor_reset_and_a_success_resets() -
         ModelNotFound("404", status=404),
     ):
         pool.enable_nowait(keys[0].fingerprint)
-        pool.release_nowait(keys[0], error, 1.0)  # type: ignore[arg-type]
+        pool.release_nowait(keys[0], error, 1.0)
     assert breaker(pool)["failures"] == 2 and pool.breaker_closed_nowait()
     pool.release_nowait(take(pool), None, 1.0)  # a success resets the count
     assert breaker(pool)["failures"] == 0

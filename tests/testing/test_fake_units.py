@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from keywheel.testing.app import cut_point
 from keywheel.testing.behaviours import Behaviour, BehaviourTable, go_duration, proto_duration, retry_headers
-from keywheel.testing.dialects import Frame, Reply, arguments_for, reply_text, tool_result_text, word_count
+from keywheel.testing.dialects import Frame, Reply, arguments_for, cut_point, reply_text, tool_result_text, word_count
 
 
 def test_behaviour_build_fills_defaults() -> None:
