@@ -281,11 +281,7 @@ class Gateway:
             await _respond(send, 200, b'{"status":"ok"}')
             return 200
         if path == "/":  # clients probe it unauthenticated (Claude Code sends HEAD / on start): no data here
-            _allow(method, "GET", "HEAD")
-            head = [(b"content-type", b"text/html; charset=utf-8"), (b"content-length", b"%d" % len(LANDING))]
-            await send({"type": "http.response.start", "status": 200, "headers": head})
-            await send({"type": "http.response.body", "body": LANDING if method == "GET" else b""})
-            return 200
+            return await _landing(method, send)
         if path == "/status" or path.startswith("/admin/"):
             self.admin.check(scope, headers)
             return await self.admin.handle(method, path, receive, send)
@@ -304,28 +300,46 @@ class Gateway:
             _allow(method, "POST")
             return await self._count_tokens(headers, receive, send, served)
         if dialect is self.gemini and ":" in path:  # /v1beta/models/…, /v1/models/… or /models/… (no version)
-            if "/models/" not in path:
-                raise HttpError(404, f"no route {method} {path[:200]}: expected /v1beta/models/<model>:<method>")
-            model, _, action = path.split("/models/", 1)[1].rpartition(":")
-            if action not in ("generateContent", "streamGenerateContent"):
-                raise HttpError(404, f"unsupported Gemini method {action!r}")
-            _allow(method, "POST")
-            stream = action == "streamGenerateContent"
-            return await self._chat(self.gemini, model, stream, headers, receive, send, served)
+            return await self._gemini_call(method, path, headers, receive, send, served)
+        if path in ("/v1/models", "/v1beta/models", "/models") or (
+            path.startswith(("/v1/models/", "/v1beta/models/", "/models/")) and ":" not in path
+        ):
+            return await self._model_info(scope, method, path, headers, send)
+        raise HttpError(404, f"no route {method} {path}")
+
+    async def _gemini_call(
+        self,
+        method: str,
+        path: str,
+        headers: dict[bytes, bytes],
+        receive: Receive,
+        send: Send,
+        served: list[Served],
+    ) -> int:
+        """``…/models/{model}:generateContent`` and ``:streamGenerateContent``."""
+        if "/models/" not in path:
+            raise HttpError(404, f"no route {method} {path[:200]}: expected /v1beta/models/<model>:<method>")
+        model, _, action = path.split("/models/", 1)[1].rpartition(":")
+        if action not in ("generateContent", "streamGenerateContent"):
+            raise HttpError(404, f"unsupported Gemini method {action!r}")
+        _allow(method, "POST")
+        stream = action == "streamGenerateContent"
+        return await self._chat(self.gemini, model, stream, headers, receive, send, served)
+
+    async def _model_info(self, scope: Scope, method: str, path: str, headers: dict[bytes, bytes], send: Send) -> int:
+        """The model list (``…/models``), or one model (``…/models/{id}``: openai/anthropic
+        ``models.retrieve``, google-genai ``models.get``), in the dialect the caller parses."""
+        _allow(method, "GET")
         if path in ("/v1/models", "/v1beta/models", "/models"):
-            _allow(method, "GET")
             listing = self._models_dialect(scope, path, headers)
             await _respond(send, 200, orjson.dumps(listing.render_models(self._models())))
             return 200
-        if path.startswith(("/v1/models/", "/v1beta/models/", "/models/")) and ":" not in path:
-            _allow(method, "GET")  # one model: openai/anthropic ``models.retrieve``, google-genai ``models.get``
-            base, _, name = path.partition("/models/")
-            listing = self._models_dialect(scope, base + "/models", headers)
-            rendered = listing.render_models([self._model_entry(name)])
-            entries = rendered.get("data") or rendered.get("models") or [{}]
-            await _respond(send, 200, orjson.dumps(entries[0]))
-            return 200
-        raise HttpError(404, f"no route {method} {path}")
+        base, _, name = path.partition("/models/")
+        listing = self._models_dialect(scope, base + "/models", headers)
+        rendered = listing.render_models([self._model_entry(name)])
+        entries = rendered.get("data") or rendered.get("models") or [{}]
+        await _respond(send, 200, orjson.dumps(entries[0]))
+        return 200
 
     def _models(self) -> list[tuple[str, str]]:
         """``(model id as clients name it, provider)``: ``auto``, then each provider's configured model."""
@@ -807,3 +821,12 @@ def _log_internal(exc: BaseException, method: str, path: str) -> None:
     message (which may quote the request) nor the request body."""
     frames = "".join(traceback.format_tb(exc.__traceback__)).rstrip()
     errors_log.error("internal error %s answering %s %s:\n%s", type(exc).__name__, method, path[:200], frames)
+
+
+async def _landing(method: str, send: Send) -> int:
+    """``GET``/``HEAD /``: a page that says what this is, and holds no data."""
+    _allow(method, "GET", "HEAD")
+    head = [(b"content-type", b"text/html; charset=utf-8"), (b"content-length", b"%d" % len(LANDING))]
+    await send({"type": "http.response.start", "status": 200, "headers": head})
+    await send({"type": "http.response.body", "body": LANDING if method == "GET" else b""})
+    return 200
