@@ -51,7 +51,6 @@ import asyncio
 import itertools
 import os
 import random
-import re
 import sys
 import tempfile
 import time
@@ -63,26 +62,23 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import orjson
 import procs
 import report
+from faultsoak_answers import GATEWAY_KEY, MODELS, Shape, judge, shapes
+from faultsoak_report import errors, print_tables, summarize
 from rich.console import Console
-from rich.table import Table
 from targets import Keywheel
 
 from keywheel.testing import FakeUpstream
-from keywheel.testing.dialects import QUICK_BROWN_FOX
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
-GATEWAY_KEY = "test-gateway-key-soak"
 ADMIN_KEY = "test-admin-key-soak-0123456789"
 KEYS = {
     "gemini": [f"test-gemini-key-{i}" for i in range(1, 5)],
     "openrouter": [f"test-openrouter-key-{i}" for i in range(1, 4)],
     "anthropic": [f"test-anthropic-key-{i}" for i in range(1, 4)],
 }
-MODELS = {"gemini": "gemini-2.5-flash", "openrouter": "openai/gpt-4o-mini", "anthropic": "claude-sonnet-4-5"}
 GATEWAY_ENV = {
     "AI_PROVIDER": "gemini",
     "FALLBACK_ORDER": "openrouter,anthropic",
@@ -110,12 +106,7 @@ RETRY_STYLES = {  # None: the dialect's own default
     "openrouter": [None, "retry-after", "retry-after-ms", "http-date", "openai-reset"],
     "anthropic": [None, "retry-after", "anthropic-reset", "http-date", "retry-after-ms"],
 }
-ALLOWED_5XX = {502, 503, 504}
-RSS_SLACK_MB, RSS_SLACK_SHARE = 3.0, 0.05
-FD_SLACK, FD_REST_SLACK = 4, 2
 EXAMPLES = 5  # kept per anomaly kind
-REPLY = re.compile(r"Reply (\d+) from fake (anthropic|gemini|openai): " + re.escape(QUICK_BROWN_FOX))
-FAKE_DIALECTS = ("anthropic", "gemini", "openai")
 
 
 @dataclass(frozen=True)
@@ -144,185 +135,6 @@ def make_config(smoke: bool, seconds: float | None = None) -> Config:
     )
 
 
-# --- What is sent ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Shape:
-    name: str
-    dialect: str  # the caller's: openai | anthropic | gemini
-    stream: bool
-    path: str
-    headers: dict[str, str]
-    body: bytes
-
-
-def _json(obj: object) -> bytes:
-    return orjson.dumps(obj)
-
-
-def shapes(base: str) -> list[Shape]:
-    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is 2+2?"}]
-    user = [{"role": "user", "content": "What is 2+2?"}]
-    openai_h = {"Authorization": f"Bearer {GATEWAY_KEY}", "Content-Type": "application/json"}
-    anthropic_h = {"x-api-key": GATEWAY_KEY, "anthropic-version": "2023-06-01", "Content-Type": "application/json"}
-    gemini_h = {"x-goog-api-key": GATEWAY_KEY, "Content-Type": "application/json"}
-
-    def openai(model: str, stream: bool) -> bytes:
-        return _json({"model": model, "max_tokens": 64, "messages": messages, "stream": stream})
-
-    def anthropic(model: str, stream: bool) -> bytes:
-        return _json({"model": model, "max_tokens": 64, "system": "Be brief.", "messages": user, "stream": stream})
-
-    gemini_body = _json(
-        {
-            "contents": [{"role": "user", "parts": [{"text": "What is 2+2?"}]}],
-            "systemInstruction": {"parts": [{"text": "Be brief."}]},
-            "generationConfig": {"maxOutputTokens": 64},
-        }
-    )
-    chat, msgs, gem = f"{base}/v1/chat/completions", f"{base}/v1/messages", f"{base}/v1beta/models/gemini-2.5-flash:"
-    router, claude = "openrouter/openai/gpt-4o-mini", MODELS["anthropic"]
-    return [
-        Shape("openai auto (gemini first)", "openai", False, chat, openai_h, openai("auto", False)),
-        Shape("openai auto, stream", "openai", True, chat, openai_h, openai("auto", True)),
-        Shape("openai → openrouter", "openai", False, chat, openai_h, openai(router, False)),
-        Shape("openai → openrouter, stream", "openai", True, chat, openai_h, openai(router, True)),
-        Shape("anthropic → anthropic", "anthropic", False, msgs, anthropic_h, anthropic(claude, False)),
-        Shape("anthropic → anthropic, stream", "anthropic", True, msgs, anthropic_h, anthropic(claude, True)),
-        Shape("anthropic → openrouter, stream", "anthropic", True, msgs, anthropic_h, anthropic(router, True)),
-        Shape("gemini → gemini", "gemini", False, gem + "generateContent", gemini_h, gemini_body),
-        Shape("gemini → gemini, stream", "gemini", True, gem + "streamGenerateContent?alt=sse", gemini_h, gemini_body),
-        Shape("openai → anthropic, stream", "openai", True, chat, openai_h, openai("anthropic/" + claude, True)),
-    ]
-
-
-# --- How an answer is judged -----------------------------------------------------------------------
-
-
-def is_reply(text: str) -> bool:
-    return REPLY.fullmatch(text) is not None
-
-
-def is_reply_prefix(text: str) -> bool:
-    """``text`` is the start of one fake reply (what a stream cut mid-way may have carried)."""
-    if not text:
-        return True
-    number = re.match(r"Reply (\d+)", text)
-    n = number.group(1) if number else "0"
-    return any(f"Reply {n} from fake {d}: {QUICK_BROWN_FOX}".startswith(text) for d in FAKE_DIALECTS)
-
-
-def error_shaped(dialect: str, status: int, body: bytes) -> bool:
-    """JSON in the caller's dialect's error shape (what its SDK needs to raise its own error)."""
-    try:
-        doc = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return False
-    if not isinstance(doc, dict) or not isinstance(doc.get("error"), dict):
-        return False
-    error = doc["error"]
-    if not isinstance(error.get("message"), str):
-        return False
-    if dialect == "anthropic":
-        return doc.get("type") == "error" and isinstance(error.get("type"), str)
-    if dialect == "gemini":
-        return error.get("code") == status and isinstance(error.get("status"), str)
-    return True
-
-
-def _sse_events(body: bytes) -> list[tuple[str | None, bytes]]:
-    events: list[tuple[str | None, bytes]] = []
-    for block in body.replace(b"\r\n", b"\n").split(b"\n\n"):
-        name, data = None, []
-        for line in block.split(b"\n"):
-            if line.startswith(b"event:"):
-                name = line[6:].strip().decode(errors="replace")
-            elif line.startswith(b"data:"):
-                data.append(line[5:].strip())
-        if data or name:
-            events.append((name, b"\n".join(data)))
-    return events
-
-
-def _text_of(dialect: str, doc: Any) -> str:
-    """The reply text of a whole (non-streamed) answer."""
-    if dialect == "openai":
-        return str(doc["choices"][0]["message"]["content"])
-    if dialect == "anthropic":
-        return "".join(b["text"] for b in doc["content"] if b.get("type") == "text")
-    return "".join(p.get("text", "") for p in doc["candidates"][0]["content"]["parts"])
-
-
-def judge_stream(dialect: str, body: bytes) -> tuple[str, str]:
-    """("ok" | "inband_error" | "malformed", detail) for a 200 event stream."""
-    text: list[str] = []
-    finished = errored = False
-    after_end = 0  # events after the end or the error: neither may be followed by more content
-    for name, data in _sse_events(body):
-        if finished or errored:
-            after_end += data not in (b"[DONE]", b"")
-            continue
-        if dialect == "openai":
-            if data == b"[DONE]":
-                finished = True
-                continue
-            if not data:
-                continue
-            doc = orjson.loads(data)
-            if "error" in doc:
-                errored = True
-                continue
-            for choice in doc.get("choices") or []:
-                text.append((choice.get("delta") or {}).get("content") or "")
-        elif dialect == "anthropic":
-            if name == "error":
-                errored = True
-            elif name == "message_stop":
-                finished = True
-            elif name == "content_block_delta":
-                delta = orjson.loads(data)["delta"]
-                text.append(delta.get("text", "") if delta.get("type") == "text_delta" else "")
-        else:
-            doc = orjson.loads(data)
-            if "error" in doc:
-                errored = True
-                continue
-            candidate = doc["candidates"][0]
-            text.extend(p.get("text", "") for p in (candidate.get("content") or {}).get("parts", []))
-            finished = "finishReason" in candidate
-    whole = "".join(text)
-    if after_end:
-        return "malformed", f"{after_end} event(s) after the end of the stream: {body[-300:]!r}"
-    if finished and not errored:
-        return ("ok", "") if is_reply(whole) else ("malformed", f"stream text {whole[:200]!r}")
-    if errored:
-        return ("inband_error", "") if is_reply_prefix(whole) else ("malformed", f"text before error {whole[:200]!r}")
-    return "malformed", f"stream with neither end nor error ({len(body)} bytes): {body[-300:]!r}"
-
-
-def judge(shape: Shape, status: int, headers: Any, body: bytes) -> tuple[str, str]:
-    """The outcome of one answer and, when it is an anomaly, what was wrong."""
-    dialect = shape.dialect
-    try:
-        if status == 200:
-            if shape.stream:
-                if not headers.get("content-type", "").startswith("text/event-stream"):
-                    return "malformed", f"200 stream with content-type {headers.get('content-type')!r}"
-                return judge_stream(dialect, body)
-            text = _text_of(dialect, orjson.loads(body))
-            return ("ok", "") if is_reply(text) else ("malformed", f"200 text {text[:200]!r}")
-    except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, AttributeError) as exc:
-        return "malformed", f"200 {type(exc).__name__}: {body[:300]!r}"
-    if not error_shaped(dialect, status, body):
-        return "malformed", f"{status} not a {dialect} error: {body[:300]!r}"
-    if status >= 500 and status not in ALLOWED_5XX and not (status == 529 and dialect == "anthropic"):
-        return "bad_5xx", f"{status}: {body[:300]!r}"
-    if status == 429 and "retry-after" not in headers:
-        return "malformed", f"429 without retry-after: {body[:300]!r}"
-    return f"http_{status}", ""
-
-
 # --- The soak ------------------------------------------------------------------------------------
 
 
@@ -349,6 +161,16 @@ class Tally:
             kept = self.examples.setdefault(outcome, [])
             if len(kept) < EXAMPLES:
                 kept.append(f"{shape}: {detail}")
+
+
+def _done(tasks: set[asyncio.Task[None]], gate: asyncio.Semaphore) -> Callable[[asyncio.Task[None]], None]:
+    """A finished request's callback: forget its task and free its slot."""
+
+    def done(task: asyncio.Task[None]) -> None:
+        tasks.discard(task)
+        gate.release()
+
+    return done
 
 
 class FaultSoak:
@@ -653,176 +475,6 @@ def _first_traceback(text: str) -> str | None:
     return text[max(0, text.rfind("\n", 0, max(at - 300, 0))) : at + 3000] if at >= 0 else None
 
 
-def _series(samples: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The samples taken under load (not the rest samples, not the one at the start of the load)."""
-    return [s for s in samples if not s["label"]]
-
-
-def levelled(samples: list[dict[str, Any]], rest_before: int | None, rest_after: int | None) -> dict[str, Any]:
-    loaded = _series(samples)
-    if len(loaded) < 6:
-        return {"judged": False, "why": f"{len(loaded)} loaded samples (6 needed)"}
-    n_tail = max(3, len(loaded) // 3)
-    tail, earlier = loaded[-n_tail:], loaded[:-n_tail]
-    rss_tail, rss_earlier = [s["rss_mb"] for s in tail], [s["rss_mb"] for s in earlier]
-    rss_growth = max(rss_tail) - max(rss_earlier)
-    rss_slack = max(RSS_SLACK_MB, RSS_SLACK_SHARE * max(rss_earlier))
-    fd_growth = max(s["fds"] for s in tail) - max(s["fds"] for s in earlier)
-    rest_growth = None if rest_before is None or rest_after is None else rest_after - rest_before
-    half = loaded[len(loaded) // 2 :]
-    minutes = (half[-1]["seconds"] - half[0]["seconds"]) / 60
-    slope = (half[-1]["rss_mb"] - half[0]["rss_mb"]) / minutes * 10 if minutes > 0 else 0.0
-    return {
-        "judged": True,
-        "tail_samples": n_tail,
-        "rss_levelled": rss_growth <= rss_slack,
-        "rss_tail_new_high_mb": rss_growth,
-        "rss_slack_mb": rss_slack,
-        "rss_second_half_mb_per_10min": slope,
-        "fds_levelled": fd_growth <= FD_SLACK and (rest_growth is None or rest_growth <= FD_REST_SLACK),
-        "fds_tail_new_high": fd_growth,
-        "fds_rest_growth": rest_growth,
-    }
-
-
-def summarize(out: dict[str, Any]) -> dict[str, Any]:
-    samples = out.get("samples") or []
-    outcomes = out.get("outcomes") or {}
-    rest_before = (out.get("rest_before") or {}).get("fds")
-    rest_after = (out.get("rest_after") or {}).get("fds")
-    answered = sum(outcomes.values()) - outcomes.get("admin_error", 0)
-    loaded = _series(samples)
-    summary: dict[str, Any] = {
-        "answered": answered,
-        "ok": outcomes.get("ok", 0),
-        "inband_error": outcomes.get("inband_error", 0),
-        "lost": outcomes.get("lost", 0),
-        "malformed": outcomes.get("malformed", 0),
-        "bad_5xx": outcomes.get("bad_5xx", 0),
-        "rss_before_mb": (out.get("rest_before") or {}).get("rss_mb"),
-        "rss_after_mb": (out.get("rest_after") or {}).get("rss_mb"),
-        "fds_rest_before": rest_before,
-        "fds_rest_after": rest_after,
-        "rss_range_mb": [min(s["rss_mb"] for s in loaded), max(s["rss_mb"] for s in loaded)] if loaded else None,
-        "fds_range": [min(s["fds"] for s in loaded), max(s["fds"] for s in loaded)] if loaded else None,
-    }
-    load = [s for s in samples if s["label"] in ("load starts", "load ends")]
-    if len(load) == 2 and load[1]["seconds"] > load[0]["seconds"]:
-        span = load[1]["seconds"] - load[0]["seconds"]
-        summary["load_seconds"] = span
-        summary["answered_per_s"] = answered / span
-        attempts = load[1]["upstream_requests"] - load[0]["upstream_requests"]
-        summary["upstream_per_request"] = attempts / answered if answered else None
-        cpu = load[1]["cpu_s"] - load[0]["cpu_s"]
-        summary["cpu_per_request_ms"] = cpu * 1000 / answered if answered else None
-    summary["level"] = levelled(samples, rest_before, rest_after)
-    return summary
-
-
-def errors(result: dict[str, Any]) -> int:
-    if result.get("skipped"):
-        return 0
-    s = result.get("summary", {})
-    level = s.get("level", {})
-    problems = [
-        result.get("error"),
-        s.get("lost"),
-        s.get("malformed"),
-        s.get("bad_5xx"),
-        result.get("admin_failures"),
-        result.get("log", {}).get("tracebacks"),
-        level.get("judged") and not result["settings"]["smoke"] and not level.get("rss_levelled"),
-        level.get("judged") and not result["settings"]["smoke"] and not level.get("fds_levelled"),
-    ]
-    return 1 if any(problems) else 0
-
-
-# --- Report --------------------------------------------------------------------------------------
-
-
-def print_tables(result: dict[str, Any], console: Console) -> None:
-    if result.get("skipped"):
-        console.print(f"faultsoak skipped: {result['skipped']}")
-        return
-    samples = result.get("samples") or []
-    table = Table(title="faultsoak: keywheel serve under flipping faults (RSS and fds of its process tree)")
-    for column in ("time", "", "RSS", "fds", "in flight", "answered", "ok", "in-band err", "429", "502", "503", "504"):
-        table.add_column(column, justify="right")
-    table.add_column("other", justify="left")
-    table.add_column("upstream/req", justify="right")
-    table.add_column("CPU/req", justify="right")
-    counted = ("ok", "inband_error", "http_429", "http_502", "http_503", "http_504")
-    for i, s in enumerate(samples):
-        iv = s["interval"]
-        prev = samples[i - 1] if i else None
-        n = sum(iv.values())
-        other = ", ".join(f"{k.removeprefix('http_')}: {v}" for k, v in sorted(iv.items()) if k not in counted)
-        per_req = cpu = None
-        if prev is not None and n and not s["label"].startswith("at rest"):
-            per_req = (s["upstream_requests"] - prev["upstream_requests"]) / n
-            cpu = (s["cpu_s"] - prev["cpu_s"]) * 1000 / n
-        table.add_row(
-            f"{s['seconds']:.0f} s",
-            s["label"],
-            report.fmt_num(s["rss_mb"], 1, " MB"),
-            str(s["fds"]),
-            str(s["in_flight"]),
-            f"{n:,}" if n else "",
-            *(f"{iv.get(k, 0):,}" if n else "" for k in counted),
-            other,
-            report.fmt_num(per_req, 2),
-            report.fmt_num(cpu, 3, " ms"),
-        )
-    console.print(table)
-    s = result.get("summary", {})
-    console.print(
-        f"faultsoak: {s.get('answered', 0):,} answers in {s.get('load_seconds', 0):.0f} s "
-        f"({s.get('answered_per_s', 0):.1f}/s): ok {s.get('ok', 0):,}, in-band stream errors "
-        f"{s.get('inband_error', 0):,}; lost {s.get('lost', 0)}, malformed {s.get('malformed', 0)}, "
-        f"unexpected 5xx {s.get('bad_5xx', 0)}; upstream attempts per answer "
-        f"{report.fmt_num(s.get('upstream_per_request'), 2)}; {result.get('flips', 0)} flips "
-        f"({result.get('outages', 0)} provider outages), {result.get('reenabled', 0)} keys re-enabled "
-        f"(admin failures {result.get('admin_failures', 0)})"
-    )
-    console.print(f"faults drawn (key × flip): {result.get('faults', {})}")
-    log = result.get("log", {})
-    console.print(
-        f"gateway log: {log.get('lines', 0):,} lines, {log.get('tracebacks', 0)} tracebacks, "
-        f"{log.get('errors', 0)} ERROR, {log.get('warnings', 0)} WARNING lines"
-    )
-    for kind, examples in (result.get("examples") or {}).items():
-        console.print(f"[red]{kind}[/red]:")
-        for example in examples:
-            console.print(f"  {example}", markup=False)
-    if log.get("first_traceback"):
-        console.print("[red]first traceback in the gateway log:[/red]")
-        console.print(log["first_traceback"], markup=False)
-    level = s.get("level", {})
-    if not level.get("judged"):
-        console.print(f"levelled off: not judged ({level.get('why', '')}: lower BENCH_FAULTSOAK_EVERY or run longer)")
-    else:
-        smoke = result["settings"]["smoke"]
-
-        def verdict(ok: bool) -> str:
-            if smoke:
-                return "not judged in smoke mode"
-            return "[green]levelled off[/green]" if ok else "[red]still growing[/red]"
-
-        console.print(
-            f"RSS: {verdict(level['rss_levelled'])} — the last {level['tail_samples']} samples' high is "
-            f"{level['rss_tail_new_high_mb']:+.1f} MB over the earlier high (allowed {level['rss_slack_mb']:.1f} MB); "
-            f"second half {level['rss_second_half_mb_per_10min']:+.2f} MB per 10 min; "
-            f"at rest {report.fmt_num(s.get('rss_before_mb'), 1)} → {report.fmt_num(s.get('rss_after_mb'), 1)} MB"
-        )
-        console.print(
-            f"fds: {verdict(level['fds_levelled'])} — the last {level['tail_samples']} samples' high is "
-            f"{level['fds_tail_new_high']:+d} over the earlier high (allowed {FD_SLACK}); at rest "
-            f"{s.get('fds_rest_before')} before the load, {s.get('fds_rest_after')} after (allowed +{FD_REST_SLACK})"
-        )
-    if result.get("error"):
-        console.print(f"[red]faultsoak failed[/red]: {result['error']}", markup=False)
-
-
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--smoke", action="store_true", help="~20 s, not judged")
@@ -846,13 +498,3 @@ def main(argv: list[str]) -> int:
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))
-
-
-def _done(tasks: set[asyncio.Task[None]], gate: asyncio.Semaphore) -> Callable[[asyncio.Task[None]], None]:
-    """A finished request's callback: forget its task and free its slot."""
-
-    def done(task: asyncio.Task[None]) -> None:
-        tasks.discard(task)
-        gate.release()
-
-    return done

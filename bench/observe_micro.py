@@ -21,10 +21,11 @@ import sys
 import time
 from collections.abc import Callable
 
+from keywheel.calls import Served
 from keywheel.config import settings_from_env
-from keywheel.gateway.app import _request_id
+from keywheel.gateway.http import request_id as _request_id
 from keywheel.observe import AttemptFinished, Observer, RequestFinished, access_log
-from keywheel.router import Router, Served
+from keywheel.router import Router
 from keywheel.state.memory import MemoryStore
 from keywheel.transport import Transport
 from keywheel.types import Attempt, Usage

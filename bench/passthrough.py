@@ -17,8 +17,9 @@ from typing import Any
 
 import orjson
 
-from keywheel.gateway.app import _lost_ints, _unchanged
 from keywheel.gateway.dialects import DIALECTS
+from keywheel.gateway.passthrough import lost_ints as _lost_ints
+from keywheel.gateway.passthrough import unchanged as _unchanged
 from keywheel.providers._common import dumps
 
 

@@ -21,16 +21,18 @@ from typing import Any, TypeVar
 
 import aiohttp
 
+from keywheel.calls import Target, chat_response
 from keywheel.config import Settings, load_env, settings_from_env
 from keywheel.errors import BadRequest
 from keywheel.messages import from_openai, tool_choice_from_openai, tools_from_openai
 from keywheel.observe import Observer, Subscriber, watch_keys
 from keywheel.providers import get_adapter
-from keywheel.router import EventStream, Router, Target, chat_response, translated
+from keywheel.router import Router, translated
 from keywheel.secrets import ApiKey
 from keywheel.state.memory import MemoryStore
 from keywheel.state.rules import BreakerPolicy
 from keywheel.status import Status, provider_status
+from keywheel.stream import EventStream
 from keywheel.transport import Transport
 from keywheel.types import ChatRequest, ChatResponse, StreamEvent
 

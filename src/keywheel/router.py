@@ -39,75 +39,41 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
-from contextlib import AbstractAsyncContextManager
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from keywheel.config import ProviderConfig, Settings
+from keywheel.calls import (
+    RetryPolicy,
+    Served,
+    Target,
+    attempt_record,
+    key_state_event,
+    redactor_for,
+    scrub,
+    served_event,
+)
+from keywheel.config import Settings
 from keywheel.errors import (
     AllProvidersFailed,
     ContextTooLong,
     KeywheelError,
     NoKeyAvailable,
-    ResponseTooLarge,
     Timeout,
     UpstreamError,
 )
-from keywheel.observe import AttemptFinished, KeyStateChanged, Observer
+from keywheel.observe import AttemptFinished, Observer
 from keywheel.providers import get_adapter
-from keywheel.providers.base import Adapter, Endpoint, HttpRequest, StreamParser
+from keywheel.providers.base import Endpoint, HttpRequest
 from keywheel.providers.paths import check_model
 from keywheel.secrets import ApiKey, Redactor, register
-from keywheel.sse import EventTooLarge
 from keywheel.state.base import KeyChange, KeyStore, LocalStore, Open
-from keywheel.transport import HttpStream, HttpTransport
-from keywheel.types import Attempt, ChatRequest, ChatResponse, Completion, StreamEnd, StreamEvent, Usage
+from keywheel.stream import EventStream
+from keywheel.transport import HttpTransport
+from keywheel.types import Attempt, ChatRequest, Completion, Usage
 
 T = TypeVar("T")
 log = logging.getLogger("keywheel.router")
-
-
-@dataclass(slots=True)
-class Target:
-    """One provider of a call's chain, with the model to ask it for."""
-
-    provider: ProviderConfig
-    model: str
-    endpoint: Endpoint
-    adapter: Adapter
-
-    def speaks(self, dialect: str) -> bool:
-        """Whether the upstream speaks the caller's ``dialect`` (a body in it may pass through)."""
-        return self.provider.speaks(dialect)
-
-
-@dataclass(slots=True)
-class Served:
-    """Which provider and key served a call, and every try before it."""
-
-    target: Target
-    key: ApiKey
-    attempts: list[Attempt]
-
-
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    """How a provider fault is retried on the same provider before failing over.
-
-    The n-th retry waits ``min(backoff_base * 2 ** (n - 1), backoff_cap)``, scaled by a random
-    factor in ``[1 - jitter, 1)``.  ``provider_attempts`` comes from ``KEYWHEEL_PROVIDER_ATTEMPTS``."""
-
-    provider_attempts: int = 2  # tries of one provider on provider faults (the first one included)
-    backoff_base: float = 0.2
-    backoff_cap: float = 2.0
-    jitter: float = 0.5
-
-    def delay(self, faults: int, rng: random.Random) -> float:
-        """Seconds to wait after the ``faults``-th provider fault in a row."""
-        return min(self.backoff_base * 2.0 ** (faults - 1), self.backoff_cap) * (
-            1 - self.jitter + self.jitter * rng.random()
-        )
 
 
 @dataclass(slots=True)
@@ -315,8 +281,8 @@ class Router:
         """The record of a failed attempt, and its events when someone listens."""
         observer = self.observer
         if change is not None and observer.key_states:
-            observer.emit(key_state_event(target.provider.name, change, self.redactor.redact))
-        attempt = _attempt(target, key, exc, latency)
+            observer.emit(key_state_event(target.provider.name, change, self.redactor))
+        attempt = attempt_record(target, key, exc, latency)
         if observer.attempts:
             observer.emit(AttemptFinished(attempt.provider, attempt.key, attempt.outcome, exc.status, latency))
         return attempt
@@ -344,7 +310,7 @@ class Router:
         else:
             await self.pools[name].release(served.key, None, served.attempts[-1].latency_ms, usage)
         if self.observer.attempts:
-            _served_event(self.observer, served, "ok", served.attempts[-1].latency_ms, usage)
+            served_event(self.observer, served, "ok", served.attempts[-1].latency_ms, usage)
 
     async def complete(self, targets: list[Target], build: RequestBuilder) -> tuple[Completion, bytes, Served]:
         """A non-streaming call: the parsed completion, the raw upstream body, and who served it."""
@@ -380,25 +346,6 @@ class Router:
         return stream
 
 
-def redactor_for(settings: Settings) -> Redactor:
-    """A redactor of every secret in ``settings``; its names, base URLs and models are public text."""
-    public = [(cfg.name, cfg.base_url, cfg.model) for cfg in settings.providers.values()]
-    return Redactor.for_settings(settings.secrets(), public)
-
-
-def scrub(exc: UpstreamError, redactor: Redactor) -> UpstreamError:
-    """Strip ``exc``'s message, body and request id of key pieces (in place).  Error paths only."""
-    message = redactor.redact(exc.message)
-    if message is not exc.message:
-        exc.message = message
-        exc.args = (message,)
-    if exc.body is not None:
-        exc.body = redactor.redact_bytes(exc.body)
-    if exc.request_id:
-        exc.request_id = redactor.redact(exc.request_id)
-    return exc
-
-
 def translated(request: ChatRequest) -> RequestBuilder:
     """Build each attempt's upstream request by translating the canonical ``request``."""
 
@@ -406,21 +353,6 @@ def translated(request: ChatRequest) -> RequestBuilder:
         return target.adapter.build_request(target.endpoint, key, request, target.model, stream=stream)
 
     return build
-
-
-def chat_response(completion: Completion, served: Served) -> ChatResponse:
-    """The library's answer to a non-streaming call: the completion, who served it, every try."""
-    return ChatResponse(
-        text=completion.text,
-        tool_calls=completion.tool_calls,
-        finish_reason=completion.finish_reason,
-        usage=completion.usage,
-        provider=served.target.provider.name,
-        model=completion.model or served.target.model,
-        key=served.key.fingerprint,
-        attempts=served.attempts,
-        id=completion.id,
-    )
 
 
 async def key_tally(
@@ -473,276 +405,3 @@ async def key_tally(
         parts.append(f"{idle} not tried")
     counted = ", ".join(parts) or "none"
     return f"of {total} key{'s' if total != 1 else ''} ({', '.join(providers)}): {counted}"
-
-
-def key_state_event(
-    provider: str, change: KeyChange, redact: Redactor | Callable[[str], str] | None
-) -> KeyStateChanged:
-    """The :class:`KeyStateChanged` of a store's :class:`KeyChange` (its reason redacted)."""
-    clean = redact.redact if isinstance(redact, Redactor) else redact
-    reason = clean(change.reason) if clean is not None else change.reason
-    return KeyStateChanged(provider, change.fingerprint, change.old, change.new, reason, change.until)
-
-
-def _served_event(
-    observer: Observer,
-    served: Served,
-    outcome: str,
-    latency_ms: float,
-    usage: Usage | None,
-    error: UpstreamError | None = None,
-) -> None:
-    """The :class:`AttemptFinished` of the attempt that served a call, once the call has settled."""
-    status = error.status if error is not None else served.attempts[-1].status
-    provider, key = served.target.provider.name, served.key.fingerprint
-    observer.emit(AttemptFinished(provider, key, outcome, status, latency_ms, usage))
-
-
-def _attempt(target: Target, key: ApiKey, exc: UpstreamError, latency_ms: float) -> Attempt:
-    return Attempt(
-        target.provider.name,
-        key.fingerprint,
-        type(exc).__name__,
-        latency_ms,
-        exc.status,
-        exc.message[:200],
-        exc.retry_after,
-        exc.scope,
-    )
-
-
-class EventStream:
-    """A started upstream stream, read to its first event; iterate for the rest.
-
-    After the first event has been handed out, a failure ends the iteration with
-    the error — there is no failover, so two answers are never mixed.  An error
-    event that arrives in the same read as the first events is held back and
-    raised right after them.  Leaving early (``aclose``) closes the upstream
-    connection at once and frees the key's in-flight slot.
-
-    The adapter's framing (SSE so far) cuts the bytes into events.  Iterate it for canonical
-    events, or call :meth:`raw` to get the upstream's own bytes (pass-through) while they are
-    still parsed for usage and errors.
-    """
-
-    def __init__(
-        self,
-        cm: AbstractAsyncContextManager[HttpStream],
-        resp: HttpStream,
-        target: Target,
-        parser: StreamParser,
-        passthrough: bool = False,
-        max_bytes: int | None = None,
-    ) -> None:
-        self._cm = cm
-        # Bytes go to the caller as they are (raw()); events need only be watched.
-        self.passthrough = passthrough
-        self.response = resp
-        self.target = target
-        self._parser = parser
-        self._framing = target.adapter.framing
-        self._decoder = self._framing.decoder(max_bytes)
-        self._chunks = resp.chunks()
-        self._first: list[StreamEvent] = []
-        self._first_raw: list[bytes] = []
-        self._held: UpstreamError | None = None  # an error that came right behind the first events
-        self._served: Served | None = None
-        self._pool: KeyStore | None = None
-        self._redactor: Redactor | None = None
-        self._observer: Observer | None = None
-        self._started = time.perf_counter()
-        self._usage: Usage | None = None
-        self._finished = False
-        self._closed = False
-
-    @classmethod
-    async def open(
-        cls,
-        transport: HttpTransport,
-        target: Target,
-        http: HttpRequest,
-        timeout: float,
-        idle_timeout: float,
-        *,
-        passthrough: bool = False,
-        max_bytes: int | None = None,
-    ) -> EventStream:
-        """``max_bytes`` bounds one event of the stream (and an error body)."""
-        cm = transport.stream(http, timeout, min(idle_timeout, timeout))
-        resp = await cm.__aenter__()
-        try:
-            if resp.status >= 300:
-                body = await resp.read(max_bytes)
-                raise target.adapter.classify_error(resp.status, resp.headers, body)
-            stream = cls(cm, resp, target, target.adapter.stream_parser(), passthrough, max_bytes)
-            while not stream._first and not stream._finished:
-                chunk = await anext(stream._chunks, None)
-                if chunk is not None:
-                    stream._first_raw.append(chunk)
-                stream._first.extend(stream._parse(chunk, hold=True))
-            return stream
-        except BaseException:
-            await cm.__aexit__(None, None, None)
-            raise
-
-    def _parse(self, chunk: bytes | None, *, hold: bool = False, tap: bool = False) -> list[StreamEvent]:
-        """Events of one chunk (``None``: the connection ended).  With ``hold``, an error
-        after events of the same chunk is kept for later instead of raised; with ``tap``
-        (pass-through), the parser may skip content it need not translate."""
-        events: list[StreamEvent] = []
-        parser = self._parser
-        feed = parser.tap if tap else parser.feed
-        try:
-            sse_events = self._decoder.feed(chunk) if chunk is not None else self._decoder.close()
-        except EventTooLarge as exc:
-            raise ResponseTooLarge(f"{exc} (KEYWHEEL_MAX_EVENT_BYTES)") from None
-        try:
-            for sse in sse_events:
-                events.extend(feed(sse))
-                if hold and events and self.passthrough:
-                    feed = parser.tap  # the first event is in: the rest only needs watching
-            if chunk is None and not any(isinstance(e, StreamEnd) for e in events):
-                events.extend(parser.close())
-        except UpstreamError as exc:
-            if not (hold and events):
-                raise
-            self._held = exc
-        for event in events:
-            if isinstance(event, StreamEnd):
-                self._usage, self._finished = event.usage, True
-                self._stamp(event)
-        return events
-
-    def bind(
-        self, served: Served, pool: KeyStore, redactor: Redactor | None = None, observer: Observer | None = None
-    ) -> None:
-        self._served, self._pool, self._redactor, self._observer = served, pool, redactor, observer
-        for event in self._first:
-            if isinstance(event, StreamEnd):
-                self._stamp(event)
-
-    @property
-    def finished(self) -> bool:
-        """The upstream's closing event has been read (what is left is at most the connection's end)."""
-        return self._finished
-
-    @property
-    def served(self) -> Served:
-        assert self._served is not None, "EventStream used before the router bound it"
-        return self._served
-
-    async def __aiter__(self) -> AsyncGenerator[StreamEvent, None]:
-        error: UpstreamError | None = None
-        try:
-            for event in self._first:
-                yield event
-            self._raise_held()
-            while not self._finished:
-                chunk = await anext(self._chunks, None)
-                for event in self._parse(chunk):
-                    yield event
-                if chunk is None:
-                    break
-        except UpstreamError as exc:
-            error = self._own(exc)
-            raise
-        finally:
-            await self._finish(error)
-
-    async def raw(self) -> AsyncGenerator[bytes, None]:
-        """The upstream's bytes as they come, whole events at a time.  An upstream error
-        event is passed on in its bytes (stripped of key pieces) and ends the iteration;
-        a broken connection raises.
-
-        The bytes of an event that has not ended yet are held back until it has: an
-        error event split across reads must not go out half before it can be redacted."""
-        error: UpstreamError | None = None
-        tail = b""
-        try:
-            first = b"".join(self._first_raw)
-            if self._held is not None:
-                # An error event that came with the first events is passed on: strip it of key pieces.
-                yield self._clean(first)
-                error = self._own(self._held)
-                return
-            if self._finished:
-                if first:
-                    yield first
-                return
-            send, tail = self._framing.split(first)
-            if send:
-                yield send
-            while not self._finished:
-                chunk = await anext(self._chunks, None)
-                try:
-                    self._parse(chunk, tap=self.passthrough)
-                except UpstreamError as exc:
-                    error = self._own(exc)
-                    if chunk is not None and not isinstance(exc, ResponseTooLarge):
-                        yield self._clean(tail + chunk)  # the error event, in the caller's own dialect
-                        return
-                    raise
-                if chunk is None:
-                    if tail:
-                        yield tail  # a last event without its blank line, parsed without error
-                    break
-                data = tail + chunk if tail else chunk
-                if self._finished:
-                    yield data
-                    break
-                send, tail = self._framing.split(data)
-                if send:
-                    yield send
-        except UpstreamError as exc:
-            error = self._own(exc)
-            raise
-        finally:
-            await self._finish(error)
-
-    def _raise_held(self) -> None:
-        if self._held is not None:
-            held, self._held = self._held, None
-            raise held
-
-    def _clean(self, chunk: bytes) -> bytes:
-        return self._redactor.redact_bytes(chunk) if self._redactor is not None else chunk
-
-    def _own(self, exc: UpstreamError) -> UpstreamError:
-        if self._redactor is not None:
-            scrub(exc, self._redactor)
-        if self._served is not None:
-            exc.provider, exc.key = self._served.target.provider.name, self._served.key.fingerprint
-            exc.attempts = self._served.attempts
-        return exc
-
-    def _stamp(self, end: StreamEnd) -> None:
-        if self._served is not None:
-            end.provider = self._served.target.provider.name
-            end.key = self._served.key.fingerprint
-            end.attempts = self._served.attempts
-            end.model = end.model or self._served.target.model
-
-    async def _finish(self, error: UpstreamError | None) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        await self._cm.__aexit__(None, None, None)
-        if self._pool is None or self._served is None:
-            return
-        latency = (time.perf_counter() - self._started) * 1000
-        if error is not None:
-            change = await self._pool.release(self._served.key, error, latency)
-            observer = self._observer
-            if change is not None and observer is not None and observer.key_states:
-                observer.emit(key_state_event(self._served.target.provider.name, change, self._redactor))
-        elif self._finished:
-            await self._pool.release(self._served.key, None, latency, self._usage)
-        else:
-            await self._pool.abandon(self._served.key)
-        if self._observer is not None and self._observer.attempts:
-            outcome = type(error).__name__ if error is not None else "ok" if self._finished else "abandoned"
-            _served_event(self._observer, self._served, outcome, latency, self._usage, error)
-
-    async def aclose(self) -> None:
-        """Stop reading: close the upstream connection and free the key."""
-        await self._finish(None)

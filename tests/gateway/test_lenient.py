@@ -265,7 +265,7 @@ def test_a_lost_integer_shows_in_orjsons_encoding() -> None:
     """orjson reads an integer beyond 64 bits as a float; its encoding then has an exponent of 18 or more."""
     import orjson
 
-    from keywheel.gateway.app import _lost_ints
+    from keywheel.gateway.passthrough import lost_ints as _lost_ints
 
     for lost in (BIG, 2**64, -(2**63) - 1):
         assert _lost_ints(orjson.dumps({"n": orjson.loads(str(lost))}))

@@ -14,11 +14,13 @@ from dataclasses import replace
 
 import orjson
 
+from keywheel.calls import Target
 from keywheel.providers.base import Framing, HttpRequest
 from keywheel.providers.openai_compat import OpenAICompatAdapter
-from keywheel.router import EventStream, Router, Target, translated
+from keywheel.router import Router, translated
 from keywheel.sse import SSEEvent
 from keywheel.state.memory import MemoryStore
+from keywheel.stream import EventStream
 from keywheel.transport import HttpResponse
 from keywheel.types import ChatRequest, Message, StreamEnd, TextDelta, TextPart
 from tests.router.test_router_unit import settings

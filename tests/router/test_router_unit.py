@@ -15,10 +15,11 @@ from contextlib import AbstractAsyncContextManager
 import orjson
 import pytest
 
+from keywheel.calls import RetryPolicy
 from keywheel.config import Settings, settings_from_env
 from keywheel.errors import AllProvidersFailed, BadRequest, NoKeyAvailable
 from keywheel.providers.base import HttpRequest
-from keywheel.router import RetryPolicy, Router, translated
+from keywheel.router import Router, translated
 from keywheel.state.memory import MemoryStore
 from keywheel.state.rules import BreakerPolicy
 from keywheel.transport import HttpResponse, HttpStream

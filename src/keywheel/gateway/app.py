@@ -29,40 +29,41 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import itertools
-import json
 import logging
-import os
-import re
 import time
-import traceback
 from typing import Any, Protocol
 
 import orjson
 
+from keywheel.calls import Served, Target, chat_response
 from keywheel.config import Settings
-from keywheel.errors import BadRequest, KeywheelError, RequestFault, ShuttingDown, UpstreamError
+from keywheel.errors import KeywheelError, RequestFault, ShuttingDown, UpstreamError
 from keywheel.gateway.admin import Admin, KeyAdmin
 from keywheel.gateway.dialects import DIALECTS, Dialect
-from keywheel.gateway.dialects.base import InboundRequest, check_depth, unencodable
 from keywheel.gateway.http import (
     HttpError,
-    Message,
     Receive,
+    Reply,
     Scope,
     Send,
+    landing,
+    log_internal,
+    loggable,
     read_body,
+    request_id,
+    served_headers,
+    watch_disconnect,
 )
 from keywheel.gateway.http import allow as _allow
 from keywheel.gateway.http import header_list as _header_list
 from keywheel.gateway.http import presented_key as _presented_key
 from keywheel.gateway.http import respond as _respond
+from keywheel.gateway.passthrough import EMPTY, Request, builder, forwarded, loads, lost_ints
 from keywheel.observe import Observer, RequestFinished, access_log
 from keywheel.providers import FAMILIES
 from keywheel.providers._common import dumps as _dumps
-from keywheel.providers.base import HttpRequest
 from keywheel.providers.paths import check_model
-from keywheel.router import RequestBuilder, Router, Served, Target, chat_response
+from keywheel.router import RequestBuilder, Router
 from keywheel.secrets import ApiKey, install_log_filter
 
 log = logging.getLogger("keywheel.access")
@@ -73,18 +74,8 @@ CUT_GRACE = 3.0
 #: The message of a cut handler's cancellation (handlers tell a cut by ``Gateway._cut``).
 CUT_REASON = "keywheel: drain deadline"
 
-LANDING = (
-    b"<!doctype html><html><head><meta charset=utf-8><title>keywheel</title></head><body>"
-    b"<h1>keywheel</h1><p>An LLM gateway. It speaks the OpenAI (<code>/v1/chat/completions</code>), "
-    b"Anthropic (<code>/v1/messages</code>) and Gemini (<code>/v1beta/models/{model}:generateContent</code>) "
-    b"APIs to clients holding a gateway key.</p></body></html>\n"
-)
 AUTO_MODELS = frozenset({"", "auto", "keywheel", "default"})
 SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
-
-
-def _ascii(fingerprint: str) -> str:
-    return fingerprint.replace("…", "...")
 
 
 class Host(KeyAdmin, Protocol):
@@ -154,7 +145,7 @@ class Gateway:
         status = 500
         handler = asyncio.current_task()
         assert handler is not None
-        reply = _Reply(send, receive, _request_id(headers.get(b"x-request-id")))
+        reply = Reply(send, receive, request_id(headers.get(b"x-request-id")))
         self._inflight.add(handler)
         try:
             if self._drain is not None:
@@ -173,7 +164,7 @@ class Gateway:
             status, extra, body = dialect.render_error(err)
             if isinstance(err, RequestFault) and err.body and self._same_dialect(err, dialect):
                 body = err.body  # the upstream's own words, in the caller's dialect (key pieces already stripped)
-            await reply.error(status, body, {**extra, **_served_headers(err)})
+            await reply.error(status, body, {**extra, **served_headers(err)})
         except asyncio.CancelledError:
             if handler not in self._cut:
                 raise  # not ours to answer (the server is tearing the connection down)
@@ -181,7 +172,7 @@ class Gateway:
             status, extra, body = dialect.render_error(ShuttingDown())
             await reply.error(status, body, extra)
         except Exception as exc:
-            _log_internal(exc, method, path)
+            log_internal(exc, method, path)
             status, extra, body = dialect.render_error(KeywheelError())
             await reply.error(status, body, extra)
         finally:
@@ -190,7 +181,7 @@ class Gateway:
             self._finished(reply, method, path, dialect, served, status, started)
 
     def _finished(
-        self, reply: _Reply, method: str, path: str, dialect: Dialect, served: list[Served], status: int, started: float
+        self, reply: Reply, method: str, path: str, dialect: Dialect, served: list[Served], status: int, started: float
     ) -> None:
         """Emit the request's :class:`RequestFinished`."""
         who = served[0] if served else None
@@ -198,7 +189,7 @@ class Gateway:
             RequestFinished(
                 reply.request_id.decode("ascii"),
                 method,
-                _loggable(path),  # the path only, never the query string (?key= may carry a gateway key)
+                loggable(path),  # the path only, never the query string (?key= may carry a gateway key)
                 dialect.name,
                 who.target.model if who is not None else None,
                 who.target.provider.name if who is not None else None,
@@ -281,7 +272,7 @@ class Gateway:
             await _respond(send, 200, b'{"status":"ok"}')
             return 200
         if path == "/":  # clients probe it unauthenticated (Claude Code sends HEAD / on start): no data here
-            return await _landing(method, send)
+            return await landing(method, send)
         if path == "/status" or path.startswith("/admin/"):
             self.admin.check(scope, headers)
             return await self.admin.handle(method, path, receive, send)
@@ -401,21 +392,21 @@ class Gateway:
         served: list[Served],
     ) -> int:
         raw = await self._body(headers, receive)
-        body = _loads(raw)
+        body = loads(raw)
         # Lenient: only what keywheel itself needs is checked here (a JSON object, the model, the
         # stream flag).  The rest is judged by the upstream on a pass-through, or by the dialect's
         # full parse when some target of the chain needs a translation.
         model, stream = dialect.peek(body, path_model)
         stream = stream or path_stream
         fallback = headers.get(b"x-keywheel-fallback", b"on").lower() not in (b"off", b"false", b"0")
-        request = _Request(dialect, raw, body, path_model, model)
+        request = Request(dialect, raw, body, path_model, model)
         targets = request.usable(self._targets(model, fallback))
-        build = _builder(dialect, request, _forwarded(dialect, headers))
+        build = builder(dialect, request, forwarded(dialect, headers))
         # Watch for the client going away: cancel this handler, which closes upstream.
         handler = asyncio.current_task()
         assert handler is not None
         state = {"done": False, "gone": False}
-        watcher = asyncio.create_task(_watch(receive, handler, state))
+        watcher = asyncio.create_task(watch_disconnect(receive, handler, state))
         try:
             if stream:
                 return await self._stream(dialect, request, targets, build, send, served)
@@ -442,13 +433,13 @@ class Gateway:
         if not who.target.speaks(dialect.name):
             answer = chat_response(completion, who)  # names the model that served, not the caller's "auto"
             body = orjson.dumps(dialect.render_response(answer, answer.model))
-        await _respond(send, 200, body, _served_headers(who))
+        await _respond(send, 200, body, served_headers(who))
         return 200
 
     async def _stream(
         self,
         dialect: Dialect,
-        request: _Request,
+        request: Request,
         targets: list[Target],
         build: RequestBuilder,
         send: Send,
@@ -464,7 +455,7 @@ class Gateway:
             else dialect.stream_renderer(who.target.model, request.include_usage())
         )
         await send(
-            {"type": "http.response.start", "status": 200, "headers": SSE_HEADERS + _header_list(_served_headers(who))}
+            {"type": "http.response.start", "status": 200, "headers": SSE_HEADERS + _header_list(served_headers(who))}
         )
         ended = False
         try:
@@ -504,7 +495,7 @@ class Gateway:
             return ShuttingDown()
         if isinstance(exc, KeywheelError):
             return exc
-        _log_internal(exc, "POST", "(stream)")
+        log_internal(exc, "POST", "(stream)")
         return KeywheelError()
 
     async def _count_tokens(
@@ -515,10 +506,10 @@ class Gateway:
         and fallback, like any request), else an estimate, flagged ``x-keywheel-estimate: true``."""
         dialect = self.anthropic
         raw = await self._body(headers, receive)
-        body = _loads(raw)
+        body = loads(raw)
         model, _ = dialect.peek(body)
         fallback = headers.get(b"x-keywheel-fallback", b"on").lower() not in (b"off", b"false", b"0")
-        request = _Request(dialect, raw, body, None, model, {"max_tokens": 1})
+        request = Request(dialect, raw, body, None, model, {"max_tokens": 1})
         chain = self._targets(model, fallback)
         targets = [t for t in chain if t.adapter.dialect in COUNTERS]
         if targets and chain[0].adapter.dialect in COUNTERS:
@@ -529,17 +520,17 @@ class Gateway:
             estimate = {"input_tokens": max(1, len(raw) // 4)}  # ~4 bytes of JSON a token: the order of magnitude
             await _respond(send, 200, orjson.dumps(estimate), {"x-keywheel-estimate": "true"})
             return 200
-        forwarded = _forwarded(dialect, headers)
+        extra = forwarded(dialect, headers)
 
         async def attempt(target: Target, key: ApiKey, timeout: float) -> bytes:
             adapter = target.adapter
             if adapter.dialect == "anthropic":
-                http = adapter.build_raw_request(target.endpoint, key, _EMPTY, target.model, stream=False)
+                http = adapter.build_raw_request(target.endpoint, key, EMPTY, target.model, stream=False)
                 http.url += "/count_tokens"
                 http.body = _dumps({**request.body, "model": target.model})
-                if _lost_ints(http.body):
+                if lost_ints(http.body):
                     http.body = _dumps({**request.exact(), "model": target.model})
-                http.headers.update(forwarded)
+                http.headers.update(extra)
                 return await self.wheel.router.send(target, http, timeout)
             http = adapter.build_request(target.endpoint, key, request.inbound().request, target.model, stream=False)
             http.url = http.url.removesuffix(":generateContent") + ":countTokens"
@@ -553,7 +544,7 @@ class Gateway:
         answer, who = await router.execute(targets, attempt)
         await router.settle(who, None)
         served.append(who)
-        await _respond(send, 200, answer, _served_headers(who))
+        await _respond(send, 200, answer, served_headers(who))
         return 200
 
     def _targets(self, model: str, fallback: bool) -> list[Target]:
@@ -593,240 +584,5 @@ class Gateway:
 # -------------------------------------------------------------------- helpers
 
 
-# Client headers that travel with a pass-through body: they change what the body means.
-FORWARDED = {"anthropic": (b"anthropic-beta",)}
-
-
-_HEADER_VALUE = re.compile(rb"[A-Za-z0-9._,= -]{1,512}")
-
-
-def _forwarded(dialect: Dialect, headers: dict[bytes, bytes]) -> dict[str, str]:
-    names = FORWARDED.get(dialect.name, ())
-    out: dict[str, str] = {}
-    for name in names:
-        value = headers.get(name)
-        if value is not None:
-            # It reaches a keyed upstream request: only the characters its values use, bounded.
-            if not _HEADER_VALUE.fullmatch(value):
-                raise HttpError(400, f"header {name.decode()}: invalid value (letters, digits, . _ , = - only)")
-            out[name.decode()] = value.decode("ascii")
-    return out
-
-
-def _loads(raw: bytes) -> Any:
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise BadRequest(f"request body is not valid JSON: {exc}", status=400) from None
-
-
-def _lost_ints(encoded: bytes) -> bool:
-    """Whether orjson's encoding of a body it parsed holds a float of 19 digits or more (``…e+18`` and up).
-
-    orjson reads an integer beyond 64 bits as a float, which it writes with an exponent: where
-    there is none, no integer was lost.  A true float that large (or such text in a string) only
-    costs the exact re-encoding, never a wrong answer.  The search is for ``+`` (memchr-fast; rare
-    in JSON text), then the ``<digit>e`` before it.
-    """
-    at = encoded.find(b"+", 2)
-    while at >= 0:
-        if encoded[at - 1] == 101 and 48 <= encoded[at - 2] <= 57:  # <digit>e+
-            end = start = at + 1
-            while end < len(encoded) and 48 <= encoded[end] <= 57:
-                end += 1
-            if end > start and int(encoded[start:end]) >= 18:
-                return True
-        at = encoded.find(b"+", at + 1)
-    return False
-
-
-class _Request:
-    """The caller's body: the raw bytes, their fast parse, and (only when needed) more.
-
-    A pass-through sends ``raw`` unchanged when neither model nor stream flag changes; else
-    it re-encodes the body with the new model, from an exact parse when the fast one lost an
-    integer.  The dialect's full parse runs only when some target needs a translation.
-    """
-
-    __slots__ = ("dialect", "raw", "body", "path_model", "model", "defaults", "_exact", "_inbound")
-
-    def __init__(
-        self,
-        dialect: Dialect,
-        raw: bytes,
-        body: dict[str, Any],
-        path_model: str | None,
-        model: str,
-        defaults: dict[str, Any] | None = None,
-    ) -> None:
-        self.dialect, self.raw, self.body, self.path_model, self.model = dialect, raw, body, path_model, model
-        self.defaults = defaults  # fields the full parse may take as given when absent (count_tokens: max_tokens)
-        self._exact: dict[str, Any] | None = None
-        self._inbound: InboundRequest | None = None
-
-    def inbound(self) -> InboundRequest:
-        """The full parse, for translation; raises the 400 naming the first bad field."""
-        if self._inbound is None:
-            body = {**self.defaults, **self.body} if self.defaults else self.body
-            check_depth(body)  # translation recurses, and writes the body again: refuse what it cannot
-            self._inbound = self.dialect.parse_request(body, self.path_model)
-        return self._inbound
-
-    def include_usage(self) -> bool:
-        return self._inbound.include_usage if self._inbound is not None else False
-
-    def exact(self) -> dict[str, Any]:
-        """The body parsed by the stdlib, which keeps integers beyond 64 bits (when :func:`_lost_ints` says so)."""
-        if self._exact is None:
-            self._exact = json.loads(self.raw)
-        return self._exact
-
-    def usable(self, targets: list[Target]) -> list[Target]:
-        """``targets`` without those that would need a translation this request cannot have.
-
-        A target of the caller's own dialect takes the body as it is, so a request that only
-        it can serve still goes there; with none such, the translation's 400 names the field.
-        """
-        same = self.dialect.name
-        if all(t.speaks(same) for t in targets):
-            return targets
-        try:
-            self.inbound().check_translatable()
-        except BadRequest as exc:
-            passthrough = [t for t in targets if t.speaks(same)]
-            if not passthrough:
-                raise
-            log.debug("only pass-through targets can take this request: %s", exc.message)
-            return passthrough
-        return targets
-
-
-def _unchanged(dialect: str, body: dict[str, Any], model: str, stream: bool) -> bool:
-    """Whether a pass-through may send the caller's bytes as they are (what each adapter would rewrite)."""
-    if dialect == "gemini":
-        return "model" not in body  # the model lives in the URL, the stream flag in the method
-    if body.get("model") != model or body.get("stream", False) is not stream:
-        return False
-    return dialect != "openai" or not stream or "stream_options" in body
-
-
-def _builder(dialect: Dialect, request: _Request, forwarded: dict[str, str]) -> RequestBuilder:
-    """Pass the body through when the upstream speaks the caller's dialect; translate otherwise."""
-    same = dialect.name
-
-    def build(target: Target, key: ApiKey, stream: bool) -> HttpRequest:
-        adapter = target.adapter
-        if target.speaks(same):
-            if _unchanged(same, request.body, target.model, stream):
-                http = adapter.build_raw_request(target.endpoint, key, _EMPTY, target.model, stream=stream)
-                http.body = request.raw
-            else:
-                try:
-                    http = adapter.build_raw_request(target.endpoint, key, request.body, target.model, stream=stream)
-                except TypeError:  # orjson.JSONEncodeError: nested deeper than the encoder writes
-                    check_depth(request.body)  # the 400 naming the field
-                    raise BadRequest("body: cannot be encoded as JSON again", status=400) from None
-                if http.body is not None and _lost_ints(http.body):
-                    http = adapter.build_raw_request(target.endpoint, key, request.exact(), target.model, stream=stream)
-            if forwarded:
-                http.headers.update(forwarded)
-            return http
-        try:
-            return adapter.build_request(target.endpoint, key, request.inbound().request, target.model, stream=stream)
-        except TypeError:  # orjson.JSONEncodeError: a value the encoder cannot write
-            where = unencodable(request.body, "")
-            what = f"{where}: " if where else ""
-            raise BadRequest(f"{what}value cannot be encoded as JSON (integers are limited to 64 bits)") from None
-
-    return build
-
-
-_EMPTY: dict[str, Any] = {}
 # The upstream dialects that count tokens themselves (Anthropic's count_tokens, Gemini's :countTokens).
 COUNTERS = frozenset({"anthropic", "gemini"})
-
-
-async def _watch(receive: Receive, handler: asyncio.Task[Any], state: dict[str, bool]) -> None:
-    message = await receive()
-    if message["type"] == "http.disconnect" and not state["done"]:
-        state["gone"] = True
-        handler.cancel()
-
-
-def _loggable(path: str) -> str:
-    """A client's path fit for a log line: bounded, control characters escaped (no forged lines)."""
-    if len(path) > 200:
-        path = path[:200] + "…"
-    return path if path.isprintable() else path.encode("unicode_escape").decode("ascii")
-
-
-def _served_headers(source: Served | KeywheelError) -> dict[str, str]:
-    if isinstance(source, Served):
-        attempts = source.attempts
-        out = {"x-keywheel-provider": source.target.provider.name, "x-keywheel-key": _ascii(source.key.fingerprint)}
-    else:
-        attempts = getattr(source, "attempts", [])
-        out = {}
-    if attempts:
-        out["x-keywheel-attempts"] = ", ".join(f"{a.provider} {_ascii(a.key)} {a.outcome}" for a in attempts)
-    return out
-
-
-class _Reply:
-    """``send`` that remembers whether the response has started, so an error met later
-    is not answered with a second response head; it puts the request id on the head and
-    counts the bytes both ways (for :class:`RequestFinished`)."""
-
-    __slots__ = ("_send", "_receive", "started", "request_id", "bytes_in", "bytes_out", "tries")
-
-    def __init__(self, send: Send, receive: Receive, request_id: bytes) -> None:
-        self._send, self._receive = send, receive
-        self.started = False
-        self.request_id = request_id
-        self.bytes_in = self.bytes_out = self.tries = 0
-
-    async def send(self, message: Message) -> None:
-        self.started = True
-        if message["type"] == "http.response.start":
-            message["headers"] = [*message["headers"], (b"x-request-id", self.request_id)]
-        else:
-            self.bytes_out += len(message.get("body", b""))
-        await self._send(message)
-
-    async def receive(self) -> Message:
-        message = await self._receive()
-        self.bytes_in += len(message.get("body", b""))
-        return message
-
-    async def error(self, status: int, body: bytes, headers: dict[str, str]) -> None:
-        if not self.started:
-            await _respond(self.send, status, body, headers)
-
-
-#: A client's ``x-request-id`` is kept when it is this (it goes back in a header and into events).
-_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:+=/-]{1,128}")
-_ID_PREFIX = os.urandom(6).hex().encode()  # per process: ids of several workers never collide
-_ids = itertools.count(1)
-
-
-def _request_id(given: bytes | None) -> bytes:
-    """The client's ``x-request-id`` when it is plain and bounded, else a new one (``kw-…``)."""
-    if given is not None and _REQUEST_ID.fullmatch(given):
-        return given
-    return b"kw-%s-%d" % (_ID_PREFIX, next(_ids))
-
-
-def _log_internal(exc: BaseException, method: str, path: str) -> None:
-    """Log an unforeseen exception once: its type and where it was raised, never its
-    message (which may quote the request) nor the request body."""
-    frames = "".join(traceback.format_tb(exc.__traceback__)).rstrip()
-    errors_log.error("internal error %s answering %s %s:\n%s", type(exc).__name__, method, path[:200], frames)
-
-
-async def _landing(method: str, send: Send) -> int:
-    """``GET``/``HEAD /``: a page that says what this is, and holds no data."""
-    _allow(method, "GET", "HEAD")
-    head = [(b"content-type", b"text/html; charset=utf-8"), (b"content-length", b"%d" % len(LANDING))]
-    await send({"type": "http.response.start", "status": 200, "headers": head})
-    await send({"type": "http.response.body", "body": LANDING if method == "GET" else b""})
-    return 200

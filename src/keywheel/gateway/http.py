@@ -5,9 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import itertools
+import logging
+import os
+import re
+import traceback
 import urllib.parse
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
+
+from keywheel.calls import Served
+from keywheel.errors import KeywheelError
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -92,3 +100,107 @@ async def respond(send: Send, status: int, body: bytes, headers: dict[str, str] 
     head.append((b"content-length", b"%d" % len(body)))
     await send({"type": "http.response.start", "status": status, "headers": head})
     await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+errors_log = logging.getLogger("keywheel.gateway")
+
+
+def loggable(path: str) -> str:
+    """A client's path fit for a log line: bounded, control characters escaped (no forged lines)."""
+    if len(path) > 200:
+        path = path[:200] + "…"
+    return path if path.isprintable() else path.encode("unicode_escape").decode("ascii")
+
+
+class Reply:
+    """``send`` that remembers whether the response has started, so an error met later
+    is not answered with a second response head; it puts the request id on the head and
+    counts the bytes both ways (for :class:`RequestFinished`)."""
+
+    __slots__ = ("_send", "_receive", "started", "request_id", "bytes_in", "bytes_out", "tries")
+
+    def __init__(self, send: Send, receive: Receive, request_id: bytes) -> None:
+        self._send, self._receive = send, receive
+        self.started = False
+        self.request_id = request_id
+        self.bytes_in = self.bytes_out = self.tries = 0
+
+    async def send(self, message: Message) -> None:
+        self.started = True
+        if message["type"] == "http.response.start":
+            message["headers"] = [*message["headers"], (b"x-request-id", self.request_id)]
+        else:
+            self.bytes_out += len(message.get("body", b""))
+        await self._send(message)
+
+    async def receive(self) -> Message:
+        message = await self._receive()
+        self.bytes_in += len(message.get("body", b""))
+        return message
+
+    async def error(self, status: int, body: bytes, headers: dict[str, str]) -> None:
+        if not self.started:
+            await respond(self.send, status, body, headers)
+
+
+#: A client's ``x-request-id`` is kept when it is this (it goes back in a header and into events).
+_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:+=/-]{1,128}")
+_ID_PREFIX = os.urandom(6).hex().encode()  # per process: ids of several workers never collide
+_ids = itertools.count(1)
+
+
+def request_id(given: bytes | None) -> bytes:
+    """The client's ``x-request-id`` when it is plain and bounded, else a new one (``kw-…``)."""
+    if given is not None and _REQUEST_ID.fullmatch(given):
+        return given
+    return b"kw-%s-%d" % (_ID_PREFIX, next(_ids))
+
+
+LANDING = (
+    b"<!doctype html><html><head><meta charset=utf-8><title>keywheel</title></head><body>"
+    b"<h1>keywheel</h1><p>An LLM gateway. It speaks the OpenAI (<code>/v1/chat/completions</code>), "
+    b"Anthropic (<code>/v1/messages</code>) and Gemini (<code>/v1beta/models/{model}:generateContent</code>) "
+    b"APIs to clients holding a gateway key.</p></body></html>\n"
+)
+
+
+def ascii_fingerprint(fingerprint: str) -> str:
+    return fingerprint.replace("…", "...")
+
+
+async def watch_disconnect(receive: Receive, handler: asyncio.Task[Any], state: dict[str, bool]) -> None:
+    message = await receive()
+    if message["type"] == "http.disconnect" and not state["done"]:
+        state["gone"] = True
+        handler.cancel()
+
+
+def served_headers(source: Served | KeywheelError) -> dict[str, str]:
+    if isinstance(source, Served):
+        attempts = source.attempts
+        out = {
+            "x-keywheel-provider": source.target.provider.name,
+            "x-keywheel-key": ascii_fingerprint(source.key.fingerprint),
+        }
+    else:
+        attempts = getattr(source, "attempts", [])
+        out = {}
+    if attempts:
+        out["x-keywheel-attempts"] = ", ".join(f"{a.provider} {ascii_fingerprint(a.key)} {a.outcome}" for a in attempts)
+    return out
+
+
+def log_internal(exc: BaseException, method: str, path: str) -> None:
+    """Log an unforeseen exception once: its type and where it was raised, never its
+    message (which may quote the request) nor the request body."""
+    frames = "".join(traceback.format_tb(exc.__traceback__)).rstrip()
+    errors_log.error("internal error %s answering %s %s:\n%s", type(exc).__name__, method, path[:200], frames)
+
+
+async def landing(method: str, send: Send) -> int:
+    """``GET``/``HEAD /``: a page that says what this is, and holds no data."""
+    allow(method, "GET", "HEAD")
+    head = [(b"content-type", b"text/html; charset=utf-8"), (b"content-length", b"%d" % len(LANDING))]
+    await send({"type": "http.response.start", "status": 200, "headers": head})
+    await send({"type": "http.response.body", "body": LANDING if method == "GET" else b""})
+    return 200

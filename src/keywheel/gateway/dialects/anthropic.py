@@ -33,6 +33,7 @@ from keywheel.gateway.dialects.base import (
     opt_number,
     opt_str,
     opt_str_list,
+    peek_body,
     problem_of,
     require_list,
     require_object,
@@ -387,8 +388,7 @@ class AnthropicDialect:
     name = "anthropic"
 
     def peek(self, body: Any, model_from_path: str | None = None, *, stream: bool | None = None) -> tuple[str, bool]:
-        body = require_object(body)
-        return model_of(body, model_from_path), stream_flag(body, stream)
+        return peek_body(body, model_from_path, stream)
 
     def parse_request(
         self, body: Any, model_from_path: str | None = None, *, stream: bool | None = None

@@ -159,6 +159,12 @@ def untranslatable(where: str, what: str) -> str:
     return f"{where}: {what} cannot be translated for a provider of another API dialect"
 
 
+def peek_body(body: Any, model_from_path: str | None, stream: bool | None) -> tuple[str, bool]:
+    """The model and stream flag of a body that names them itself (OpenAI, Anthropic, Responses)."""
+    body = require_object(body)
+    return model_of(body, model_from_path), stream_flag(body, stream)
+
+
 def require_object(value: Any, where: str = "body") -> dict[str, Any]:
     """``value`` as an object; for the whole request body (``where="body"``) also bounds its nesting."""
     if not isinstance(value, dict):

@@ -28,6 +28,7 @@ from keywheel.gateway.dialects.base import (
     opt_int,
     opt_number,
     opt_str_list,
+    peek_body,
     problem_of,
     require_list,
     require_object,
@@ -191,8 +192,7 @@ class OpenAIDialect:
     name = "openai"
 
     def peek(self, body: Any, model_from_path: str | None = None, *, stream: bool | None = None) -> tuple[str, bool]:
-        body = require_object(body)
-        return model_of(body, model_from_path), stream_flag(body, stream)
+        return peek_body(body, model_from_path, stream)
 
     def parse_request(
         self, body: Any, model_from_path: str | None = None, *, stream: bool | None = None

@@ -40,6 +40,7 @@ from keywheel.gateway.dialects.base import (
     opt_int,
     opt_number,
     opt_str,
+    peek_body,
     problem_of,
     require_list,
     require_object,
@@ -456,8 +457,7 @@ class ResponsesDialect:
     name = "responses"  # no upstream adapter has this dialect: always translated
 
     def peek(self, body: Any, model_from_path: str | None = None, *, stream: bool | None = None) -> tuple[str, bool]:
-        body = require_object(body)
-        return model_of(body, model_from_path), stream_flag(body, stream)
+        return peek_body(body, model_from_path, stream)
 
     def parse_request(
         self, body: Any, model_from_path: str | None = None, *, stream: bool | None = None
