@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Debian packages the suite needs: nginx (with njs) and wrk for the benchmark smoke test.
-SYSDEPS := nginx wrk libnginx-mod-http-js
+SYSDEPS := nginx wrk libnginx-mod-http-js redis-server chromium
 # ... and npm, to install Claude Code for its test, unless an npm is already on the PATH (NodeSource's
 # nodejs bundles its own and conflicts with Debian's npm package).
 NODEDEPS := nodejs npm

@@ -9,7 +9,7 @@ an outcome (an upstream error, ``None`` for a success, or ``"abandoned"`` / ``"a
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from keywheel.errors import (
@@ -27,7 +27,11 @@ from keywheel.state.rules import (
     ACTIVE,
     COOLING,
     DISABLED,
+    INVALID,
     NEVER,
+    OPERATOR,
+    QUOTA,
+    RATE_LIMITED,
     Breaker,
     BreakerPolicy,
     KeyState,
@@ -42,12 +46,27 @@ KEY = "k0"  # the fingerprint of the key the outcome is about; its fellows are k
 Outcome = UpstreamError | None | Literal["abandoned", "answered"]
 
 
+def _caused(k: KeyState) -> KeyState:
+    """``k`` with the machine-readable cause its reason implies (unless one was given)."""
+    if k.cause or k.state == ACTIVE:
+        return k
+    for prefix, cause in (
+        ("rate limited", RATE_LIMITED),
+        ("quota", QUOTA),
+        ("out of credit", QUOTA),
+        ("invalid", INVALID),
+    ):
+        if k.reason.startswith(prefix):
+            return replace(k, cause=cause)
+    return replace(k, cause=OPERATOR)
+
+
 def key(**changes: object) -> KeyState:
-    return KeyState(KEY, **changes)  # type: ignore[arg-type]
+    return _caused(KeyState(KEY, **changes))  # type: ignore[arg-type]
 
 
 def cooling(until: float, reason: str = "rate limited", **changes: object) -> KeyState:
-    return KeyState(KEY, COOLING, until, reason, **changes)  # type: ignore[arg-type]
+    return _caused(KeyState(KEY, COOLING, until, reason, **changes))  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -64,7 +83,7 @@ class Case:
 
 
 def fellow(i: int, **changes: object) -> KeyState:
-    return KeyState(f"k{i}", **changes)  # type: ignore[arg-type]
+    return _caused(KeyState(f"k{i}", **changes))  # type: ignore[arg-type]
 
 
 HALF_OPEN_TRIAL = Breaker("half-open", 3, NOW + 30.0, 5.0, KEY)

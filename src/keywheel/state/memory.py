@@ -264,7 +264,7 @@ class MemoryStore:
             rec = self._keys.pop(fingerprint, None)
             if rec is None:
                 raise KeyError(f"no key {fingerprint!r} in {self.provider}")
-            rec.rule = rules.disable(rec.rule, "removed")
+            rec.rule = rules.disable(rec.rule, "removed", rules.REMOVED)
 
     def keys_nowait(self) -> list[ApiKey]:
         with self._lock:

@@ -40,6 +40,10 @@ from typing import Any, Literal
 from keywheel.errors import KeyInvalid, QuotaExhausted, RateLimited, UpstreamError
 
 ACTIVE, COOLING, DISABLED = "active", "cooling", "disabled"
+#: A key's ``cause``: what put it out of rotation, which decides what may bring it back.
+#: "invalid" (a free probe that accepts the key), "quota" (credit seen, a known reset passing, or a
+#: generating probe), "operator" (only an operator), "rate_limited" and "throttled" (the rest's end).
+INVALID, QUOTA, OPERATOR, RATE_LIMITED, REMOVED = "invalid", "quota", "operator", "rate_limited", "removed"
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half-open"
 
 BACKOFF_START = 1.0  # first rest when the provider gave no retry time
@@ -161,7 +165,8 @@ class KeyState:
     fingerprint: str = ""
     state: str = ACTIVE  # active | cooling | disabled
     until: float = 0.0  # cooling: the epoch time it comes back
-    reason: str = ""  # why it cools or is disabled
+    reason: str = ""  # why it cools or is disabled, for people (redacted text)
+    cause: str = ""  # why, for machines: CAUSES (what a probe may clear; "" while active)
     backoff: float = 0.0  # the last rest given without a retry time (0: none since the last success)
     last_rate_limited: float = NEVER  # epoch time of its last rate limit
 
@@ -250,10 +255,11 @@ def apply(key: KeyState, group: Group, provider: ProviderState, outcome: Outcome
         return _rate_limited(key, group, provider, outcome.retry_after, now, rules)
     if kind == "quota":
         if outcome.retry_after:
-            return Changes(cool(key, now + outcome.retry_after, f"quota exhausted: {outcome.message}"[:200]), provider)
-        return Changes(disable(key, f"out of credit or quota: {outcome.message}"[:200]), provider)
+            reason = f"quota exhausted: {outcome.message}"[:200]
+            return Changes(cool(key, now + outcome.retry_after, reason, QUOTA), provider)
+        return Changes(disable(key, f"out of credit or quota: {outcome.message}"[:200], QUOTA), provider)
     if kind == "invalid":
-        return Changes(disable(key, f"invalid key: {outcome.message}"[:200]), provider)
+        return Changes(disable(key, f"invalid key: {outcome.message}"[:200], INVALID), provider)
     return Changes(key, provider)
 
 
@@ -284,7 +290,7 @@ def _rate_limited(
     else:
         delay = retry_after
     limited = replace(key, backoff=backoff, last_rate_limited=now)
-    limited = cool(limited, now + delay, "rate limited")
+    limited = cool(limited, now + delay, "rate limited", RATE_LIMITED)
     # Every live key limited within a few seconds: the account or IP is throttled, not the keys.
     # Rest the provider instead of each key, and undo the per-key backoff growth so no key is
     # punished for it.
@@ -300,27 +306,27 @@ def _rate_limited(
     return Changes(limited, provider)
 
 
-def cool(key: KeyState, until: float, reason: str) -> KeyState:
+def cool(key: KeyState, until: float, reason: str, cause: str = RATE_LIMITED) -> KeyState:
     """``key`` resting until ``until`` — unless it rests longer already, or is disabled."""
     if key.state == DISABLED:
         return key
     if key.state == COOLING and key.until >= until:
         return key  # a second rate limit extends a rest, never shortens it
-    return replace(key, state=COOLING, until=until, reason=reason)
+    return replace(key, state=COOLING, until=until, reason=reason, cause=cause)
 
 
 def rest_over(key: KeyState) -> KeyState:
     """A cooling key whose rest has ended: active again (its backoff stays until a success)."""
-    return replace(key, state=ACTIVE, until=0.0, reason="")
+    return replace(key, state=ACTIVE, until=0.0, reason="", cause="")
 
 
-def disable(key: KeyState, reason: str) -> KeyState:
-    return replace(key, state=DISABLED, reason=reason, until=0.0)
+def disable(key: KeyState, reason: str, cause: str = OPERATOR) -> KeyState:
+    return replace(key, state=DISABLED, reason=reason, until=0.0, cause=cause)
 
 
 def enable(key: KeyState) -> KeyState:
     """An operator's enable: active at once, with no rest and no backoff."""
-    return replace(key, state=ACTIVE, reason="", until=0.0, backoff=0.0)
+    return replace(key, state=ACTIVE, reason="", until=0.0, backoff=0.0, cause="")
 
 
 def limited_recently(key: KeyState, now: float, rules: Rules) -> bool:
