@@ -1,12 +1,13 @@
 """The observer seam: typed events from the router and the gateway, to subscribers.
 
-Three events, immutable values (named tuples: cheap to build) that name keys by fingerprint only:
+Four events, immutable values (named tuples: cheap to build) that name keys by fingerprint only:
 
 - :class:`AttemptFinished` — one per upstream attempt (the router): failed attempts as they
   fail, the attempt that served when its call settles (a stream: when it ends), with usage;
 - :class:`RequestFinished` — one per gateway request (the gateway), with its request id;
 - :class:`KeyStateChanged` — a key went active / cooling / disabled (the router, on the
-  outcome of an attempt; the wheel, on an operator's action).
+  outcome of an attempt; the wheel, on an operator's action);
+- :class:`ProbeFinished` — one key check (an operator's, or the gateway's background re-probe).
 
 ``wheel.subscribe(fn)`` (or :meth:`Observer.subscribe`) registers ``fn(event)``; it runs
 inline, on the loop that finished the work, so it must be quick and must not block (hand
@@ -69,9 +70,20 @@ class KeyStateChanged(NamedTuple):
     until: float | None  # wall clock, while it rests
 
 
-Event = AttemptFinished | RequestFinished | KeyStateChanged
+class ProbeFinished(NamedTuple):
+    """One key check (``keywheel keys check``, the background re-probe, a credit reading)."""
+
+    provider: str
+    key: str  # fingerprint
+    outcome: str  # ok | invalid | rate-limited | no-credit | unreachable | unverified
+    latency_ms: float
+    detail: str  # redacted, bounded
+    background: bool  # the gateway's own re-probe, not an operator's check
+
+
+Event = AttemptFinished | RequestFinished | KeyStateChanged | ProbeFinished
 Subscriber = Callable[[Event], None]
-KINDS: tuple[type[Any], ...] = (AttemptFinished, RequestFinished, KeyStateChanged)
+KINDS: tuple[type[Any], ...] = (AttemptFinished, RequestFinished, KeyStateChanged, ProbeFinished)
 
 
 class Observer:
@@ -81,12 +93,13 @@ class Observer:
     unobserved kind costs nothing more.  The tuples are replaced, never mutated: emitting from
     any thread while another subscribes is safe."""
 
-    __slots__ = ("attempts", "requests", "key_states")
+    __slots__ = ("attempts", "requests", "key_states", "probes")
 
     def __init__(self) -> None:
         self.attempts: tuple[Subscriber, ...] = ()
         self.requests: tuple[Subscriber, ...] = ()
         self.key_states: tuple[Subscriber, ...] = ()
+        self.probes: tuple[Subscriber, ...] = ()
 
     def subscribe(self, fn: Subscriber, *kinds: type[Any]) -> Callable[[], None]:
         """Call ``fn(event)`` for every event of ``kinds`` (default: all); returns the unsubscribe.
@@ -112,6 +125,8 @@ class Observer:
             return "requests"
         if kind is KeyStateChanged:
             return "key_states"
+        if kind is ProbeFinished:
+            return "probes"
         raise TypeError(f"not an event kind: {kind!r} (one of {', '.join(k.__name__ for k in KINDS)})")
 
     def emit(self, event: Event) -> None:
@@ -120,8 +135,10 @@ class Observer:
             subscribers = self.attempts
         elif isinstance(event, RequestFinished):
             subscribers = self.requests
-        else:
+        elif isinstance(event, KeyStateChanged):
             subscribers = self.key_states
+        else:
+            subscribers = self.probes
         for fn in subscribers:
             try:
                 fn(event)
