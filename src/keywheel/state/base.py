@@ -10,6 +10,8 @@ microsecond, and awaiting a coroutine around it would double that.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -38,6 +40,14 @@ class KeyChange:
 
 
 Acquired = ApiKey | float | Open | None
+
+
+def key_id(key: ApiKey, salt: bytes) -> str:
+    """The id a shared store keeps ``key`` under: a keyed hash (HMAC-SHA-256 with the store's own
+    random ``salt``) of the provider and the key, 32 hex digits.  No store holds key material:
+    without the salt nobody can test a guess against a stored id, and with it only a whole key."""
+    message = f"{key.provider}\0{key.reveal()}".encode()
+    return hmac.new(salt, message, hashlib.sha256).hexdigest()[:32]
 
 
 class KeyStore(Protocol):
