@@ -433,7 +433,8 @@ def run(cfg: Config, workdir: Path, say: Callable[[str], None]) -> dict[str, Any
         base = f"http://127.0.0.1:{port}"
         cmd = [str(target.executable), "--env-file", os.devnull, "serve", "--host", "127.0.0.1"]
         cmd += ["--port", str(port), "--workers", "1"]
-        proc = procs.spawn(cmd, procs.child_env(gateway_env(fake)), log)
+        state = {"KEYWHEEL_STATE": f"sqlite:///{(workdir / 'faultsoak-state.db').resolve()}"}  # not ./.keywheel
+        proc = procs.spawn(cmd, procs.child_env({**gateway_env(fake), **state}), log)
         soak: FaultSoak | None = None
         try:
             out["startup_s"] = wait_healthy(base, lambda: proc.poll() is None)

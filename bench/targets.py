@@ -149,8 +149,10 @@ class Keywheel(Target):
             return f"`keywheel serve` is not available yet ({last})"
         return None
 
-    def command(self, port: int, upstream: str, _workdir: Path) -> tuple[list[str], dict[str, str]]:
+    def command(self, port: int, upstream: str, workdir: Path) -> tuple[list[str], dict[str, str]]:
         env = {
+            # serve's default store (SQLite), in a file of this run's own (not ./.keywheel)
+            "KEYWHEEL_STATE": f"sqlite:///{(workdir / f'keywheel-state-{port}.db').resolve()}",
             "AI_PROVIDER": "openrouter",
             "OPENROUTER_BASE_URL": f"{upstream}/api/v1",
             "OPENROUTER_MODEL": fixtures.OPENAI_MODEL,

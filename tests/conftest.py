@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -8,6 +9,15 @@ from keywheel import Wheel
 from keywheel.config import settings_from_env
 from keywheel.testing import FakeUpstream
 from tests.helpers import WheelFactory, env_of
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_state_in_the_working_directory() -> Iterator[None]:
+    """No test writes ./.keywheel (``keywheel serve``'s default key state): each names its KEYWHEEL_STATE."""
+    folder = Path(".keywheel").resolve()
+    existed = folder.exists()
+    yield
+    assert existed or not folder.exists(), f"a test wrote {folder}: set KEYWHEEL_STATE (memory, or a tmp_path file)"
 
 
 @pytest.fixture(scope="session")

@@ -26,6 +26,8 @@ def fake_env(
         "OPENROUTER_BASE_URL": fake.openrouter_base_url,
         "ANTHROPIC_BASE_URL": fake.anthropic_base_url,
         "KEYWHEEL_MAX_WAIT": "0",
+        # Explicit, so no test reads another's key state (keywheel serve would default to ./.keywheel).
+        "KEYWHEEL_STATE": "memory",
     }
     for name, n in (("gemini", gemini), ("openrouter", openrouter), ("anthropic", anthropic)):
         for i in range(1, n + 1):

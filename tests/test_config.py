@@ -82,7 +82,7 @@ def test_auth_token_is_bearer_and_disabled_provider_is_left_out() -> None:
         ({"ENABLE_GEMINI": "maybe"}, "ENABLE_GEMINI", "true or false"),
         ({"KEYWHEEL_TIMEOUT": "soon"}, "KEYWHEEL_TIMEOUT", "number"),
         ({"FALLBACK_ORDER": "gemini,nope"}, "FALLBACK_ORDER", "unknown provider"),
-        ({"KEYWHEEL_STATE": "postgres://x"}, "KEYWHEEL_STATE", "memory"),
+        ({"KEYWHEEL_STATE": "postgres://x"}, "KEYWHEEL_STATE", "sqlite:///path"),
     ],
 )
 def test_each_bad_configuration_names_its_variable(extra: dict[str, str], variable: str, words: str) -> None:

@@ -16,10 +16,12 @@ from rich.markup import escape
 from rich.table import Table
 
 from keywheel.client import Wheel
-from keywheel.config import load_env
+from keywheel.config import load_env, settings_from_env
 from keywheel.errors import ConfigError, KeywheelError
 from keywheel.logs import configure_logging
 from keywheel.render import key_table
+from keywheel.state.factory import SERVE_DEFAULT, parse_state
+from keywheel.state.sqlite_file import SEVERAL
 from keywheel.status import Status
 from keywheel.types import Attempt, StreamEnd, TextDelta
 
@@ -280,49 +282,55 @@ def cmd_config(args: argparse.Namespace) -> int:
     _quiet_config_log()
     out = _console()
     try:
-        wheel = _wheel(args.env_file)
+        # The settings only: no key store is opened (a running gateway holds its state file).
+        variables = _variables(args.env_file)
+        settings = settings_from_env(variables)
     except ConfigError as err:
         _console(stderr=True).print(problem_table(err))
         return 2
-    with wheel:
-        settings = wheel.settings
-        source = args.env_file or (".env" if os.path.isfile(".env") else "no .env file")
-        out.print(f"configuration from the environment and {source}")
-        out.print(f"primary: [bold]{settings.primary}[/bold]   chain: {' → '.join(settings.chain)}")
-        providers = Table(title="providers", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
-        for column in ("provider", "on", "dialect", "model", "base URL"):
-            providers.add_column(column, overflow="fold")
-        keys = Table(title="keys", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
-        keys.add_column("provider", no_wrap=True)
-        keys.add_column("key (fingerprint)", no_wrap=True)
-        keys.add_column("sent as", no_wrap=True)
-        for name, cfg in settings.providers.items():
-            if not cfg.keys and not cfg.enabled:
-                continue
-            providers.add_row(name, "yes" if cfg.enabled else "no", cfg.dialect, cfg.model, cfg.base_url)
-            for key in cfg.keys:
-                keys.add_row(name, key.fingerprint, "Bearer" if key.auth == "bearer" else "API key header")
-        out.print(providers)
-        out.print(keys)
-        behaviour = Table(title="behaviour", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
-        behaviour.add_column("setting", no_wrap=True)
-        behaviour.add_column("value", overflow="fold")
-        for name, value in (
-            ("KEYWHEEL_TIMEOUT", f"{settings.timeout:g} s"),
-            ("KEYWHEEL_ATTEMPT_TIMEOUT", f"{settings.attempt_timeout:g} s"),
-            ("KEYWHEEL_STREAM_IDLE_TIMEOUT", f"{settings.stream_idle_timeout:g} s"),
-            ("KEYWHEEL_MAX_WAIT", f"{settings.max_wait:g} s"),
-            ("KEYWHEEL_PROVIDER_ATTEMPTS", str(settings.provider_attempts)),
-            ("KEYWHEEL_STATE", settings.state),
-            ("KEYWHEEL_GATEWAY_KEYS", f"{len(settings.gateway_keys)} set" if settings.gateway_keys else "none"),
-            ("KEYWHEEL_ADMIN_KEY", "set" if settings.admin_key else "not set (admin endpoints: loopback only)"),
-        ):
-            behaviour.add_row(name, value)
-        out.print(behaviour)
-        for warning in settings.warnings:
-            out.print(f"[yellow]warning:[/yellow] {warning}")
-        out.print("[green]configuration is valid[/green]" + (" (with warnings)" if settings.warnings else ""))
+    source = args.env_file or (".env" if os.path.isfile(".env") else "no .env file")
+    out.print(f"configuration from the environment and {source}")
+    out.print(f"primary: [bold]{settings.primary}[/bold]   chain: {' → '.join(settings.chain)}")
+    providers = Table(title="providers", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    for column in ("provider", "on", "dialect", "model", "base URL"):
+        providers.add_column(column, overflow="fold")
+    keys = Table(title="keys", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    keys.add_column("provider", no_wrap=True)
+    keys.add_column("key (fingerprint)", no_wrap=True)
+    keys.add_column("sent as", no_wrap=True)
+    for name, cfg in settings.providers.items():
+        if not cfg.keys and not cfg.enabled:
+            continue
+        providers.add_row(name, "yes" if cfg.enabled else "no", cfg.dialect, cfg.model, cfg.base_url)
+        for key in cfg.keys:
+            keys.add_row(name, key.fingerprint, "Bearer" if key.auth == "bearer" else "API key header")
+    out.print(providers)
+    out.print(keys)
+    behaviour = Table(title="behaviour", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    behaviour.add_column("setting", no_wrap=True)
+    behaviour.add_column("value", overflow="fold")
+    for name, value in (
+        ("KEYWHEEL_TIMEOUT", f"{settings.timeout:g} s"),
+        ("KEYWHEEL_ATTEMPT_TIMEOUT", f"{settings.attempt_timeout:g} s"),
+        ("KEYWHEEL_STREAM_IDLE_TIMEOUT", f"{settings.stream_idle_timeout:g} s"),
+        ("KEYWHEEL_MAX_WAIT", f"{settings.max_wait:g} s"),
+        ("KEYWHEEL_PROVIDER_ATTEMPTS", str(settings.provider_attempts)),
+        ("KEYWHEEL_STATE", _state_shown(settings.state, "KEYWHEEL_STATE" in variables)),
+        ("KEYWHEEL_GATEWAY_KEYS", f"{len(settings.gateway_keys)} set" if settings.gateway_keys else "none"),
+        ("KEYWHEEL_ADMIN_KEY", "set" if settings.admin_key else "not set (admin endpoints: loopback only)"),
+    ):
+        behaviour.add_row(name, value)
+    out.print(behaviour)
+    for warning in settings.warnings:
+        out.print(f"[yellow]warning:[/yellow] {warning}")
+    out.print("[green]configuration is valid[/green]" + (" (with warnings)" if settings.warnings else ""))
     return 0
+
+
+def _state_shown(state: str, given: bool) -> str:
+    if given:
+        return parse_state(state).public  # a Redis password masked
+    return f"not set: {state} for the library and chat, {SERVE_DEFAULT} for keywheel serve"
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -337,12 +345,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from keywheel.gateway.server import BindError, serve
 
     try:
-        wheel = _wheel(args.env_file)
+        variables = load_env(None, args.env_file)
+        variables.setdefault("KEYWHEEL_STATE", SERVE_DEFAULT)  # the gateway's state outlives it
+        wheel = Wheel.from_env(variables)
     except ConfigError as err:
         return _config_failed(err)
     settings = wheel.settings
     stderr = _console(stderr=True)
-    variables = load_env(None, args.env_file)
     args.host = args.host or variables.get("KEYWHEEL_HOST") or "127.0.0.1"
     try:
         args.port = args.port or int(variables.get("KEYWHEEL_PORT") or 8787)
@@ -355,6 +364,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
             f"[red]refusing to serve on {args.host}:[/red] no KEYWHEEL_GATEWAY_KEYS are set, so anyone who can "
             "reach this address could spend your keys.  Set KEYWHEEL_GATEWAY_KEYS=k1,k2 or bind 127.0.0.1."
         )
+        wheel.close()
+        return 2
+    if args.workers > 1 and wheel.stores.file is not None:
+        stderr.print(f"[red]--workers {args.workers} needs a key state the workers share:[/red] {SEVERAL}.")
         wheel.close()
         return 2
     for warning in settings.warnings:

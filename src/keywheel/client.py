@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 import aiohttp
 
-from keywheel.calls import Target, chat_response
+from keywheel.calls import Target, chat_response, redactor_for
 from keywheel.config import Settings, load_env, settings_from_env
 from keywheel.errors import BadRequest
 from keywheel.messages import from_openai, tool_choice_from_openai, tools_from_openai
@@ -29,6 +29,7 @@ from keywheel.observe import Observer, Subscriber, watch_keys
 from keywheel.providers import get_adapter
 from keywheel.router import Router, translated
 from keywheel.secrets import ApiKey
+from keywheel.state.factory import build_stores
 from keywheel.state.memory import MemoryStore
 from keywheel.state.rules import BreakerPolicy
 from keywheel.status import Status, provider_status
@@ -99,14 +100,13 @@ class Wheel:
 
     def __init__(self, settings: Settings, *, transport: Transport | None = None) -> None:
         self.settings = settings
-        self.pools: dict[str, MemoryStore] = {
-            name: MemoryStore(name, cfg.keys, breaker=_breaker_policy(settings))
-            for name, cfg in settings.providers.items()
-            if cfg.enabled
-        }
+        redactor = redactor_for(settings)
+        # KEYWHEEL_STATE: memory, or a SQLite file (opened and locked here; closed by close()).
+        self.stores = build_stores(settings, breaker=_breaker_policy(settings), redact=redactor.redact)
+        self.pools: dict[str, MemoryStore] = self.stores.pools
         self.transport = transport or Transport()
         self.observer = Observer()
-        self.router = Router(settings, self.pools, self.transport, observer=self.observer)
+        self.router = Router(settings, self.pools, self.transport, observer=self.observer, redactor=redactor)
         self._portal = _LoopThread()
         self._streams: weakref.WeakSet[AsyncGenerator[StreamEvent, None]] = weakref.WeakSet()  # open sync streams
         self.redactor = self.router.redactor  # strips key pieces from error texts, status and logs
@@ -340,13 +340,16 @@ class Wheel:
 
     async def aclose(self) -> None:
         await self.transport.aclose()
+        self.stores.close()  # the key state: counters flushed, the file closed
 
     def close(self) -> None:
         """Close everything: the sync API's loop and its connections, and the connections the
         async API opened on any other loop, so ``with Wheel.from_env() as wheel:`` around
-        ``await wheel.achat(...)`` leaves no "Unclosed client session" behind."""
+        ``await wheel.achat(...)`` leaves no "Unclosed client session" behind; and the key
+        state's file (counters flushed)."""
         self._portal.close(self._close_on_loop())
         _close_sessions_now(self.transport)
+        self.stores.close()
 
     async def _close_on_loop(self) -> None:
         """On the sync API's loop: close the sync streams left open, then the connections."""

@@ -31,6 +31,8 @@ from keywheel.errors import ConfigError, KeywheelError
 from keywheel.providers import ADAPTERS, PROVIDERS, Provider, get_adapter
 from keywheel.providers.paths import check_model
 from keywheel.secrets import ApiKey
+from keywheel.state.factory import LIBRARY_DEFAULT, parse_retention, parse_state
+from keywheel.state.sqlite_file import DEFAULT_RETENTION
 
 log = logging.getLogger("keywheel.config")
 
@@ -81,7 +83,8 @@ class Settings:
     primary: str
     chain: list[str]  # enabled providers, primary first
     providers: dict[str, ProviderConfig]
-    state: str = "memory"
+    state: str = "memory"  # KEYWHEEL_STATE (keywheel.state.factory)
+    state_retention: float = DEFAULT_RETENTION  # seconds a removed key's history (and a day's counters) is kept
     timeout: float = 300.0  # total deadline of one call, all attempts and waits included
     attempt_timeout: float = 120.0  # one upstream attempt (to the status line for streams)
     stream_idle_timeout: float = 120.0  # longest pause between two chunks of a stream
@@ -107,6 +110,7 @@ class Settings:
         out += [k.reveal() for k in self.gateway_keys]
         if self.admin_key is not None:
             out.append(self.admin_key.reveal())
+        out += parse_state(self.state).secrets
         return out
 
 
@@ -460,9 +464,14 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
             "(in the environment or a .env file)",
         )
 
-    state = env.get("KEYWHEEL_STATE", "memory").strip() or "memory"
-    if state != "memory":
-        problems.error("KEYWHEEL_STATE", f"only 'memory' is available in this version, got {state!r}")
+    state = env.get("KEYWHEEL_STATE", LIBRARY_DEFAULT).strip()
+    retention = DEFAULT_RETENTION
+    try:
+        parse_state(state)
+        retention = parse_retention(env.get("KEYWHEEL_STATE_RETENTION"))
+    except ConfigError as err:
+        for name, why in err.problems.items():
+            problems.error(name, why)
 
     gateway_keys, admin_key = _gateway_keys(env, problems)
     settings = Settings(
@@ -470,6 +479,7 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
         chain=([primary] if primary else []) + fallbacks,
         providers=providers,
         state=state,
+        state_retention=retention,
         timeout=_number(env, "KEYWHEEL_TIMEOUT", 300.0, problems),
         attempt_timeout=_number(env, "KEYWHEEL_ATTEMPT_TIMEOUT", 120.0, problems),
         stream_idle_timeout=_number(env, "KEYWHEEL_STREAM_IDLE_TIMEOUT", 120.0, problems),

@@ -50,7 +50,9 @@ def free_port() -> int:
 
 def start_gateway(env: dict[str, str], log_path: Path, *args: str) -> Served:
     port = free_port()
-    full = measured({"PATH": os.environ["PATH"], "HOME": str(log_path.parent), **env})
+    # KEYWHEEL_STATE is explicit (memory unless a test names a file in its tmp_path): no test reads
+    # another's key state, and none writes ./.keywheel.
+    full = measured({"PATH": os.environ["PATH"], "HOME": str(log_path.parent), "KEYWHEEL_STATE": "memory", **env})
     log = log_path.open("wb")
     process = subprocess.Popen(
         [sys.executable, "-m", "keywheel.cli", "--env-file", os.devnull, *args, "serve", "--port", str(port)],

@@ -175,13 +175,17 @@ class MemoryStore:
         provider = ProviderState(self._throttled_until, self._breaker)
         changes = rules.apply(old, group, provider, outcome, now, self._rules)
         self._throttled_until, self._breaker = changes.provider.throttled_until, changes.provider.breaker
+        decided: list[_Key] = []
         if changes.reset_group:
             for other in self._keys.values():
                 if other.rule.state != DISABLED:
                     other.rule = rules.fresh(other.rule.fingerprint)
                     self._into_ring(other)
+                    decided.append(other)
         new = changes.key
         if new is old:
+            if decided or changes.provider is not provider:
+                self._decided(decided, changes.provider is not provider)
             return None
         rec.rule = new
         if new.state == COOLING and (old.state != COOLING or old.until != new.until):
@@ -189,9 +193,15 @@ class MemoryStore:
             heapq.heappush(self._cooling, (new.until, self._seq, rec))
         elif new.state == ACTIVE:
             self._into_ring(rec)
+        self._decided([*decided, rec], changes.provider is not provider)
         if new.state == old.state and new.until == old.until:
             return None
         return KeyChange(new.fingerprint, old.state, new.state, new.reason, new.until if new.state == COOLING else None)
+
+    def _decided(self, recs: list[_Key], provider: bool) -> None:
+        """The rules changed the keys ``recs`` (and the provider's state when ``provider``): the hook
+        where a persistent store commits the decision before the lock is let go, so the key cannot
+        be selected before it is durable.  Holds the lock.  Memory keeps nothing."""
 
     def _group(self, rec: _Key, now: float) -> Group:
         """The fellow keys of ``rec``, counted for the throttling rule (O(n): rate limits only)."""
@@ -241,23 +251,26 @@ class MemoryStore:
         with self._lock:
             rec = self._find(fingerprint)
             rec.rule = rules.disable(rec.rule, reason)
+            self._decided([rec], False)
 
     def enable_nowait(self, fingerprint: str) -> None:
         with self._lock:
             rec = self._find(fingerprint)
             rec.rule = rules.enable(rec.rule)
             self._into_ring(rec)
+            self._decided([rec], False)
 
     def add_nowait(self, key: ApiKey) -> None:
         with self._lock:
             if key.fingerprint in self._keys:
                 raise ValueError(f"{key.fingerprint} is already in {self.provider}")
-            self._add(key)
+            self._decided([self._add(key)], False)
 
-    def _add(self, key: ApiKey) -> None:
+    def _add(self, key: ApiKey) -> _Key:
         rec = _Key(key, rules.fresh(key.fingerprint))
         self._keys[key.fingerprint] = rec
         self._ring.append(rec)
+        return rec
 
     def remove_nowait(self, fingerprint: str) -> None:
         with self._lock:
@@ -265,6 +278,7 @@ class MemoryStore:
             if rec is None:
                 raise KeyError(f"no key {fingerprint!r} in {self.provider}")
             rec.rule = rules.disable(rec.rule, "removed", rules.REMOVED)
+            self._decided([rec], False)
 
     def keys_nowait(self) -> list[ApiKey]:
         with self._lock:
