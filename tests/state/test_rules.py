@@ -3,19 +3,24 @@
 A runner takes a case and returns the states after it.  ``pure`` applies
 :func:`keywheel.state.rules.apply` directly; ``memory`` seeds a
 :class:`~keywheel.state.memory.MemoryStore`, feeds it the outcome as the router would (on its
-clock at ``NOW``) and reads the states back.  A new store adds a runner to ``RUNNERS``.
+clock at ``NOW``) and reads the states back; ``sqlite`` does the same with a
+:class:`~keywheel.state.sqlite.SqliteStore` and reads the keys back from its file.  A new store adds a runner to ``RUNNERS``.
 """
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
 from keywheel.secrets import ApiKey
 from keywheel.state import rules
 from keywheel.state.memory import MemoryStore
+from keywheel.state.sqlite import SqliteStore
+from keywheel.state.sqlite_file import StateFile
 from keywheel.state.rules import ABANDONED, ANSWERED, DISABLED, Group, KeyState, ProviderState
 from tests.state.rule_cases import CASES, NOW, RULES, Case
 
@@ -61,7 +66,45 @@ def run_memory(case: Case) -> After:
     return after[case.before.fingerprint], provider, tuple(after[o.fingerprint] for o in case.others)
 
 
-RUNNERS: dict[str, Runner] = {"pure": run_pure, "memory": run_memory}
+def run_sqlite(case: Case) -> After:
+    """As ``memory`` on a :class:`SqliteStore`, whose seeded states are in its file; the keys'
+    states after are read back from the file by a store opened anew (the provider's from the
+    live store: a bare count of consecutive faults is not worth a write)."""
+    states = (case.before, *case.others)
+    keys = [ApiKey(f"test-gemini-key-{s.fingerprint}", "gemini", s.fingerprint) for s in states]
+    real = {s.fingerprint: k.fingerprint for s, k in zip(states, keys, strict=True)}
+    named = {v: k for k, v in real.items()}
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "state.db"
+        file = StateFile(path, clock=lambda: NOW)
+        file.save("gemini", [(file.key_id(k), s, False) for k, s in zip(keys, states, strict=True)])
+        store = SqliteStore(
+            "gemini", keys, file=file, clock=lambda: NOW, throttle_window=RULES.throttle_window, breaker=RULES.breaker
+        )
+        provider = case.provider
+        if provider.breaker.trial:
+            provider = replace(provider, breaker=replace(provider.breaker, trial=real[provider.breaker.trial]))
+        store.load_nowait(provider, {real[s.fingerprint]: replace(s, fingerprint=real[s.fingerprint]) for s in states})
+        if case.outcome == "abandoned":
+            store.abandon_nowait(keys[0])
+        elif case.outcome == "answered":
+            store.answered_nowait(keys[0])
+        else:
+            store.release_nowait(keys[0], case.outcome, 1.0)
+        provider = store.dump_nowait()[0]
+        file.close()
+        reopened = StateFile(path, clock=lambda: NOW)
+        try:
+            dumped = SqliteStore("gemini", keys, file=reopened, clock=lambda: NOW).dump_nowait()[1]
+        finally:
+            reopened.close()
+    after = {named[fp]: replace(s, fingerprint=named[fp]) for fp, s in dumped.items()}
+    if provider.breaker.trial:
+        provider = replace(provider, breaker=replace(provider.breaker, trial=named[provider.breaker.trial]))
+    return after[case.before.fingerprint], provider, tuple(after[o.fingerprint] for o in case.others)
+
+
+RUNNERS: dict[str, Runner] = {"pure": run_pure, "memory": run_memory, "sqlite": run_sqlite}
 
 
 @pytest.mark.parametrize("runner", RUNNERS.values(), ids=RUNNERS.keys())

@@ -103,6 +103,7 @@ def _v1(db: sqlite3.Connection) -> None:
 Migration = Callable[[sqlite3.Connection], None]
 #: ``MIGRATIONS[n]`` takes a file from schema version ``n`` to ``n + 1`` (0: a new, empty file).
 MIGRATIONS: tuple[Migration, ...] = (_v1,)
+SCHEMA_VERSION = len(MIGRATIONS)
 
 
 @dataclass(slots=True)
