@@ -48,7 +48,7 @@ def free_port() -> int:
         return port
 
 
-def start_gateway(env: dict[str, str], log_path: Path, *args: str) -> Served:
+def start_gateway(env: dict[str, str], log_path: Path, *args: str, cwd: Path | None = None) -> Served:
     port = free_port()
     # KEYWHEEL_STATE is explicit (memory unless a test names a file in its tmp_path): no test reads
     # another's key state, and none writes ./.keywheel.
@@ -57,6 +57,7 @@ def start_gateway(env: dict[str, str], log_path: Path, *args: str) -> Served:
     process = subprocess.Popen(
         [sys.executable, "-m", "keywheel.cli", "--env-file", os.devnull, *args, "serve", "--port", str(port)],
         env=full,
+        cwd=cwd,
         stdout=log,
         stderr=subprocess.STDOUT,
     )
