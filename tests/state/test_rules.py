@@ -4,7 +4,8 @@ A runner takes a case and returns the states after it.  ``pure`` applies
 :func:`keywheel.state.rules.apply` directly; ``memory`` seeds a
 :class:`~keywheel.state.memory.MemoryStore`, feeds it the outcome as the router would (on its
 clock at ``NOW``) and reads the states back; ``sqlite`` does the same with a
-:class:`~keywheel.state.sqlite.SqliteStore` and reads the keys back from its file.  A new store adds a runner to ``RUNNERS``.
+:class:`~keywheel.state.sqlite.SqliteStore` and reads the keys back from its file.
+A new store adds a runner to ``RUNNERS``.
 """
 
 from __future__ import annotations
@@ -19,9 +20,9 @@ import pytest
 from keywheel.secrets import ApiKey
 from keywheel.state import rules
 from keywheel.state.memory import MemoryStore
+from keywheel.state.rules import ABANDONED, ANSWERED, DISABLED, Group, KeyState, ProviderState
 from keywheel.state.sqlite import SqliteStore
 from keywheel.state.sqlite_file import StateFile
-from keywheel.state.rules import ABANDONED, ANSWERED, DISABLED, Group, KeyState, ProviderState
 from tests.state.rule_cases import CASES, NOW, RULES, Case
 
 After = tuple[KeyState, ProviderState, tuple[KeyState, ...]]
