@@ -54,6 +54,7 @@ class SqliteStore(MemoryStore):
         keys = list(keys)
         super().__init__(provider, keys, clock=clock, throttle_window=throttle_window, breaker=breaker)
         self._file = file
+        self._count = file.count  # bound once: the hot path's one extra call
         self._redact = redact
         self._ids: dict[str, str] = {key.fingerprint: file.key_id(key) for key in keys}
         self._saved = self._provider_point()
@@ -116,10 +117,12 @@ class SqliteStore(MemoryStore):
     def release_nowait(
         self, key: ApiKey, error: UpstreamError | None, latency_ms: float, usage: Usage | None = None
     ) -> KeyChange | None:
-        change = super().release_nowait(key, error, latency_ms, usage)
+        change = MemoryStore.release_nowait(self, key, error, latency_ms, usage)
         kid = self._ids.get(key.fingerprint)
-        if kid is not None:
+        if kid is not None:  # not removed meanwhile
             kind = None if error is None else type(error).__name__
-            tokens_in, tokens_out = (usage.input_tokens, usage.output_tokens) if usage is not None else (0, 0)
-            self._file.count((kid, self._clock(), kind, latency_ms, tokens_in, tokens_out))
+            if usage is None:
+                self._count((kid, self._clock(), kind, latency_ms, 0, 0))
+            else:
+                self._count((kid, self._clock(), kind, latency_ms, usage.input_tokens, usage.output_tokens))
         return change

@@ -153,6 +153,8 @@ class StateFile:
         self._clock = clock
         self._lock = threading.Lock()
         self._events: deque[Event] = deque()
+        #: Queue one finished request's counters (no I/O: the flusher writes them).
+        self.count: Callable[[Event], None] = self._events.append
         self._stop = threading.Event()
         self._flusher: threading.Thread | None = None
         self._closed = self._closing = False
@@ -251,10 +253,6 @@ class StateFile:
             log.error("key state of %s not saved to %s: %s", provider, self.path, exc)
 
     # -------------------------------------------------------------- counters
-
-    def count(self, event: Event) -> None:
-        """Queue one finished request's counters (no I/O: the flusher writes them)."""
-        self._events.append(event)
 
     def start(self) -> None:
         """Start the flusher thread (idempotent)."""
