@@ -22,7 +22,7 @@ from keywheel.state.base import Open, key_id
 from keywheel.state.factory import Stores, build_stores
 from keywheel.state.rules import HALF_OPEN, OPEN, Breaker, BreakerPolicy, ProviderState
 from keywheel.state.sqlite import SqliteStore
-from keywheel.state.sqlite_file import MIGRATIONS, SCHEMA_VERSION, StateFile, day_of
+from keywheel.state.sqlite_file import BATCH_EVENTS, MIGRATIONS, SCHEMA_VERSION, StateFile, day_of
 from keywheel.types import Usage
 from tests.helpers import measured
 from tests.state.test_memory import Clock
@@ -375,3 +375,38 @@ def assert_no_piece(path: Path, secrets: list[str]) -> None:
         for secret in secrets:
             for i in range(len(secret) - 7):
                 assert secret[i : i + 8].encode() not in data, f"a piece of a key in {part.name}"
+
+
+def test_a_failing_migration_step_leaves_the_file_at_its_version(path: Path) -> None:
+    StateFile(path).close()
+
+    def broken(db: sqlite3.Connection) -> None:
+        db.execute("ALTER TABLE keys ADD COLUMN half TEXT")
+        raise RuntimeError("a bug in a migration")
+
+    with pytest.raises(RuntimeError, match="a bug in a migration"):
+        StateFile(path, migrations=(*MIGRATIONS, broken))
+    assert rows(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+    assert "half" not in [r[1] for r in rows(path, "PRAGMA table_info(keys)")]
+    StateFile(path).close()  # and the lock was let go
+
+
+def test_a_folder_in_the_files_place_is_a_config_error(tmp_path: Path) -> None:
+    (tmp_path / "state.db").mkdir()
+    with pytest.raises(ConfigError, match="cannot open the state file"):
+        StateFile(tmp_path / "state.db")
+
+
+def test_many_requests_are_written_in_several_bounded_transactions(path: Path, clock: Clock) -> None:
+    n = BATCH_EVENTS * 2 + 1
+    file = StateFile(path, clock=clock)
+    try:
+        kid = file.key_id(keys_of(1)[0])
+        for i in range(n):
+            file.count((kid, T0 + i / 1000, None if i % 2 else "ServerError", 1.0, 1, 2))
+        assert file.flush() == n
+        assert file.flush() == 0
+    finally:
+        file.close()
+    assert rows(path, "SELECT requests, successes, tokens_in, tokens_out FROM counters") == [(n, n // 2, n, 2 * n)]
+    assert rows(path, "SELECT kind, count FROM failures") == [("ServerError", n - n // 2)]
