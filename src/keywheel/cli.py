@@ -347,29 +347,29 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         variables = load_env(None, args.env_file)
         variables.setdefault("KEYWHEEL_STATE", SERVE_DEFAULT)  # the gateway's state outlives it
-        wheel = Wheel.from_env(variables)
+        settings = settings_from_env(variables)
     except ConfigError as err:
         return _config_failed(err)
-    settings = wheel.settings
     stderr = _console(stderr=True)
     args.host = args.host or variables.get("KEYWHEEL_HOST") or "127.0.0.1"
     try:
         args.port = args.port or int(variables.get("KEYWHEEL_PORT") or 8787)
     except ValueError:
         stderr.print(f"[red]KEYWHEEL_PORT must be a port number, got {variables['KEYWHEEL_PORT']!r}[/red]")
-        wheel.close()
         return 2
     if not is_loopback(args.host) and not settings.gateway_keys:
         stderr.print(
             f"[red]refusing to serve on {args.host}:[/red] no KEYWHEEL_GATEWAY_KEYS are set, so anyone who can "
             "reach this address could spend your keys.  Set KEYWHEEL_GATEWAY_KEYS=k1,k2 or bind 127.0.0.1."
         )
-        wheel.close()
         return 2
-    if args.workers > 1 and wheel.stores.file is not None:
+    if args.workers > 1 and parse_state(settings.state).kind == "sqlite":
         stderr.print(f"[red]--workers {args.workers} needs a key state the workers share:[/red] {SEVERAL}.")
-        wheel.close()
         return 2
+    try:
+        wheel = Wheel(settings)  # opens (and locks) the key state: after every refusal above
+    except ConfigError as err:
+        return _config_failed(err)
     for warning in settings.warnings:
         stderr.print(f"[yellow]warning:[/yellow] {warning}")
     keys = sum(len(settings.providers[n].keys) for n in settings.chain)

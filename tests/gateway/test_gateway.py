@@ -352,7 +352,7 @@ def test_run_serves_the_gateway_when_keys_are_configured(fake: FakeUpstream, tmp
 
 
 def test_serve_refuses_a_public_address_without_gateway_keys(tmp_path: object) -> None:
-    env = {"PATH": "/usr/bin:/bin", "GEMINI_API_KEY_1": "test-gemini-key-1"}
+    env = {"PATH": "/usr/bin:/bin", "GEMINI_API_KEY_1": "test-gemini-key-1", "KEYWHEEL_STATE": "memory"}
     result = subprocess.run(
         [sys.executable, "-m", "keywheel.cli", "--env-file", os.devnull, "serve", "--host", "0.0.0.0"],
         env=env,

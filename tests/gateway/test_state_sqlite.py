@@ -67,7 +67,7 @@ def keys_by_label(http: httpx.Client, served: Served) -> tuple[dict[str, dict[st
     return {k["key"].split("#", 1)[1].split(" ", 1)[0]: k for k in gemini["keys"]}, taken
 
 
-def test_a_restart_keeps_disabled_keys_rests_to_their_deadline_and_the_days_counters(
+def test_a_restart_keeps_disabled_keys_rests_to_their_deadline_and_the_days_counters_one_process_per_file(
     fake: FakeUpstream, http: httpx.Client, tmp_path: Path, started: list[Served]
 ) -> None:
     keys = [random_key() for _ in range(3)]
@@ -85,6 +85,9 @@ def test_a_restart_keeps_disabled_keys_rests_to_their_deadline_and_the_days_coun
     deadline = taken + before["2"]["cooldown_remaining"]
     assert (before["3"]["requests"], before["3"]["successes"]) == (5, 5)
     assert_no_piece(path, keys)  # the file, its -wal and -shm while the gateway runs
+    output = refused(env, tmp_path)  # a second gateway on the same file
+    assert "KEYWHEEL_STATE" in output and f"in use by process {first.process.pid}" in output, output
+    assert "redis://" in output, output
 
     first.stop()
     assert "Application shutdown complete" in first.log(), first.log()  # drained and closed, not killed
@@ -184,21 +187,18 @@ def test_kill_9_under_load_loses_no_decision(
     assert all(states[str(i)]["state"] == "active" for i in range(len(faults) + 1, len(keys) + 1)), states
 
 
-def test_a_second_gateway_on_the_same_file_is_refused_and_told_to_use_redis(
-    fake: FakeUpstream, tmp_path: Path, started: list[Served]
-) -> None:
-    env = gemini_env(fake, ["test-gemini-key-1"], f"sqlite:///{tmp_path / 'shared.db'}")
-    started.append(start_gateway(env, tmp_path / "first.log"))
+def refused(env: dict[str, str], tmp_path: Path, *args: str, cwd: Path | None = None) -> str:
+    """Run ``keywheel serve`` expecting it to refuse to start (exit code 2); its output."""
     done = subprocess.run(
-        [sys.executable, "-m", "keywheel.cli", "--env-file", os.devnull, "serve", "--port", str(free_port())],
+        [sys.executable, "-m", "keywheel.cli", "--env-file", os.devnull, "serve", "--port", str(free_port()), *args],
         env=measured({"PATH": os.environ["PATH"], "HOME": str(tmp_path), "COLUMNS": "300", **env}),
+        cwd=cwd,
         capture_output=True,
         timeout=60,
     )
     output = (done.stdout + done.stderr).decode()
-    assert done.returncode == 2, output
-    assert "KEYWHEEL_STATE" in output and "in use by process" in output and "redis://" in output, output
-    assert "Traceback" not in output
+    assert done.returncode == 2 and "Traceback" not in output, output
+    return output
 
 
 def test_serve_keeps_its_state_in_dot_keywheel_by_default_and_refuses_workers_on_it(
@@ -209,13 +209,6 @@ def test_serve_keeps_its_state_in_dot_keywheel_by_default_and_refuses_workers_on
     started.append(served)
     assert http.post(served.url + "/v1/chat/completions", json=HELLO, headers=AUTH).status_code == 200
     assert (tmp_path / ".keywheel" / "state.db").is_file()
-    done = subprocess.run(
-        [sys.executable, "-m", "keywheel.cli", "--env-file", os.devnull, "serve", "--port", str(free_port())]
-        + ["--workers", "2"],
-        env=measured({"PATH": os.environ["PATH"], "HOME": str(tmp_path), "COLUMNS": "300", **env}),
-        cwd=tmp_path / ".keywheel",  # its own default file, free: refused for the workers, not the lock
-        capture_output=True,
-        timeout=60,
-    )
-    output = (done.stdout + done.stderr).decode()
-    assert done.returncode == 2 and "--workers 2" in output and "redis://" in output, output
+    # Refused for the workers before the file is opened (which the gateway above holds).
+    output = refused(env, tmp_path, "--workers", "2", cwd=tmp_path)
+    assert "--workers 2" in output and "redis://" in output and "in use" not in output, output

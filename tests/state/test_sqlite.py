@@ -343,6 +343,8 @@ def test_the_file_keeps_no_fingerprint_or_key_only_keyed_hashes(path: Path, cloc
     assert isinstance(salt, bytes) and len(salt) == 32
     assert rows(path, "SELECT id FROM keys") == [(key_id(key, salt),)]
     assert key.fingerprint.encode() not in path.read_bytes()
+    assert rows(path, "PRAGMA journal_mode") == [("wal",)]
+    assert path.stat().st_mode & 0o077 == 0  # for its owner only: the salt is in it
 
 
 # ------------------------------------------------------------------ the library
