@@ -468,10 +468,12 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
     retention = DEFAULT_RETENTION
     try:
         parse_state(state)
+    except ConfigError as err:
+        problems.errors.update(err.problems)
+    try:
         retention = parse_retention(env.get("KEYWHEEL_STATE_RETENTION"))
     except ConfigError as err:
-        for name, why in err.problems.items():
-            problems.error(name, why)
+        problems.errors.update(err.problems)
 
     gateway_keys, admin_key = _gateway_keys(env, problems)
     settings = Settings(

@@ -120,3 +120,9 @@ def test_redis_says_it_is_not_available_here() -> None:
     """Until the Redis store hooks into the factory's one marked branch (that merge replaces this test)."""
     with pytest.raises(ConfigError, match="redis store is not available"):
         build_stores(settings_from_env({**KEYS, "KEYWHEEL_STATE": "redis://127.0.0.1:6379/0"}))
+
+
+def test_a_bad_state_and_a_bad_retention_are_reported_together() -> None:
+    with pytest.raises(ConfigError) as info:
+        settings_from_env({**KEYS, "KEYWHEEL_STATE": "disk", "KEYWHEEL_STATE_RETENTION": "forever"})
+    assert {"KEYWHEEL_STATE", "KEYWHEEL_STATE_RETENTION"} <= set(info.value.problems)
