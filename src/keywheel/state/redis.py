@@ -87,7 +87,7 @@ class RedisStore:
         *,
         url: str,
         prefix: str = DEFAULT_PREFIX,
-        timeout: float = 1.0,
+        timeout: float = 0.5,
         clock: Callable[[], float] | None = None,
         throttle_window: float = rules.THROTTLE_WINDOW,
         breaker: BreakerPolicy | None = None,
@@ -158,6 +158,25 @@ class RedisStore:
         if kid is None:
             raise KeyError(f"no key {fingerprint!r} in {self.provider}")
         return kid
+
+    async def resync(self) -> None:
+        """After an outage (Redis may have come back empty): re-assert the deployment's salt, or
+        take the one another replica put there first (the ids follow)."""
+        conn = self._conn()
+        if self._salt is None:
+            await self._ready()
+            return
+        salt = await deployment_salt(conn.client, self.prefix, self._salt)
+        if salt != self._salt:
+            self._salt, self._ids, self._by_id = salt, {}, {}
+            for key in self._keys.values():
+                self._index(key)
+            self._reorder()
+
+    async def replicas(self) -> int:
+        """How many replicas used this provider's pool within the in-flight lease."""
+        conn = await self._ready()
+        return int(await conn.client.zcard(f"{self._base}:rep"))
 
     async def aclose(self) -> None:
         """Close this loop's connections."""
@@ -386,10 +405,10 @@ class RedisStore:
         return int(await conn.merge(keys=[f"{self._base}:p", *names], args=args))
 
 
-async def deployment_salt(client: aredis.Redis, prefix: str) -> bytes:
+async def deployment_salt(client: aredis.Redis, prefix: str, mine: bytes | None = None) -> bytes:
     """The deployment's salt for key ids: created once (``SET NX``), the same for every replica after."""
     name = f"{prefix}:salt"
-    await client.set(name, secrets.token_hex(32), nx=True)
+    await client.set(name, (mine or secrets.token_bytes(32)).hex(), nx=True)
     salt = await client.get(name)
     return bytes.fromhex(str(salt))
 
