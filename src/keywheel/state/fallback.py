@@ -99,7 +99,7 @@ class SharedStore:
 
     def _seeded(self) -> MemoryStore:
         redis = self.redis
-        store = MemoryStore(self.provider, list(redis._keys.values()), throttle_window=redis._rules.throttle_window)
+        store = MemoryStore(self.provider, redis.held(), throttle_window=redis._rules.throttle_window)
         store._rules = redis._rules  # the same numbers, breaker included
         self.share = 1.0 / max(self._replicas, 1)
         if self._last is not None:

@@ -296,7 +296,16 @@ class RedisStore:
     # --------------------------------------------------------------- admin actions
 
     async def keys(self) -> list[ApiKey]:
+        return self.held()
+
+    def held(self) -> list[ApiKey]:
+        """The keys this replica holds (no I/O)."""
         return list(self._keys.values())
+
+    @property
+    def rules(self) -> Rules:
+        """The rule book's numbers this store applies."""
+        return self._rules
 
     async def disable(self, fingerprint: str, reason: str = "disabled by operator") -> None:
         conn = await self._ready()
