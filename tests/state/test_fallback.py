@@ -101,3 +101,24 @@ async def test_fail_mode_answers_unavailable_and_nothing_hangs(redis_process: Re
 def test_fallback_mode_is_checked() -> None:
     with pytest.raises(ValueError, match="'local' or 'fail'"):
         SharedStore(RedisStore("gemini", _keys(), url="redis://127.0.0.1:1/0"), fallback="maybe")
+
+
+async def test_operator_actions_and_streams_during_an_outage(redis_process: RedisServer) -> None:
+    keys = _keys()
+    store = SharedStore(RedisStore("gemini", keys[:2], url=redis_process.url))
+    assert isinstance(await store.acquire(), ApiKey)
+    redis_process.kill()
+    got = await store.acquire()
+    assert isinstance(got, ApiKey) and not store.shared
+    await store.answered(got)
+    await store.abandon(got)
+    await store.add(keys[2])
+    await store.remove(keys[0].fingerprint)
+    await store.disable(keys[1].fingerprint)
+    await store.enable(keys[1].fingerprint)
+    assert await store.breaker_closed()
+    assert [k.fingerprint for k in await store.keys()] == [keys[1].fingerprint, keys[2].fingerprint]
+    snap = await store.snapshot()
+    assert [k["key"] for k in snap["keys"]] == [keys[1].fingerprint, keys[2].fingerprint]
+    assert all(k["state"] == "active" and k["in_flight"] == 0 for k in snap["keys"])
+    await store.aclose()

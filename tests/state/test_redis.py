@@ -217,3 +217,52 @@ async def test_no_key_material_in_redis(redis_server: str) -> None:
     assert b"operator says no" in text  # the scan reads the values
     for s in (a, b):
         await s.aclose()
+
+
+async def test_a_key_removed_while_it_was_being_picked_is_given_back(redis_server: str) -> None:
+    keys = _keys(1)
+    store = _store(redis_server, keys)
+    await store.acquire()  # connected, salt known
+    picked, _ = await asyncio.gather(store.acquire(), store.remove(keys[0].fingerprint))
+    assert picked is None  # its pick was undone: no key is left to this replica
+    other = _store(redis_server, keys)
+    assert (await other.snapshot())["keys"][0]["in_flight"] == 1  # only the first pick, never released
+    for s in (store, other):
+        await s.aclose()
+
+
+async def test_after_a_restart_the_salt_of_the_first_replica_back_wins(redis_server: str) -> None:
+    keys = _keys(2)
+    a, b = _store(redis_server, keys), _store(redis_server, keys)
+    await a.acquire()
+    await b.acquire()
+    client = aredis.Redis.from_url(redis_server)
+    await client.flushall()  # as a restart without persistence leaves it
+    await b.resync()  # b is back first: its salt stands
+    await a.resync()
+    await client.flushall()
+    await client.set("keywheel:salt", "00" * 32)  # a salt put there by a replica a never met
+    await a.resync()
+    await a.disable(keys[0].fingerprint, "under the new salt")
+    fresh = _store(redis_server, keys)
+    states = {k["key"]: k["state"] for k in (await fresh.snapshot())["keys"]}
+    assert states[keys[0].fingerprint] == "disabled"  # a follows the salt in place
+    assert await a.replicas() == 0  # nobody picked since the flush
+    await client.aclose()
+    for s in (a, b, fresh):
+        await s.aclose()
+
+
+async def test_a_provider_level_throttle_rests_the_provider(redis_server: str) -> None:
+    keys = _keys(2)
+    store = _store(redis_server, keys)
+    for _ in range(2):
+        got = await store.acquire()
+        assert isinstance(got, ApiKey)
+        await store.release(got, RateLimited("account limit", retry_after=5.0), 1.0)
+    wait = await store.acquire()
+    assert isinstance(wait, float) and 4 < wait <= 5
+    snap = await store.snapshot()
+    assert 4 < snap["throttled_for"] <= 5
+    assert [k["state"] for k in snap["keys"]] == ["active", "active"]  # the keys are not punished
+    await store.aclose()

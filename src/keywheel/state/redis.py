@@ -28,13 +28,12 @@ from typing import Any
 import redis.asyncio as aredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.commands.core import AsyncScript
 
 from keywheel.errors import UpstreamError
 from keywheel.secrets import ApiKey
-from keywheel.state import rules
+from keywheel.state import redis_lua, rules
 from keywheel.state.base import Acquired, KeyChange, Open, key_id
-from keywheel.state.redis_lua import ACQUIRE, ADMIN, MERGE, RELEASE, SNAPSHOT
+from keywheel.state.redis_wire import Script, Wire
 from keywheel.state.rules import (
     NEVER,
     Breaker,
@@ -67,14 +66,14 @@ def client_for(url: str, timeout: float) -> aredis.Redis:
     )
 
 
+ACQUIRE, RELEASE, ADMIN = Script(redis_lua.ACQUIRE), Script(redis_lua.RELEASE), Script(redis_lua.ADMIN)
+SNAPSHOT, MERGE = Script(redis_lua.SNAPSHOT), Script(redis_lua.MERGE)
+
+
 @dataclass(slots=True)
 class _Conn:
     client: aredis.Redis
-    acquire: AsyncScript
-    release: AsyncScript
-    admin: AsyncScript
-    snapshot: AsyncScript
-    merge: AsyncScript
+    wire: Wire
 
 
 class RedisStore:
@@ -117,14 +116,7 @@ class RedisStore:
         conn = self._conns.get(loop)
         if conn is None:
             client = client_for(self.url, self.timeout)
-            conn = _Conn(
-                client,
-                client.register_script(ACQUIRE),
-                client.register_script(RELEASE),
-                client.register_script(ADMIN),
-                client.register_script(SNAPSHOT),
-                client.register_script(MERGE),
-            )
+            conn = _Conn(client, Wire(client))
             self._conns[loop] = conn
         return conn
 
@@ -182,7 +174,7 @@ class RedisStore:
         """Close this loop's connections."""
         conn = self._conns.pop(asyncio.get_running_loop(), None)
         if conn is not None:
-            await conn.client.aclose()
+            await conn.wire.aclose()
 
     # ------------------------------------------------------------------ hot path
 
@@ -191,7 +183,7 @@ class RedisStore:
         b = self._base
         keys = [f"{b}:p", f"{b}:rr", f"{b}:fl", f"{b}:rep", *self._names]
         args = [self._now(), "1" if force else "0", self._rules.breaker.trial_timeout, self.replica, self._lease]
-        got = await conn.acquire(keys=keys, args=[*args, *self._order])
+        got = await conn.wire.run(ACQUIRE, keys, [*args, *self._order])
         tag = got[0]
         if tag == "k":
             before, after = got[2], got[3]
@@ -260,7 +252,7 @@ class RedisStore:
             self.replica,
             "1" if known else "0",
         ]
-        got = await conn.release(keys=keys, args=args)
+        got = await conn.wire.run(RELEASE, keys, args)
         before, after = got[5], got[6]
         self._clean = after == rules.CLOSED and got[7] == "0"
         if before != after:
@@ -309,11 +301,11 @@ class RedisStore:
 
     async def disable(self, fingerprint: str, reason: str = "disabled by operator") -> None:
         conn = await self._ready()
-        await conn.admin(keys=[self._name(self._id_of(fingerprint))], args=["disable", reason])
+        await conn.wire.run(ADMIN, [self._name(self._id_of(fingerprint))], ["disable", reason])
 
     async def enable(self, fingerprint: str) -> None:
         conn = await self._ready()
-        await conn.admin(keys=[self._name(self._id_of(fingerprint))], args=["enable", ""])
+        await conn.wire.run(ADMIN, [self._name(self._id_of(fingerprint))], ["enable", ""])
 
     async def add(self, key: ApiKey) -> None:
         """Serve ``key`` from this replica too (its shared state, if another replica has it, stays)."""
@@ -344,7 +336,7 @@ class RedisStore:
         conn = await self._ready()
         b = self._base
         keys = [f"{b}:p", f"{b}:fl", f"{b}:rep", *self._names]
-        got = await conn.snapshot(keys=keys, args=[self._now(), self._lease, *self._order])
+        got = await conn.wire.run(SNAPSHOT, keys, [self._now(), self._lease, *self._order])
         now = float(got[0])
         provider = _pairs(got[1])
         views = [
@@ -411,7 +403,7 @@ class RedisStore:
             if kid is not None and k.state != rules.ACTIVE:
                 names.append(self._name(kid))
                 args += [k.state, repr(k.until), k.reason, k.cause]
-        return int(await conn.merge(keys=[f"{self._base}:p", *names], args=args))
+        return int(await conn.wire.run(MERGE, [f"{self._base}:p", *names], args))
 
 
 async def deployment_salt(client: aredis.Redis, prefix: str, mine: bytes | None = None) -> bytes:
