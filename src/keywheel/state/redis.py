@@ -335,13 +335,14 @@ class RedisStore:
     async def snapshot(self) -> dict[str, Any]:
         conn = await self._ready()
         b = self._base
-        keys = [f"{b}:p", f"{b}:fl", f"{b}:rep", *self._names]
-        got = await conn.wire.run(SNAPSHOT, keys, [self._now(), self._lease, *self._order])
+        held = [self._ids[fp] for fp in self._keys]  # as configured (the ring's order is the ids')
+        keys = [f"{b}:p", f"{b}:fl", f"{b}:rep", *map(self._name, held)]
+        got = await conn.wire.run(SNAPSHOT, keys, [self._now(), self._lease, *held])
         now = float(got[0])
         provider = _pairs(got[1])
         views = [
             _key_view(self._by_id[kid].fingerprint, _pairs(fields), int(flight), now)
-            for kid, fields, flight in zip(self._order, got[3], got[4], strict=True)
+            for kid, fields, flight in zip(held, got[3], got[4], strict=True)
         ]
         throttled = max(float(provider.get("tu", 0)) - now, 0.0)
         breaker = breaker_view(_breaker(provider, self._by_id), now)
