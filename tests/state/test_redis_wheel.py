@@ -49,7 +49,12 @@ def test_the_sync_and_async_api_on_redis(fake: FakeUpstream, redis_server: str) 
     with Wheel.from_env(env) as wheel, Wheel.from_env(env) as other:
         assert all(isinstance(p, SharedStore) for p in wheel.pools.values())
         events: list[KeyStateChanged] = []
-        wheel.subscribe(events.append, KeyStateChanged)
+
+        def keep(event: object) -> None:
+            assert isinstance(event, KeyStateChanged)
+            events.append(event)
+
+        wheel.subscribe(keep, KeyStateChanged)
         fake.set("test-gemini-key-1", "invalid")
         for _ in range(2):  # the ring reaches key 1 in one of them
             assert wheel.chat([{"role": "user", "content": "hi"}]).key.startswith("gemini#2")
