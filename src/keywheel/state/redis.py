@@ -97,6 +97,9 @@ class RedisStore:
         self.url, self.prefix, self.timeout = url, prefix, timeout
         self._clock = clock  # None: Redis TIME (a test passes a fixed clock)
         self._rules = Rules(throttle_window=throttle_window, breaker=breaker or BreakerPolicy())
+        r, policy = self._rules, self._rules.breaker
+        self._numbers: tuple[float, ...] = (r.backoff_start, r.backoff_cap, r.throttle_window, policy.failures)
+        self._numbers += (policy.cooloff, policy.cooloff_max)
         self.replica = replica or secrets.token_hex(6)
         self._lease = lease
         self._base = f"{prefix}:{{{provider}}}"
@@ -222,37 +225,12 @@ class RedisStore:
         usage: Usage | None,
         *,
         known: bool,
-        count: bool = True,
     ) -> KeyChange | None:
-        b, policy = self._base, self._rules.breaker
+        b = self._base
         own = self._name(kid)
         fellows = [n for n in self._names if n != own] if kind == "rate_limited" else []
         keys = [f"{b}:p", f"{b}:fl", f"{b}:rep", own, *fellows]
-        retry = "" if error is None or error.retry_after is None else repr(float(error.retry_after))
-        counted = count and kind not in ("abandoned", "answered")
-        args = [
-            self._now(),
-            kid,
-            kind,
-            retry,
-            _reason(kind, error),
-            "1" if counted else "0",
-            repr(float(latency_ms)),
-            usage.input_tokens if usage else 0,
-            usage.output_tokens if usage else 0,
-            "" if error is None else type(error).__name__,
-            "" if error is None else f"{type(error).__name__}: {error.message}"[:300],
-            self._rules.backoff_start,
-            self._rules.backoff_cap,
-            self._rules.throttle_window,
-            policy.failures,
-            policy.cooloff,
-            policy.cooloff_max,
-            "0" if kind == "answered" else "-1",
-            self.replica,
-            "1" if known else "0",
-        ]
-        got = await conn.wire.run(RELEASE, keys, args)
+        got = await conn.wire.run(RELEASE, keys, self._release_args(kid, error, kind, latency_ms, usage, known))
         before, after = got[5], got[6]
         self._clean = after == rules.CLOSED and got[7] == "0"
         if before != after:
@@ -265,6 +243,30 @@ class RedisStore:
         new_state = got[2]
         until = float(got[4]) if new_state == rules.COOLING else None
         return KeyChange(fingerprint, got[1], new_state, got[3], until)
+
+    def _release_args(
+        self, kid: str, error: UpstreamError | None, kind: str, latency_ms: float, usage: Usage | None, known: bool
+    ) -> list[str | int | float]:
+        """ARGV of the release script (see :data:`keywheel.state.redis_lua.RELEASE`)."""
+        retry = "" if error is None or error.retry_after is None else repr(float(error.retry_after))
+        counted = kind not in ("abandoned", "answered")
+        return [
+            self._now(),
+            kid,
+            kind,
+            retry,
+            _reason(kind, error),
+            "1" if counted else "0",
+            repr(float(latency_ms)),
+            usage.input_tokens if usage else 0,
+            usage.output_tokens if usage else 0,
+            "" if error is None else type(error).__name__,
+            "" if error is None else f"{type(error).__name__}: {error.message}"[:300],
+            *self._numbers,
+            "0" if kind == "answered" else "-1",
+            self.replica,
+            "1" if known else "0",
+        ]
 
     async def abandon(self, key: ApiKey) -> None:
         conn = await self._ready()
