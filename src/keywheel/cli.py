@@ -21,7 +21,6 @@ from keywheel.errors import ConfigError, KeywheelError
 from keywheel.logs import configure_logging
 from keywheel.render import key_table
 from keywheel.state.factory import SERVE_DEFAULT, parse_state
-from keywheel.state.sqlite_file import SEVERAL
 from keywheel.status import Status
 from keywheel.types import Attempt, StreamEnd, TextDelta
 
@@ -363,8 +362,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "reach this address could spend your keys.  Set KEYWHEEL_GATEWAY_KEYS=k1,k2 or bind 127.0.0.1."
         )
         return 2
-    if args.workers > 1 and parse_state(settings.state).kind == "sqlite":
-        stderr.print(f"[red]--workers {args.workers} needs a key state the workers share:[/red] {SEVERAL}.")
+    if args.workers > 1 and parse_state(settings.state).kind != "redis":
+        stderr.print(
+            f"[red]refusing --workers {args.workers} with KEYWHEEL_STATE={escape(parse_state(settings.state).public)}:"
+            "[/red] each worker would keep its own key state (its own rotation, rests and quota). Set "
+            "KEYWHEEL_STATE=redis://HOST:PORT/0 so the workers share one pool, or run one worker."
+        )
         return 2
     try:
         wheel = Wheel(settings)  # opens (and locks) the key state: after every refusal above
@@ -505,7 +508,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="address to bind (default KEYWHEEL_HOST, else 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default KEYWHEEL_PORT, else 8787)")
     serve.add_argument(
-        "--workers", type=int, default=1, help="worker processes (default 1; each has its own key state)"
+        "--workers", type=int, default=1, help="worker processes (default 1; more need KEYWHEEL_STATE=redis://...)"
     )
     serve.set_defaults(func=cmd_serve)
 

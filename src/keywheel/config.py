@@ -102,6 +102,9 @@ class Settings:
     breaker_failures: int = 5  # consecutive provider faults that open a provider's breaker (0: no breaker)
     breaker_cooloff: float = 5.0  # first cool-off of an open breaker; doubles after each failed trial ...
     breaker_cooloff_max: float = 60.0  # ... up to this
+    # A Redis state (keywheel.state.redis, keywheel.state.fallback):
+    redis_prefix: str = "keywheel"  # KEYWHEEL_REDIS_PREFIX: keeps deployments on one Redis apart
+    redis_fallback: str = "local"  # KEYWHEEL_REDIS_FALLBACK: local | fail, during a Redis outage
     warnings: list[str] = field(default_factory=list)
 
     def secrets(self) -> list[str]:
@@ -464,7 +467,7 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
             "(in the environment or a .env file)",
         )
 
-    state = env.get("KEYWHEEL_STATE", LIBRARY_DEFAULT).strip()
+    state = env.get("KEYWHEEL_STATE", "").strip() or LIBRARY_DEFAULT
     retention = DEFAULT_RETENTION
     try:
         parse_state(state)
@@ -474,6 +477,9 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
         retention = parse_retention(env.get("KEYWHEEL_STATE_RETENTION"))
     except ConfigError as err:
         problems.errors.update(err.problems)
+    redis_fallback = env.get("KEYWHEEL_REDIS_FALLBACK", "local").strip().lower() or "local"
+    if redis_fallback not in ("local", "fail"):
+        problems.error("KEYWHEEL_REDIS_FALLBACK", f"'local' or 'fail', got {redis_fallback!r}")
 
     gateway_keys, admin_key = _gateway_keys(env, problems)
     settings = Settings(
@@ -496,6 +502,8 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
         max_connections=int(_number(env, "KEYWHEEL_MAX_CONNECTIONS", 1000, problems, integer=True)),
         max_response_bytes=int(_number(env, "KEYWHEEL_MAX_RESPONSE_BYTES", 64 * 1024 * 1024, problems, integer=True)),
         max_event_bytes=int(_number(env, "KEYWHEEL_MAX_EVENT_BYTES", 16 * 1024 * 1024, problems, integer=True)),
+        redis_prefix=env.get("KEYWHEEL_REDIS_PREFIX", "keywheel").strip() or "keywheel",
+        redis_fallback=redis_fallback,
         warnings=problems.warnings,
     )
     _breaker_settings(env, settings, problems)

@@ -9,6 +9,7 @@ import pytest
 from keywheel.config import settings_from_env
 from keywheel.errors import ConfigError
 from keywheel.state.factory import StateSpec, build_stores, parse_retention, parse_state
+from keywheel.state.fallback import SharedStore
 from keywheel.state.memory import MemoryStore
 from keywheel.state.sqlite import SqliteStore
 
@@ -116,10 +117,13 @@ def test_sqlite_builds_stores_over_one_file(tmp_path: Path) -> None:
     assert made.file.closed
 
 
-def test_redis_says_it_is_not_available_here() -> None:
-    """Until the Redis store hooks into the factory's one marked branch (that merge replaces this test)."""
-    with pytest.raises(ConfigError, match="redis store is not available"):
-        build_stores(settings_from_env({**KEYS, "KEYWHEEL_STATE": "redis://127.0.0.1:6379/0"}))
+def test_redis_builds_a_shared_store_per_provider_without_connecting() -> None:
+    """The stores connect on first use: building them needs no Redis (none listens on port 9)."""
+    settings = settings_from_env({**KEYS, "KEYWHEEL_STATE": "redis://127.0.0.1:9/0", "KEYWHEEL_REDIS_FALLBACK": "fail"})
+    made = build_stores(settings)
+    assert {type(p) for p in made.pools.values()} == {SharedStore}
+    assert made.file is None
+    assert sorted(made.pools) == sorted(n for n, c in settings.providers.items() if c.enabled)
 
 
 def test_a_bad_state_and_a_bad_retention_are_reported_together() -> None:

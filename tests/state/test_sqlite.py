@@ -20,6 +20,7 @@ from keywheel.errors import ConfigError, KeyInvalid, RateLimited, ServerError
 from keywheel.secrets import ApiKey, Redactor
 from keywheel.state.base import Open, key_id
 from keywheel.state.factory import Stores, build_stores
+from keywheel.state.memory import MemoryStore
 from keywheel.state.rules import HALF_OPEN, OPEN, Breaker, BreakerPolicy, ProviderState
 from keywheel.state.sqlite import SqliteStore
 from keywheel.state.sqlite_file import BATCH_EVENTS, MIGRATIONS, SCHEMA_VERSION, StateFile, day_of
@@ -185,7 +186,7 @@ def test_the_days_counters_go_on_after_a_reopen_and_a_new_day_starts_at_zero(
 def test_counters_are_written_behind_without_a_close(path: Path, clock: Clock) -> None:
     made = stores(path, clock, {"GEMINI_API_KEY_1": "test-gemini-key-a"})
     try:
-        pool = made.pools["gemini"]
+        pool = local(made, "gemini")
         pool.release_nowait(pool.keys_nowait()[0], None, 1.0)
         deadline = time.monotonic() + 10  # written every 0.5 s: generous, only a hang fails
         while not rows(path, "SELECT requests FROM counters") and time.monotonic() < deadline:
@@ -290,6 +291,13 @@ def test_a_state_file_that_cannot_be_created_is_a_config_error(tmp_path: Path) -
 # ------------------------------------------------------------------ retention, via the factory
 
 
+def local(made: Stores, provider: str) -> MemoryStore:
+    """A SQLite store (an in-process store) of ``made``."""
+    pool = made.pools[provider]
+    assert isinstance(pool, MemoryStore)
+    return pool
+
+
 def stores(path: Path, clock: Clock, keys: dict[str, str], retention: str = "30d") -> Stores:
     env = {"KEYWHEEL_STATE": f"sqlite:///{path}", "KEYWHEEL_STATE_RETENTION": retention, **keys}
     return build_stores(settings_from_env(env), clock=clock)
@@ -299,7 +307,7 @@ def test_a_removed_key_keeps_its_history_for_the_retention_then_is_purged(path: 
     both = {"GEMINI_API_KEY_1": "test-gemini-key-a", "GEMINI_API_KEY_2": "test-gemini-key-b"}
     only_b = {"GEMINI_API_KEY_2": "test-gemini-key-b"}
     made = stores(path, clock, both)
-    pool = made.pools["gemini"]
+    pool = local(made, "gemini")
     first = pool.keys_nowait()[0]
     pool.release_nowait(first, None, 1.0)
     pool.disable_nowait(first.fingerprint, "spent")
@@ -312,7 +320,7 @@ def test_a_removed_key_keeps_its_history_for_the_retention_then_is_purged(path: 
 
     clock.now = T0 + 2 * DAY  # back in the configuration: it starts fresh
     back = stores(path, clock, both)
-    assert back.pools["gemini"].dump_nowait()[1][first.fingerprint].state == "active"
+    assert local(back, "gemini").dump_nowait()[1][first.fingerprint].state == "active"
     back.close()
 
     clock.now = T0 + 3 * DAY  # gone again, now past the retention (30 days after this removal)
@@ -325,19 +333,19 @@ def test_a_removed_key_keeps_its_history_for_the_retention_then_is_purged(path: 
 
 def test_a_new_key_in_an_old_keys_place_starts_fresh(path: Path, clock: Clock) -> None:
     made = stores(path, clock, {"GEMINI_API_KEY_1": "test-gemini-key-old"})
-    pool = made.pools["gemini"]
+    pool = local(made, "gemini")
     pool.disable_nowait(pool.keys_nowait()[0].fingerprint, "dead")
     made.close()
     again = stores(path, clock, {"GEMINI_API_KEY_1": "test-gemini-key-new"})
     try:
-        assert [s.state for s in again.pools["gemini"].dump_nowait()[1].values()] == ["active"]
+        assert [s.state for s in local(again, "gemini").dump_nowait()[1].values()] == ["active"]
     finally:
         again.close()
 
 
 def test_the_file_keeps_no_fingerprint_or_key_only_keyed_hashes(path: Path, clock: Clock) -> None:
     made = stores(path, clock, {"GEMINI_API_KEY_1": "test-gemini-key-a"})
-    key = made.pools["gemini"].keys_nowait()[0]
+    key = local(made, "gemini").keys_nowait()[0]
     made.close()
     (salt,) = rows(path, "SELECT value FROM meta WHERE name = 'salt'")[0]
     assert isinstance(salt, bytes) and len(salt) == 32

@@ -27,6 +27,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from keywheel.errors import ConfigError
 from keywheel.secrets import ApiKey
+from keywheel.state.base import KeyStore
 from keywheel.state.memory import MemoryStore
 from keywheel.state.rules import BreakerPolicy
 from keywheel.state.sqlite import SqliteStore
@@ -85,12 +86,16 @@ def _redis(raw: str) -> StateSpec:
         problem = "it names no host"
     elif parts.path not in ("", "/") and not re.fullmatch(r"/\d+", parts.path):
         problem = f"the database must be a number (/0), got {parts.path!r}"
-    secrets = (parts.password,) if parts.password else ()
+    # A lone user part (rediss://secret@host) is shown masked too: many write the password there.
+    secret = parts.password or (
+        parts.username if "@" in parts.netloc and ":" not in parts.netloc.rpartition("@")[0] else None
+    )
+    secrets = (secret,) if secret else ()
     public = raw
-    if parts.password:
-        user = parts.username or ""
+    if secret:
+        userinfo = f"{parts.username or ''}:***" if parts.password else "***"
         host = parts.netloc.rpartition("@")[2]
-        public = urlunsplit((parts.scheme, f"{user}:***@{host}", parts.path, parts.query, parts.fragment))
+        public = urlunsplit((parts.scheme, f"{userinfo}@{host}", parts.path, parts.query, parts.fragment))
     if problem:
         raise ConfigError({VARIABLE: f"a Redis state is redis://host:port/db: {problem}, in {public!r}"})
     return StateSpec("redis", url=raw, public=public, secrets=secrets)
@@ -133,6 +138,10 @@ class StoreSettings(Protocol):
     @property
     def state_retention(self) -> float: ...
     @property
+    def redis_prefix(self) -> str: ...
+    @property
+    def redis_fallback(self) -> str: ...
+    @property
     def providers(self) -> Mapping[str, _Provider]: ...
 
 
@@ -140,7 +149,7 @@ class StoreSettings(Protocol):
 class Stores:
     """A wheel's key stores (one per enabled provider) and what they keep open."""
 
-    pools: dict[str, MemoryStore]
+    pools: dict[str, KeyStore]
     file: StateFile | None = None
 
     def flush(self) -> None:
@@ -166,8 +175,20 @@ def build_stores(
     spec = parse_state(settings.state)
     enabled = {name: cfg.keys for name, cfg in settings.providers.items() if cfg.enabled}
     if spec.kind == "redis":
-        # ---- the Redis store hooks in here (keywheel.state.redis) ----
-        raise ConfigError({VARIABLE: f"{spec.public}: the redis store is not available in this build of keywheel"})
+        # Imported here: redis-py costs ~0.1 s of start-up that memory and SQLite users never need
+        # (no cycle: neither module imports this one).
+        from keywheel.state.fallback import SharedStore
+        from keywheel.state.redis import RedisStore
+
+        return Stores(
+            {
+                name: SharedStore(
+                    RedisStore(name, keys, url=spec.url, prefix=settings.redis_prefix, breaker=breaker),
+                    fallback=settings.redis_fallback,
+                )
+                for name, keys in enabled.items()
+            }
+        )
     if spec.kind == "memory":
         return Stores({name: MemoryStore(name, keys, clock=clock, breaker=breaker) for name, keys in enabled.items()})
     assert spec.path is not None
@@ -175,7 +196,7 @@ def build_stores(
     try:
         file.retire({file.key_id(key) for cfg in settings.providers.values() for key in cfg.keys})
         file.purge()
-        pools: dict[str, MemoryStore] = {
+        pools: dict[str, KeyStore] = {
             name: SqliteStore(name, keys, file=file, redact=redact, clock=clock, breaker=breaker)
             for name, keys in enabled.items()
         }
