@@ -99,6 +99,9 @@ class Settings:
     breaker_failures: int = 5  # consecutive provider faults that open a provider's breaker (0: no breaker)
     breaker_cooloff: float = 5.0  # first cool-off of an open breaker; doubles after each failed trial ...
     breaker_cooloff_max: float = 60.0  # ... up to this
+    metrics: bool = True  # gateway: GET /metrics (KEYWHEEL_METRICS=off: no route, no subscriber)
+    metrics_public: bool = False  # gateway: /metrics without the admin key
+    log_format: str = "text"  # text | json (one JSON object per log line)
     warnings: list[str] = field(default_factory=list)
 
     def secrets(self) -> list[str]:
@@ -418,6 +421,17 @@ def _breaker_settings(env: Mapping[str, str], settings: Settings, problems: _Pro
     settings.breaker_cooloff, settings.breaker_cooloff_max = cooloff, cap
 
 
+def _ops_settings(env: Mapping[str, str], settings: Settings, problems: _Problems) -> None:
+    """``KEYWHEEL_METRICS`` (on/off), ``KEYWHEEL_METRICS_PUBLIC`` and ``KEYWHEEL_LOG_FORMAT`` (text/json)."""
+    metrics = _bool(env, "KEYWHEEL_METRICS", problems)
+    settings.metrics = True if metrics is None else metrics
+    settings.metrics_public = bool(_bool(env, "KEYWHEEL_METRICS_PUBLIC", problems))
+    fmt = env.get("KEYWHEEL_LOG_FORMAT", "").strip().lower() or "text"
+    if fmt not in ("text", "json"):
+        problems.error("KEYWHEEL_LOG_FORMAT", f"expected text or json, got {fmt[:40]!r}")
+    settings.log_format = fmt
+
+
 def settings_from_env(env: Mapping[str, str]) -> Settings:
     """Build and validate :class:`Settings` from a mapping of variables."""
     problems = _Problems()
@@ -487,6 +501,7 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
         warnings=problems.warnings,
     )
     _breaker_settings(env, settings, problems)
+    _ops_settings(env, settings, problems)
     if problems.errors:
         raise ConfigError(problems.errors)
     for warning in problems.warnings:
