@@ -272,7 +272,9 @@ def _status_gauges(out: list[str], status: Status) -> None:
     rests: list[tuple[tuple[str, ...], float]] = []
     credits: list[tuple[tuple[str, ...], float]] = []
     windows: list[tuple[tuple[str, ...], float]] = []
+    throttled: list[tuple[tuple[str, ...], float]] = []
     for provider in status.providers:
+        throttled.append(((provider.name,), provider.throttled_for(now)))
         for key in provider.keys:
             names = STATES if key.state in STATES else (*STATES, key.state)
             states.extend(((provider.name, key.fingerprint, s), 1 if s == key.state else 0) for s in names)
@@ -293,6 +295,13 @@ def _status_gauges(out: list[str], status: Status) -> None:
         states,
     )
     _gauges(out, "keywheel_key_rest_seconds", "Seconds of rest left (0 unless cooling).", ("provider", "key"), rests)
+    _gauges(
+        out,
+        "keywheel_provider_throttled_seconds",
+        "Seconds left of a provider-wide rest (all its keys were limited at once), 0 when none.",
+        ("provider",),
+        throttled,
+    )
     if windows:
         _gauges(
             out,
