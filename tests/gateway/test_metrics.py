@@ -14,6 +14,7 @@ import anthropic
 import httpx
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 from prometheus_client.parser import text_string_to_metric_families
 
 from keywheel.config import settings_from_env
@@ -23,7 +24,8 @@ from tests.helpers import fake_env
 
 ADMIN = {"authorization": f"Bearer {ADMIN_KEY}"}
 OFF = {"x-keywheel-fallback": "off"}
-MESSAGES = [{"role": "user", "content": "hello"}]
+MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hello"}]
+CLAUDE_MESSAGES: list[anthropic.types.MessageParam] = [{"role": "user", "content": "hello"}]
 
 
 def random_key() -> str:
@@ -91,7 +93,7 @@ def test_metrics_count_a_known_mix_exactly_and_hold_no_key(
     # 1. ok (OpenAI in, OpenRouter out) and 2. ok (Anthropic in, OpenRouter out): one attempt each.
     r1 = oai.chat.completions.create(model=f"openrouter/{model['openrouter']}", messages=MESSAGES, extra_headers=OFF)
     r2 = claude.messages.create(
-        model=f"openrouter/{model['openrouter']}", max_tokens=16, messages=MESSAGES, extra_headers=OFF
+        model=f"openrouter/{model['openrouter']}", max_tokens=16, messages=CLAUDE_MESSAGES, extra_headers=OFF
     )
     # 3. both Gemini keys 429, then the failover to Anthropic serves: three attempts.
     fake.set(g1, "rate_limit", retry_after=30.0, times=1)
