@@ -13,12 +13,16 @@ Each pair runs in alternation, 7 rounds, and prints the median nanoseconds per o
 - ``request id``: a generated ``x-request-id``;
 - ``metrics``: recording one upstream attempt (duration and token histograms) and one request
   (counter and attempts histogram), prometheus-client's labelled metrics vs. keywheel's own
-  (:mod:`keywheel.ops.metrics`), through the observer as the gateway does.
+  (:mod:`keywheel.ops.metrics`), through the observer as the gateway does;
+- ``ops on``: the end of one request as the gateway does it, at INFO to /dev/null through the
+  redacting filter: the text access line alone (metrics and JSON off) vs. the JSON access line
+  plus the metrics of its attempt and request (both on).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import statistics
 import sys
 import time
@@ -28,9 +32,11 @@ from typing import cast
 from keywheel.calls import Served
 from keywheel.config import settings_from_env
 from keywheel.gateway.http import request_id as _request_id
+from keywheel.logs import TEXT_FORMAT, JsonFormatter
 from keywheel.observe import AttemptFinished, Observer, RequestFinished, access_log
 from keywheel.ops import metrics as own
 from keywheel.router import Router
+from keywheel.secrets import install_log_filter
 from keywheel.state.memory import MemoryStore
 from keywheel.transport import Transport
 from keywheel.types import Attempt, Usage
@@ -127,6 +133,8 @@ def main(n: int) -> None:
     pair("request end", log_test, request_end, n)
     pair("request id", no_emit, request_id, n)
     pair("metrics", record_client, record_own, n)
+    ops_off, ops_on = ops_pair(usage)
+    pair("ops on", ops_off, ops_on, max(n // 10, 1))
 
 
 def metrics_pair(usage: Usage) -> tuple[Callable[[int], None], Callable[[int], None]]:
@@ -177,6 +185,38 @@ def metrics_pair(usage: Usage) -> tuple[Callable[[int], None], Callable[[int], N
         return run
 
     return record(mine), record(theirs)
+
+
+def ops_pair(usage: Usage) -> tuple[Callable[[int], None], Callable[[int], None]]:
+    """One request's end with metrics and the JSON log off (the text access line), and on."""
+    handler = logging.StreamHandler(open(os.devnull, "w"))  # lives as long as the run
+    access = logging.getLogger("keywheel.access")
+    access.setLevel(logging.INFO)
+    access.addHandler(handler)
+    access.propagate = False
+    install_log_filter(handlers=[handler])
+    attempt = AttemptFinished("openrouter", "openrouter#1 …ab12", "ok", 200, 2.0, usage, "openai/gpt-4o-mini")
+    request = RequestFinished(
+        "kw-1f2e3d4c5b6a-17", "POST", "/v1/chat/completions", "openai", "openai/gpt-4o-mini", "openrouter",
+        "openrouter#1 …ab12", 1, 200, 2.3, 300, 500, usage,
+    )  # fmt: skip
+    off, on = Observer(), Observer()
+    off.subscribe(access_log, RequestFinished)
+    on.subscribe(access_log, RequestFinished)
+    own.Metrics(lambda: None).subscribe(on)  # type: ignore[arg-type, return-value]
+    text, json = logging.Formatter(TEXT_FORMAT), JsonFormatter()
+
+    def run(observer: Observer, fmt: logging.Formatter) -> Callable[[int], None]:
+        def go(k: int) -> None:
+            handler.setFormatter(fmt)
+            for _ in range(k):
+                if observer.attempts:
+                    observer.emit(attempt)
+                observer.emit(request)
+
+        return go
+
+    return run(off, text), run(on, json)
 
 
 if __name__ == "__main__":

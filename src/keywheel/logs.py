@@ -11,7 +11,8 @@ Two formats (``KEYWHEEL_LOG_FORMAT``):
 
 Either way the handlers carry the redacting filter (:class:`keywheel.secrets.RedactingFilter`),
 which strips every piece of every key from the message and traceback before the formatter
-sees them; the JSON formatter passes the structured fields' text through the same redaction.
+sees them; the JSON formatter passes the structured fields' text through the same redaction
+whenever the message needed it (see :class:`JsonFormatter`).
 """
 
 from __future__ import annotations
@@ -31,21 +32,32 @@ FIELDS = "keywheel"
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per record, on one line (JSON escapes every control character)."""
+    """One JSON object per record, on one line (JSON escapes every control character).
+
+    Structured fields (``extra={FIELDS: {...}}``) hold only values that the record's message
+    also shows verbatim, with its arguments: the redacting filter, which redacts the message,
+    drops the arguments when it found a key piece there, and only then are the fields
+    redacted one by one (on the hot path of the access log, the message's redaction is the
+    only one)."""
+
+    _second = -1
+    _stamp = ""
 
     def format(self, record: logging.LogRecord) -> str:
         seconds = int(record.created)
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+        if seconds != self._second:  # one strftime a second
+            self._second, self._stamp = seconds, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
         line: dict[str, Any] = {
-            "ts": f"{stamp}.{int(record.msecs):03d}Z",
+            "ts": f"{self._stamp}.{int(record.msecs):03d}Z",
             "level": record.levelname,
             "logger": record.name,
             "msg": record.getMessage(),
         }
         fields = getattr(record, FIELDS, None)
         if isinstance(fields, dict):
+            redact = not record.args  # no arguments left: the filter changed the message (or it had none)
             for name, value in fields.items():
-                line.setdefault(name, redact_everywhere(value) if isinstance(value, str) else value)
+                line.setdefault(name, redact_everywhere(value) if redact and isinstance(value, str) else value)
         if record.exc_info and not record.exc_text:
             record.exc_text = redact_everywhere(self.formatException(record.exc_info))
         if record.exc_text:
