@@ -26,7 +26,7 @@ from keywheel.observe import (
     key_state_log,
 )
 from keywheel.ops import metrics as m
-from keywheel.secrets import Redactor, register
+from keywheel.secrets import RedactingFilter, Redactor, register
 from keywheel.status import KeyStatus, ProviderStatus, Status
 from keywheel.types import Usage
 
@@ -159,13 +159,18 @@ def record(msg: str, *args: object, **fields: Any) -> logging.LogRecord:
 def test_json_formatter_one_object_per_line_with_fields_redacted() -> None:
     secret = "Zq8wLm3Tx9Vb2Nc4"
     redactor = register(Redactor([secret]))  # registered while referenced
-    fmt = JsonFormatter()
-    line = fmt.format(record("a\nb %s", "c", model=f"x{secret}", attempts=2, path="/p?key=abc"))
+    fmt, clean = JsonFormatter(), RedactingFilter()  # as a handler runs them: the filter, then the format
+    model, path = f"x{secret}", "/p?key=abc"
+    rec = record("a\nb %s %s %d", model, path, 2, model=model, attempts=2, path=path)
+    assert clean.filter(rec)
+    line = fmt.format(rec)
     assert "\n" not in line
     data = json.loads(line)
-    assert data["msg"] == "a\nb c" and data["attempts"] == 2 and data["level"] == "WARNING"
-    assert secret not in line and "abc" not in data["path"] and data["ts"].endswith("Z")
-    assert data["logger"] == "keywheel.test"
+    assert data["msg"].startswith("a\\nb x[redacted] /p?key=[redacted]") and data["attempts"] == 2
+    assert secret not in line and "abc" not in data["path"] and data["model"] == "x[redacted]"
+    assert data["ts"].endswith("Z") and data["logger"] == "keywheel.test" and data["level"] == "WARNING"
+    plain = record("model=%s", "gpt-x", model="gpt-x")  # nothing to redact: the fields as they are
+    assert clean.filter(plain) and json.loads(fmt.format(plain))["model"] == "gpt-x"
     try:
         raise ValueError(f"boom {secret}")
     except ValueError:
