@@ -16,6 +16,15 @@ sixth to a tenth of what the client library's labelled histograms and counters c
 (``bench/observe_micro.py``, interleaved A/B), and the exposition of counters and histograms is
 small.  The tests read every scrape back with prometheus-client's own parser.
 
+The shapes read from the status beyond :mod:`keywheel.status` today (added by the quota-window
+and credit work; absent, their series are left out):
+
+- ``ProviderStatus.windows``: items (objects or mappings) with ``group`` (the key group's name),
+  ``window`` (the window's name, e.g. ``rpm``, ``day``) and ``used`` (the share used, 0..1);
+  → ``keywheel_window_used{provider,group,window}``;
+- ``KeyStatus.credit``: a number, or an object or mapping with ``limit_remaining`` (or
+  ``remaining``); ``None`` when unknown or unlimited → ``keywheel_credit_remaining{provider,key}``.
+
 Labels never hold key material: a key is named by its fingerprint (``gemini#2 …9f3a``), label
 values are escaped as the format requires, and the label sets that callers can vary (the model
 asked for) are bounded: past :data:`MAX_SERIES` series a family counts new ones under
