@@ -91,7 +91,9 @@ def parse_args(argv: list[str]) -> tuple[Settings, Path | None]:
     parser.add_argument("--warmup", type=int, default=int(os.environ.get("BENCH_WARMUP", "2")))
     parser.add_argument("--rounds", type=int, default=int(os.environ.get("BENCH_ROUNDS", "2")))
     parser.add_argument("--seq-requests", type=int, default=int(os.environ.get("BENCH_SEQ_REQUESTS", "200")))
-    parser.add_argument("--targets", default=os.environ.get("BENCH_TARGETS", "direct,floor,keywheel,litellm"))
+    parser.add_argument(
+        "--targets", default=os.environ.get("BENCH_TARGETS", "direct,floor,keywheel,keywheel-ops,litellm")
+    )
     parser.add_argument(
         "--scenarios",
         default=os.environ.get("BENCH_SCENARIOS"),

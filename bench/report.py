@@ -30,7 +30,9 @@ RATIOS = {  # name -> (metric, the target it is divided by)
     "rps_x_litellm": ("rps", "litellm"),
     "cpu_x_floor": ("cpu_ms", "floor"),
     "cpu_x_litellm": ("cpu_ms", "litellm"),
+    "cpu_x_keywheel": ("cpu_ms", "keywheel"),  # keywheel-ops (metrics + JSON log on) over keywheel (both off)
 }
+OPS_BUDGET = 1.10  # metrics and the JSON log on: CPU per request within 10 % of both off
 FLAT_TOLERANCE = 0.10  # "flat": within this share of the reference measured in the same round or pass
 TITLES = {
     "chat": "OpenAI chat, non-streaming",
@@ -271,6 +273,14 @@ def print_tables(results: dict[str, Any], console: Console) -> None:
             console.print(
                 f"keywheel vs LiteLLM, CPU per request ({scenario}): {ratio:.3f}× "
                 f"(LiteLLM costs {1 / ratio:.1f}× keywheel's)"
+            )
+    for scenario, rows in results["summary"].items():
+        ops = rows.get("keywheel-ops", {}).get("cpu_x_keywheel")
+        if ops:
+            verdict = "within" if ops <= OPS_BUDGET else "[red]over[/red]"
+            console.print(
+                f"keywheel with metrics + JSON log vs both off, CPU per request ({scenario}): {ops:.3f}× "
+                f"({verdict} the {OPS_BUDGET:.2f}× budget)"
             )
     for target, reason in results["skipped"].items():
         console.print(f"[yellow]skipped {target}[/yellow]: {reason}")

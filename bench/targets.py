@@ -130,6 +130,9 @@ class Keywheel(Target):
     # keywheel reads "<provider>/<model>" as "that provider first", so the bare OpenRouter slug
     # (which has a slash of its own) would name a provider "openai".
     model = os.environ.get("BENCH_KEYWHEEL_MODEL", f"openrouter/{fixtures.OPENAI_MODEL}")
+    # The operations switches: this target runs with metrics and the JSON log both off, the
+    # keywheel-ops target with both on, in the same rounds (their CPU per request is compared).
+    ops_env = {"KEYWHEEL_METRICS": "off", "KEYWHEEL_LOG_FORMAT": "text"}
 
     def unavailable_reason(self) -> str | None:
         if not self.executable.exists():
@@ -167,6 +170,8 @@ class Keywheel(Target):
         for provider in ("openrouter", "anthropic", "gemini"):
             for i, key in enumerate(upstream_keys(provider), start=1):
                 env[f"{provider.upper()}_API_KEY_{i}"] = key
+        env.update(self.ops_env)
+        env.update(extra_env(os.environ.get("BENCH_KEYWHEEL_ENV", "")))
         # --env-file: a .env in the working directory must not leak into the measured configuration.
         cmd = [str(self.executable), "--env-file", os.devnull, "serve", "--host", "127.0.0.1", "--port", str(port)]
         cmd += ["--workers", "1"]
@@ -177,6 +182,19 @@ class Keywheel(Target):
         if req is not None and scenario.dialect == "openai":
             req = dataclasses.replace(req, body=fixtures.openai_body(scenario.stream, self.model))
         return req
+
+
+class KeywheelOps(Keywheel):
+    """keywheel with ``GET /metrics`` counting and every log line in JSON (``KEYWHEEL_LOG_FORMAT=json``)."""
+
+    name = "keywheel-ops"
+    ops_env = {"KEYWHEEL_METRICS": "on", "KEYWHEEL_LOG_FORMAT": "json"}
+
+
+def extra_env(text: str) -> dict[str, str]:
+    """``BENCH_KEYWHEEL_ENV="A=1,B=2"``: more variables for both keywheel targets (after their own)."""
+    pairs = (item.partition("=") for item in text.split(",") if item.strip())
+    return {name.strip(): value.strip() for name, _, value in pairs if name.strip()}
 
 
 class LiteLLM(Target):
@@ -238,4 +256,4 @@ def litellm_config(api_base: str) -> dict[str, Any]:
     }
 
 
-ALL_TARGETS: list[Target] = [Direct(), Floor(), Keywheel(), LiteLLM()]
+ALL_TARGETS: list[Target] = [Direct(), Floor(), Keywheel(), KeywheelOps(), LiteLLM()]

@@ -42,6 +42,7 @@ class Served:
     target: Target
     key: ApiKey
     attempts: list[Attempt]
+    usage: Usage | None = None  # the tokens the upstream reported, once the call has settled
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,7 +115,7 @@ def served_event(
     """The :class:`AttemptFinished` of the attempt that served a call, once the call has settled."""
     status = error.status if error is not None else served.attempts[-1].status
     provider, key = served.target.provider.name, served.key.fingerprint
-    observer.emit(AttemptFinished(provider, key, outcome, status, latency_ms, usage))
+    observer.emit(AttemptFinished(provider, key, outcome, status, latency_ms, usage, served.target.model))
 
 
 def attempt_record(target: Target, key: ApiKey, exc: UpstreamError, latency_ms: float) -> Attempt:

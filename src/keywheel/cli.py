@@ -50,6 +50,15 @@ def _variables(env_file: str | None) -> dict[str, str]:
     return load_env(None, env_file)
 
 
+def _log_format(env_file: str | None) -> str:
+    """``KEYWHEEL_LOG_FORMAT`` as the command will read it (``text`` when it cannot be read yet:
+    the command itself reports a broken configuration)."""
+    try:
+        return load_env(None, env_file).get("KEYWHEEL_LOG_FORMAT", "text").strip().lower()
+    except ConfigError:
+        return "text"
+
+
 def _config_failed(err: ConfigError) -> int:
     console = _console(stderr=True)
     no_keys = any("no provider has keys" in why for why in err.problems.values())
@@ -373,10 +382,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         wheel = Wheel(settings)  # opens (and locks) the key state: after every refusal above
     except ConfigError as err:
         return _config_failed(err)
-    for warning in settings.warnings:
-        stderr.print(f"[yellow]warning:[/yellow] {warning}")
+    if settings.log_format != "json":  # JSON: config.py logged them already, and stderr holds only JSON lines
+        for warning in settings.warnings:
+            stderr.print(f"[yellow]warning:[/yellow] {warning}")
     keys = sum(len(settings.providers[n].keys) for n in settings.chain)
-    stderr.print(
+    say = logging.getLogger("keywheel").info if settings.log_format == "json" else stderr.print
+    say(
         f"keywheel gateway on http://{args.host}:{args.port}  chain {' → '.join(settings.chain)} ({keys} keys), "
         f"{len(settings.gateway_keys)} gateway keys, {args.workers} worker(s)"
     )
@@ -522,7 +533,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.log_level_given = args.log_level is not None
     if args.log_level is None:
         args.log_level = {"serve": "INFO", "run": "INFO", "demo": DEMO_LOG_LEVEL}.get(args.command, "WARNING")
-    configure_logging(args.log_level)
+    configure_logging(args.log_level, _log_format(args.env_file))
     try:
         code: int = args.func(args)
     except KeyboardInterrupt:

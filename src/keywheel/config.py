@@ -105,6 +105,9 @@ class Settings:
     # A Redis state (keywheel.state.redis, keywheel.state.fallback):
     redis_prefix: str = "keywheel"  # KEYWHEEL_REDIS_PREFIX: keeps deployments on one Redis apart
     redis_fallback: str = "local"  # KEYWHEEL_REDIS_FALLBACK: local | fail, during a Redis outage
+    metrics: bool = True  # gateway: GET /metrics (KEYWHEEL_METRICS=off: no route, no subscriber)
+    metrics_public: bool = False  # gateway: /metrics without the admin key
+    log_format: str = "text"  # text | json (one JSON object per log line)
     warnings: list[str] = field(default_factory=list)
 
     def secrets(self) -> list[str]:
@@ -425,6 +428,17 @@ def _breaker_settings(env: Mapping[str, str], settings: Settings, problems: _Pro
     settings.breaker_cooloff, settings.breaker_cooloff_max = cooloff, cap
 
 
+def _ops_settings(env: Mapping[str, str], settings: Settings, problems: _Problems) -> None:
+    """``KEYWHEEL_METRICS`` (on/off), ``KEYWHEEL_METRICS_PUBLIC`` and ``KEYWHEEL_LOG_FORMAT`` (text/json)."""
+    metrics = _bool(env, "KEYWHEEL_METRICS", problems)
+    settings.metrics = True if metrics is None else metrics
+    settings.metrics_public = bool(_bool(env, "KEYWHEEL_METRICS_PUBLIC", problems))
+    fmt = env.get("KEYWHEEL_LOG_FORMAT", "").strip().lower() or "text"
+    if fmt not in ("text", "json"):
+        problems.error("KEYWHEEL_LOG_FORMAT", f"expected text or json, got {fmt[:40]!r}")
+    settings.log_format = fmt
+
+
 def settings_from_env(env: Mapping[str, str]) -> Settings:
     """Build and validate :class:`Settings` from a mapping of variables."""
     problems = _Problems()
@@ -507,6 +521,7 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
         warnings=problems.warnings,
     )
     _breaker_settings(env, settings, problems)
+    _ops_settings(env, settings, problems)
     if problems.errors:
         raise ConfigError(problems.errors)
     for warning in problems.warnings:

@@ -15,20 +15,24 @@ the event to a queue for anything slow).  An exception in a subscriber is logged
 swallowed: observing never breaks a request.  With nobody subscribed to a kind of event,
 emitting it costs one attribute test: the event is never built.
 
-The gateway's access log (``keywheel.access``) is one subscriber: :func:`access_log`.
+The gateway's access log (``keywheel.access``) is one subscriber: :func:`access_log`; its
+key-state log (``keywheel.keys``, every change once, with its reason) another: :func:`key_state_log`.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple, Protocol
 
+from keywheel.logs import FIELDS
 from keywheel.status import ProviderStatus, provider_status
 from keywheel.types import Usage
 
 log = logging.getLogger("keywheel.observe")
 access = logging.getLogger("keywheel.access")
+keys_log = logging.getLogger("keywheel.keys")  # with the stores' breaker lines: the name operators filter on
 
 
 class AttemptFinished(NamedTuple):
@@ -40,6 +44,7 @@ class AttemptFinished(NamedTuple):
     status: int | None  # the upstream's HTTP status, when there was one
     latency_ms: float
     usage: Usage | None = None  # tokens, on the attempt that served (when the upstream said)
+    model: str = ""  # the model asked of the provider on this attempt
 
 
 class RequestFinished(NamedTuple):
@@ -57,6 +62,7 @@ class RequestFinished(NamedTuple):
     latency_ms: float
     bytes_in: int  # request body
     bytes_out: int  # response body
+    usage: Usage | None = None  # the tokens of the attempt that served (when the upstream said)
 
 
 class KeyStateChanged(NamedTuple):
@@ -190,8 +196,69 @@ def key_changes(before: ProviderStatus, after: ProviderStatus) -> list[KeyStateC
 
 
 def access_log(event: Event) -> None:
-    """The gateway's access log line (``keywheel.access``, INFO): ``POST /v1/messages 200 gemini
-    gemini#1 ...ab12 12.3ms`` — the path only, never the query string."""
+    """The gateway's access log line (``keywheel.access``, INFO), one per request: ``POST
+    /v1/messages 200 gemini gemini#1 ...ab12 dialect=anthropic model=gemini-2.0-flash attempts=2
+    tokens=12+40 id=kw-1f2e-7 12.3ms`` — the path only, never the query string.  The same
+    values ride on the record as structured fields (``KEYWHEEL_LOG_FORMAT=json``)."""
     if isinstance(event, RequestFinished) and access.isEnabledFor(logging.INFO):
-        who = f" {event.provider} {event.key.replace('…', '...')}" if event.provider and event.key else ""
-        access.info("%s %s %d%s %.1fms", event.method, event.path, event.status, who, event.latency_ms)
+        key = event.key.replace("…", "...") if event.key else None
+        who = f" {event.provider} {key}" if event.provider and key else ""
+        usage = event.usage
+        tokens = f" tokens={usage.input_tokens}+{usage.output_tokens}" if usage is not None else ""
+        fields = {
+            "request_id": event.request_id,
+            "method": event.method,
+            "path": event.path,
+            "dialect": event.dialect,
+            "model": event.model,
+            "provider": event.provider,
+            "key": key,
+            "attempts": event.attempts,
+            "status": event.status,
+            "latency_ms": round(event.latency_ms, 1),
+            "tokens_in": usage.input_tokens if usage is not None else None,
+            "tokens_out": usage.output_tokens if usage is not None else None,
+        }
+        access.info(
+            "%s %s %d%s dialect=%s model=%s attempts=%d%s id=%s %.1fms",
+            event.method,
+            event.path,
+            event.status,
+            who,
+            event.dialect,
+            event.model or "-",
+            event.attempts,
+            tokens,
+            event.request_id,
+            event.latency_ms,
+            extra={FIELDS: fields},
+        )
+
+
+# --------------------------------------------------------------- key-state log
+
+
+def key_state_log(event: Event) -> None:
+    """Every key-state change, once, with its reason (``keywheel.keys``): disabled (WARNING),
+    resting until when (wall clock, ISO 8601 and epoch), active again or recovered, removed."""
+    if not isinstance(event, KeyStateChanged):
+        return
+    key = event.key.replace("…", "...")
+    new, old, reason = event.new, event.old, event.reason
+    level = logging.WARNING if new not in ("active", "cooling", "removed") else logging.INFO
+    if not keys_log.isEnabledFor(level):
+        return
+    until_iso = None
+    if new == "cooling" and event.until is not None:
+        until_iso = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(event.until))
+        what = f"rests until {until_iso} (epoch {event.until:.0f})"
+    elif new == "active":
+        what = "recovered" if old == "disabled" else "is active again"
+    elif new == "removed":
+        what = "removed"
+    else:
+        what = new  # disabled, or a state a store adds (low-credit, ...)
+    because = f": {reason}" if reason else ""
+    fields: dict[str, Any] = {"provider": event.provider, "key": key, "old": old, "new": new, "reason": reason}
+    fields.update(until=event.until, until_iso=until_iso)
+    keys_log.log(level, "key %s %s (was %s)%s", key, what, old, because, extra={FIELDS: fields})

@@ -284,7 +284,9 @@ class Router:
             observer.emit(key_state_event(target.provider.name, change, self.redactor))
         attempt = attempt_record(target, key, exc, latency)
         if observer.attempts:
-            observer.emit(AttemptFinished(attempt.provider, attempt.key, attempt.outcome, exc.status, latency))
+            observer.emit(
+                AttemptFinished(attempt.provider, attempt.key, attempt.outcome, exc.status, latency, None, target.model)
+            )
         return attempt
 
     def _own(self, exc: UpstreamError, target: Target, key: ApiKey) -> None:
@@ -304,6 +306,7 @@ class Router:
     async def settle(self, served: Served, usage: Usage | None) -> None:
         """Record the success of a non-streaming call (execute() leaves the key in flight)."""
         name = served.target.provider.name
+        served.usage = usage
         local = self._local.get(name)
         if local:
             local.release_nowait(served.key, None, served.attempts[-1].latency_ms, usage)

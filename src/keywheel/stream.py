@@ -247,6 +247,7 @@ class EventStream:
             if change is not None and observer is not None and observer.key_states:
                 observer.emit(key_state_event(self._served.target.provider.name, change, self._redactor))
         elif self._finished:
+            self._served.usage = self._usage
             await self._pool.release(self._served.key, None, latency, self._usage)
         else:
             await self._pool.abandon(self._served.key)

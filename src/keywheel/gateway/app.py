@@ -59,7 +59,9 @@ from keywheel.gateway.http import header_list as _header_list
 from keywheel.gateway.http import presented_key as _presented_key
 from keywheel.gateway.http import respond as _respond
 from keywheel.gateway.passthrough import EMPTY, Request, builder, forwarded, loads, lost_ints
-from keywheel.observe import Observer, RequestFinished, access_log
+from keywheel.gateway.scrape import scrape
+from keywheel.observe import KeyStateChanged, Observer, RequestFinished, access_log, key_state_log
+from keywheel.ops.metrics import metrics_for
 from keywheel.providers import FAMILIES
 from keywheel.providers._common import dumps as _dumps
 from keywheel.providers.paths import check_model
@@ -112,7 +114,9 @@ class Gateway:
         self.refused = 0  # requests answered 503 because the gateway was draining
         install_log_filter()  # key pieces never reach a log line from the gateway's loggers
         self.observer: Observer = wheel.observer
-        self.observer.subscribe(access_log, RequestFinished)  # the access log is one subscriber
+        self.observer.subscribe(access_log, RequestFinished)  # the access log is one subscriber,
+        self.observer.subscribe(key_state_log, KeyStateChanged)  # the key-state log another
+        self.metrics = metrics_for(self.observer, settings.metrics)  # None when off
 
     # ------------------------------------------------------------------ ASGI
 
@@ -199,6 +203,7 @@ class Gateway:
                 (time.perf_counter() - started) * 1000,
                 reply.bytes_in,
                 reply.bytes_out,
+                who.usage if who is not None else None,
             )
         )
 
@@ -273,6 +278,9 @@ class Gateway:
             return 200
         if path == "/":  # clients probe it unauthenticated (Claude Code sends HEAD / on start): no data here
             return await landing(method, send)
+        if path == "/metrics":
+            check = None if self.settings.metrics_public else self.admin.check
+            return await scrape(self.metrics, check, self.wheel.asnapshot, scope, method, headers, send)
         if path == "/status" or path.startswith("/admin/"):
             self.admin.check(scope, headers)
             return await self.admin.handle(method, path, receive, send)

@@ -10,12 +10,15 @@ import os
 
 from keywheel.client import Wheel
 from keywheel.gateway.app import Gateway
-from keywheel.logs import configure_logging
+from keywheel.logs import configure_logging, use_format
 
 
 def app_from_env() -> Gateway:
     """ASGI app factory for ``uvicorn --factory`` (and ``keywheel serve --workers N``)."""
     level = os.environ.get("KEYWHEEL_LOG_LEVEL")
     if level:  # a worker process of `keywheel serve`: log as the parent does, key pieces redacted
-        configure_logging(level)
-    return Gateway(Wheel.from_env(env_file=os.environ.get("KEYWHEEL_ENV_FILE") or None))
+        configure_logging(level, os.environ.get("KEYWHEEL_LOG_FORMAT", "text").strip().lower())
+    wheel = Wheel.from_env(env_file=os.environ.get("KEYWHEEL_ENV_FILE") or None)
+    if level:
+        use_format(wheel.settings.log_format)  # as the configuration (a .env file, maybe) says
+    return Gateway(wheel)
