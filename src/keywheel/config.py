@@ -28,6 +28,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from keywheel.errors import ConfigError, KeywheelError
+from keywheel.ops.settings import OpsSettings, ops_settings
 from keywheel.providers import ADAPTERS, PROVIDERS, Provider, get_adapter
 from keywheel.providers.paths import check_model
 from keywheel.secrets import ApiKey
@@ -100,6 +101,7 @@ class Settings:
     breaker_cooloff: float = 5.0  # first cool-off of an open breaker; doubles after each failed trial ...
     breaker_cooloff_max: float = 60.0  # ... up to this
     warnings: list[str] = field(default_factory=list)
+    ops: OpsSettings = field(default_factory=OpsSettings)  # key checks, recovery, credit (keywheel.ops)
 
     def secrets(self) -> list[str]:
         """Every secret value in these settings, for redaction."""
@@ -487,6 +489,8 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
         warnings=problems.warnings,
     )
     _breaker_settings(env, settings, problems)
+    settings.ops, ops_problems = ops_settings(env, providers)
+    problems.errors.update(ops_problems)
     if problems.errors:
         raise ConfigError(problems.errors)
     for warning in problems.warnings:

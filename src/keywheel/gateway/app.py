@@ -60,11 +60,13 @@ from keywheel.gateway.http import presented_key as _presented_key
 from keywheel.gateway.http import respond as _respond
 from keywheel.gateway.passthrough import EMPTY, Request, builder, forwarded, loads, lost_ints
 from keywheel.observe import Observer, RequestFinished, access_log
+from keywheel.ops.recovery import Upkeep
 from keywheel.providers import FAMILIES
 from keywheel.providers._common import dumps as _dumps
 from keywheel.providers.paths import check_model
 from keywheel.router import RequestBuilder, Router
 from keywheel.secrets import ApiKey, install_log_filter
+from keywheel.status import Credit
 
 log = logging.getLogger("keywheel.access")
 errors_log = logging.getLogger("keywheel.gateway")
@@ -91,6 +93,9 @@ class Host(KeyAdmin, Protocol):
     @property
     def observer(self) -> Observer: ...
 
+    @property
+    def credits(self) -> dict[str, Credit]: ...
+
     async def aclose(self) -> None: ...
 
 
@@ -103,7 +108,12 @@ class Gateway:
         self.max_body = settings.max_body_bytes
         self.body_timeout = settings.body_timeout
         self._client_keys = [k.reveal().encode() for k in settings.gateway_keys]
-        self.admin = Admin(wheel, settings.admin_key, self.max_body, self.body_timeout)
+        router = wheel.router
+        # Key checks, background re-probes and credit readings (keywheel.ops), started with the server.
+        self.upkeep = Upkeep(
+            settings, router.pools, router.transport, router.redactor.redact, wheel.observer, wheel.credits
+        )
+        self.admin = Admin(wheel, settings.admin_key, self.max_body, self.body_timeout, self.upkeep)
         self.openai, self.anthropic, self.gemini = DIALECTS["openai"], DIALECTS["anthropic"], DIALECTS["gemini"]
         # Shutdown: the handlers in flight, the ones cut at the drain deadline, the drain itself.
         self._inflight: set[asyncio.Task[Any]] = set()
@@ -127,10 +137,12 @@ class Gateway:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                self.upkeep.start()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 if self._drain is not None:
                     await asyncio.shield(self._drain)
+                await self.upkeep.stop()
                 await self.wheel.aclose()
                 await send({"type": "lifespan.shutdown.complete"})
                 return

@@ -69,6 +69,8 @@ _FINISH: dict[str, FinishReason] = {
     "function_call": "tool_calls",
     "content_filter": "content_filter",
 }
+#: OpenRouter's 402 ``metadata.limit_source`` values that mean "out of credit" (not transient).
+LIMIT_SOURCES = ("openrouter_key_limit", "openrouter_credits")
 _CONTEXT = ("context_length_exceeded", "maximum context length", "input token count")
 _FILTERED = ("content_policy_violation", "refusal", "content_filter")
 # Words in error.type / error.code / metadata.error_type -> HTTP status, for in-band errors without a numeric code.
@@ -220,6 +222,10 @@ def classify(
             cls = KeyInvalid
     elif status == 402 and meta.get("limit_source") == "openrouter_in_flight_budget":
         cls = RateLimited  # transient: OpenRouter's budget for requests in flight
+    elif status == 402 and as_str(meta.get("limit_source")) in LIMIT_SOURCES:
+        # The key's own cap (out until its limit_reset) or the account's credits (out): the rule
+        # book and the credit monitor tell them apart by this tag (keywheel.ops.credits).
+        message = f"{message} [{as_str(meta.get('limit_source'))}]"
     elif status == 403 and ("reasons" in meta or "flagged_input" in meta):
         cls = ContentFiltered  # OpenRouter moderation
     elif status == 429 and "insufficient_quota" in kinds:
