@@ -222,10 +222,6 @@ def classify(
             cls = KeyInvalid
     elif status == 402 and meta.get("limit_source") == "openrouter_in_flight_budget":
         cls = RateLimited  # transient: OpenRouter's budget for requests in flight
-    elif status == 402 and as_str(meta.get("limit_source")) in LIMIT_SOURCES:
-        # The key's own cap (out until its limit_reset) or the account's credits (out): the rule
-        # book and the credit monitor tell them apart by this tag (keywheel.ops.credits).
-        message = f"{message} [{as_str(meta.get('limit_source'))}]"
     elif status == 403 and ("reasons" in meta or "flagged_input" in meta):
         cls = ContentFiltered  # OpenRouter moderation
     elif status == 429 and "insufficient_quota" in kinds:
@@ -235,7 +231,11 @@ def classify(
     request_id = (
         header(headers, "x-request-id") or header(headers, "x-generation-id") or as_str(as_dict(payload).get("id"))
     )
-    return cls(message, status=status, request_id=request_id or None, retry_after=retry_after, body=body)
+    error = cls(message, status=status, request_id=request_id or None, retry_after=retry_after, body=body)
+    if isinstance(error, QuotaExhausted) and as_str(meta.get("limit_source")) in LIMIT_SOURCES:
+        # The key's own cap (out until its limit_reset) or the account's credits (out, with a warning).
+        error.source = as_str(meta.get("limit_source"))
+    return error
 
 
 def _in_band_error(err: Mapping[str, Any], raw: bytes) -> UpstreamError:

@@ -224,7 +224,9 @@ def outcome_of(error: UpstreamError | None) -> Outcome:
         if isinstance(error, RateLimited):
             return Outcome("rate_limited", error.retry_after, error.message)
         if isinstance(error, QuotaExhausted):
-            return Outcome("quota", error.retry_after, error.message)
+            # The limit's name stays in the reason: what may bring the key back depends on it.
+            tagged = f"{error.message} [{error.source}]" if error.source else error.message
+            return Outcome("quota", error.retry_after, tagged)
         if isinstance(error, KeyInvalid):
             return Outcome("invalid", None, error.message)
         return Outcome("other", None, error.message)
