@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime
 
 import orjson
 import pytest
 
-from keywheel.ops.credits import judge, next_reset, read_key_info
+from keywheel.cli import main
+from keywheel.ops.credits import credit_line, judge, next_reset, read_key_info
 from keywheel.status import Credit
+from keywheel.testing import FakeUpstream
+from keywheel.testing._openai import echo_label
+from tests.ops.test_keys_check import secret
 
 
 def at(text: str) -> float:
@@ -90,6 +95,7 @@ def credit(limit: float | None, remaining: float | None, reset: str | None = Non
 
 
 def test_judge() -> None:
+    assert credit_line(None) == "-" and credit_line(credit(None, None)).startswith("unlimited")
     assert judge(credit(None, None), 1.0).action == "back"  # unlimited
     assert judge(credit(None, None), 1.0, "out of credit or quota: x [openrouter_credits]").action == "keep"
     assert judge(credit(10, 5), 1.0).action == "back"
@@ -99,3 +105,49 @@ def test_judge() -> None:
     empty = judge(credit(10, 0, "weekly"), 0.0)
     assert empty.action == "out" and empty.until == at("2026-12-07T00:00:00")
     assert "key limit 10 reached" in empty.reason and "resets weekly (2026-12-07 00:00 UTC)" in empty.reason
+
+
+def test_keywheel_credits_shows_each_kind_and_never_the_label(
+    fake: FakeUpstream, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    keys = {i: secret(f"test-or-{i}-") for i in (1, 2, 3)}
+    fake.set_credit(keys[1], limit=None, usage=4.0)
+    fake.set_credit(keys[2], limit=50.0, usage=5.0, limit_reset="weekly", free_used=2, is_free_tier=False)
+    fake.set_credit(keys[3], limit=10.0, usage=9.9, is_free_tier=True)
+    for i, key in keys.items():
+        monkeypatch.setenv(f"OPENROUTER_API_KEY_{i}", key)
+    monkeypatch.setenv("OPENROUTER_BASE_URL", fake.openrouter_base_url)
+    monkeypatch.setenv("GEMINI_API_KEY_1", "test-gemini-key-1")  # no credit endpoint: not listed
+    monkeypatch.setenv("GEMINI_BASE_URL", fake.gemini_base_url)
+    monkeypatch.setenv("COLUMNS", "250")
+    assert main(["--env-file", os.devnull, "credits"]) == 0
+    table = capsys.readouterr().out
+    lines = {line.split()[0]: line for line in table.splitlines() if line.strip().startswith("openrouter#")}
+    assert len(lines) == 3 and "gemini" not in table
+    assert lines["openrouter#1"].count("unlimited") == 2
+    assert "50" in lines["openrouter#2"] and "45" in lines["openrouter#2"] and "weekly" in lines["openrouter#2"]
+    assert "2/1000" in lines["openrouter#2"]
+    assert "0.1" in lines["openrouter#3"] and "yes" in lines["openrouter#3"] and "0/50" in lines["openrouter#3"]
+    assert main(["--env-file", os.devnull, "credits", "--json"]) == 0
+    out = capsys.readouterr().out
+    rows = orjson.loads(out)["keys"]
+    assert [r["credit"]["limit_remaining"] for r in rows] == [None, 45.0, pytest.approx(0.1)]
+    assert rows[0]["credit"]["unlimited"] is True and rows[2]["credit"]["is_free_tier"] is True
+    for key in keys.values():
+        for text in (table, out):
+            assert echo_label(key) not in text and key[-16:] not in text and key[:12] not in text
+
+
+def test_keywheel_credits_without_openrouter(
+    fake: FakeUpstream, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("GEMINI_API_KEY_1", "test-gemini-key-1")
+    monkeypatch.setenv("GEMINI_BASE_URL", fake.gemini_base_url)
+    assert main(["--env-file", os.devnull, "credits"]) == 0
+    assert "only OpenRouter keys" in capsys.readouterr().out
+    fake.set("test-openrouter-key-1", "invalid")
+    monkeypatch.setenv("OPENROUTER_API_KEY_1", "test-openrouter-key-1")
+    monkeypatch.setenv("OPENROUTER_BASE_URL", fake.openrouter_base_url)
+    monkeypatch.setenv("COLUMNS", "250")
+    assert main(["--env-file", os.devnull, "credits"]) == 0
+    assert "invalid" in capsys.readouterr().out
