@@ -121,6 +121,14 @@ def test_credit_unlimited_plenty_and_nearly_exhausted(
     credits = http.get(served.url + "/admin/credits", headers=ADMIN).json()["keys"]
     assert [c["fingerprint"] for c in credits] == [one["key"], two["key"], three["key"]]
     assert credits[0]["credit"]["unlimited"] and credits[2]["credit"]["limit_remaining"] == pytest.approx(0.2)
+    for body, code in ((b"{nope", 400), (b'{"provider": 5}', 400), (b"[]", 400), (b'{"provider": "nosuch"}', 404)):
+        refused = http.post(served.url + "/admin/keys/check", content=body, headers=ADMIN)
+        assert refused.status_code == code, refused.text
+    assert http.get(served.url + "/admin/keys/check", headers=ADMIN).status_code == 405
+    assert http.post(served.url + "/admin/credits", headers=ADMIN).status_code == 405
+    assert http.get(served.url + "/admin/credits").status_code == 401
+    everyone = http.post(served.url + "/admin/keys/check", headers=ADMIN).json()["results"]
+    assert len(everyone) == 3
     check = http.post(served.url + "/admin/keys/check", json={"provider": "openrouter"}, headers=ADMIN).json()
     assert [r["outcome"] for r in check["results"]] == ["ok", "ok", "ok"]
     assert all(r["detail"].startswith("credit: ") for r in check["results"])

@@ -138,9 +138,14 @@ def test_keys_check_on_a_bad_configuration(monkeypatch: pytest.MonkeyPatch, caps
     monkeypatch.setenv("GEMINI_API_KEY_1", "test-gemini-key-1")
     monkeypatch.setenv("KEYWHEEL_PROBE_TIMEOUT", "soon")
     monkeypatch.setenv("GEMINI_PROBE", "sometimes")
+    monkeypatch.setenv("KEYWHEEL_PROBE_CONCURRENCY", "2.5")
+    monkeypatch.setenv("KEYWHEEL_MIN_CREDIT", "-1")
+    monkeypatch.setenv("KEYWHEEL_PROBE_INTERVAL", "nan")
     assert main(["--env-file", os.devnull, "keys", "check"]) == 2
     err = capsys.readouterr().err
-    assert "KEYWHEEL_PROBE_TIMEOUT" in err and "GEMINI_PROBE" in err
+    for name in ("KEYWHEEL_PROBE_TIMEOUT", "GEMINI_PROBE", "KEYWHEEL_PROBE_CONCURRENCY", "KEYWHEEL_MIN_CREDIT"):
+        assert name in err
+    assert "KEYWHEEL_PROBE_INTERVAL" in err
     assert main(["--env-file", os.devnull, "credits"]) == 2
 
 
