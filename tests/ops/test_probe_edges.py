@@ -91,3 +91,25 @@ def test_edges(fake: FakeUpstream, odd_host: str) -> None:
     assert got["html"] == ("unverified", "HTTP 200 but not a JSON answer")
     assert got["big"] == ("unverified", "the probe's answer is too large")
     assert got["openrouter"] == ("unverified", "the /key answer has no data.limit")
+
+
+def test_a_probe_answer_quoting_the_key_is_redacted(fake: FakeUpstream) -> None:
+    from keywheel.calls import redactor_for
+    from tests.ops.test_keys_check import secret
+
+    key = secret("test-gemini-")
+    fake.set(key, "echo_key", part="middle")
+    settings = settings_from_env({"GEMINI_API_KEY_1": key, "GEMINI_BASE_URL": fake.gemini_base_url})
+
+    async def run() -> list[ProbeResult]:
+        transport = Transport()
+        try:
+            prober = Prober(settings, transport, redactor_for(settings).redact)
+            return await prober.probe_all(prober.keys())
+        finally:
+            await transport.aclose()
+
+    (result,) = asyncio.run(run())
+    assert result.outcome == "invalid" and "[redacted]" in result.detail
+    middle = key[(len(key) - 12) // 2 :][:12]
+    assert middle not in result.detail and all(key[i : i + 8] not in result.detail for i in range(len(key) - 7))
