@@ -113,3 +113,16 @@ def test_a_probe_answer_quoting_the_key_is_redacted(fake: FakeUpstream) -> None:
     assert result.outcome == "invalid" and "[redacted]" in result.detail
     middle = key[(len(key) - 12) // 2 :][:12]
     assert middle not in result.detail and all(key[i : i + 8] not in result.detail for i in range(len(key) - 7))
+
+
+def test_probes_run_at_most_the_concurrency_bound_at_once(fake: FakeUpstream) -> None:
+    env = {"GEMINI_BASE_URL": fake.gemini_base_url, "KEYWHEEL_PROBE_CONCURRENCY": "2"}
+    for i in range(1, 5):
+        env[f"GEMINI_API_KEY_{i}"] = f"test-gemini-key-{i}"
+        fake.set(f"test-gemini-key-{i}", "hang", seconds=0.6)
+    results = probe_all(env)
+    assert results["gemini"].outcome == "ok"
+    arrivals = sorted(r.at for r in fake.requests)
+    assert len(arrivals) == 4
+    # Two at once: the third starts only when one of the first two has answered (after its 0.6 s).
+    assert arrivals[2] - arrivals[0] >= 0.55 and arrivals[3] - arrivals[1] >= 0.55

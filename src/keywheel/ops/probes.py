@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -97,7 +98,10 @@ class Prober:
         self.redact = redact
         ops = settings.ops
         self.timeout = ops.probe_timeout
-        self._gate = asyncio.Semaphore(ops.probe_concurrency)
+        # The bound, per event loop (a semaphore belongs to one loop).
+        self._gates: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+            weakref.WeakKeyDictionary()
+        )
 
     def keys(self, provider: str | None = None) -> list[tuple[str, ApiKey]]:
         """(provider, key) of every enabled provider (or of ``provider``); ``KeyError`` if unknown."""
@@ -133,7 +137,11 @@ class Prober:
 
     async def probe(self, provider: str, key: ApiKey, *, generate: bool | None = None) -> ProbeResult:
         request, generating = self.request(provider, key, generate=generate)
-        async with self._gate:
+        loop = asyncio.get_running_loop()
+        gate = self._gates.get(loop)
+        if gate is None:
+            gate = self._gates[loop] = asyncio.Semaphore(self.settings.ops.probe_concurrency)
+        async with gate:
             started = time.perf_counter()
             try:
                 answer = await asyncio.wait_for(
