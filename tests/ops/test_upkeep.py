@@ -4,6 +4,7 @@ re-probe may clear, the generate probe, and the lease."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -120,3 +121,22 @@ def test_a_store_that_refuses_the_lease_is_not_probed(fake: FakeUpstream) -> Non
 
         asyncio.run(run())
         assert fake.requests == []
+
+
+def test_a_resting_key_is_never_probed_before_its_deadline(fake: FakeUpstream) -> None:
+    env = fake_env(fake, gemini=1, openrouter=1, anthropic=0, GEMINI_PROBE="generate", KEYWHEEL_PROBE_INTERVAL="0.01")
+    with Wheel(settings_from_env(env)) as wheel:
+        upkeep = upkeep_of(wheel)
+        (g1,) = (k.fingerprint for k in wheel.pools["gemini"].keys_nowait())
+        (o1,) = (k.fingerprint for k in wheel.pools["openrouter"].keys_nowait())
+        wheel.pools["gemini"].take_out_nowait(g1, "quota exhausted: daily", "quota", time.time() + 3600)
+        wheel.pools["openrouter"].take_out_nowait(o1, "low credit: 0.1 left of 10", "quota", time.time() + 3600)
+
+        async def run() -> None:
+            for _ in range(3):
+                assert await upkeep.recover_once() == []
+            await wheel.aclose()
+
+        asyncio.run(run())
+        assert fake.requests == []
+        assert state(wheel, "gemini", 1) == ("cooling", "quota")
