@@ -26,6 +26,8 @@ KEY_FIELDS = {
     "tokens_out",
     "avg_latency_ms",
     "in_flight",
+    "cause",  # why it is out, for machines (keywheel.state.rules)
+    "credit",  # its credit reading (OpenRouter), else null
 }
 PROVIDER_FIELDS = {"provider", "throttled_for", "breaker", "keys", "dialect", "model", "primary"}
 BREAKER_FIELDS = {"state", "failures", "open_until", "open_for", "cooloff"}

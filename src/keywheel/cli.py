@@ -525,7 +525,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = command("run", help="the main job: the gateway with the configured keys, or the demo without any")
     run.set_defaults(func=cmd_run)
+    _ops_commands(command)
     return parser
+
+
+def _ops_commands(command: Callable[..., argparse.ArgumentParser]) -> None:
+    """``keywheel keys check`` and ``keywheel credits`` (keywheel.ops.cli): run here, from the configuration."""
+    from keywheel.ops import cli as ops_cli
+
+    keys = command("keys", help="act on keys: check (probe each key with a free request)")
+    actions = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+    ops_cli.add_commands(actions, command, lambda p: _global_options(p, top=False))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -33,7 +33,7 @@ from keywheel.state.base import KeyStore, LocalStore
 from keywheel.state.factory import build_stores
 from keywheel.state.memory import MemoryStore
 from keywheel.state.rules import BreakerPolicy
-from keywheel.status import Status, provider_status
+from keywheel.status import Credit, Status, provider_status
 from keywheel.stream import EventStream
 from keywheel.transport import Transport
 from keywheel.types import ChatRequest, ChatResponse, StreamEvent
@@ -111,6 +111,7 @@ class Wheel:
         self._portal = _LoopThread()
         self._streams: weakref.WeakSet[AsyncGenerator[StreamEvent, None]] = weakref.WeakSet()  # open sync streams
         self.redactor = self.router.redactor  # strips key pieces from error texts, status and logs
+        self.credits: dict[str, Credit] = {}  # fingerprint -> the latest credit reading (keywheel.ops.credits)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, env_file: str | os.PathLike[str] | None = None) -> Wheel:
@@ -277,6 +278,7 @@ class Wheel:
                 primary=name == settings.primary,
                 redact=self.redactor.redact,
                 now=now,
+                credits=self.credits,
             )
             for name in settings.chain
         )

@@ -28,6 +28,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from keywheel.errors import ConfigError, KeywheelError
+from keywheel.ops.settings import OpsSettings, ops_settings
 from keywheel.providers import ADAPTERS, PROVIDERS, Provider, get_adapter
 from keywheel.providers.paths import check_model
 from keywheel.secrets import ApiKey
@@ -109,6 +110,7 @@ class Settings:
     metrics_public: bool = False  # gateway: /metrics without the admin key
     log_format: str = "text"  # text | json (one JSON object per log line)
     warnings: list[str] = field(default_factory=list)
+    ops: OpsSettings = field(default_factory=OpsSettings)  # key checks, recovery, credit (keywheel.ops)
 
     def secrets(self) -> list[str]:
         """Every secret value in these settings, for redaction."""
@@ -522,6 +524,8 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
     )
     _breaker_settings(env, settings, problems)
     _ops_settings(env, settings, problems)
+    settings.ops, ops_problems = ops_settings(env, providers)
+    problems.errors.update(ops_problems)
     if problems.errors:
         raise ConfigError(problems.errors)
     for warning in problems.warnings:

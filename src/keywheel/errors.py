@@ -105,7 +105,11 @@ class KeyInvalid(KeyFault):
 
 
 class QuotaExhausted(KeyFault):
-    """The key's credit or daily quota is used up.  ``retry_after`` is the reset, if known."""
+    """The key's credit or daily quota is used up.  ``retry_after`` is the reset, if known.
+    ``source`` names which limit, when the provider says (OpenRouter's 402 ``limit_source``:
+    ``openrouter_key_limit`` — the key's own cap; ``openrouter_credits`` — the account's balance)."""
+
+    source: str = ""
 
 
 class ProviderFault(UpstreamError):

@@ -32,6 +32,70 @@ class BreakerStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class Credit:
+    """What a key's provider reports of its credit (OpenRouter's ``GET /api/v1/key``) at ``read_at``.
+
+    Never the key's ``label``: OpenRouter's label echoes part of the key."""
+
+    limit: float | None  # None: unlimited
+    remaining: float | None  # None: unlimited
+    reset: str | None = None  # daily | weekly | monthly | None (never resets)
+    resets_at: float | None = None  # wall clock of the next reset (00:00 UTC; weeks start on Monday)
+    usage: float = 0.0
+    usage_daily: float | None = None
+    usage_weekly: float | None = None
+    usage_monthly: float | None = None
+    is_free_tier: bool = False
+    free_used: int | None = None  # free_model_daily_requests
+    free_limit: int | None = None
+    free_remaining: int | None = None
+    read_at: float = 0.0
+
+    @property
+    def unlimited(self) -> bool:
+        return self.limit is None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "unlimited": self.unlimited,
+            "limit": self.limit,
+            "limit_remaining": self.remaining,
+            "limit_reset": self.reset,
+            "resets_at": self.resets_at,
+            "usage": self.usage,
+            "usage_daily": self.usage_daily,
+            "usage_weekly": self.usage_weekly,
+            "usage_monthly": self.usage_monthly,
+            "is_free_tier": self.is_free_tier,
+            "free_model_daily_requests": {
+                "used": self.free_used,
+                "limit": self.free_limit,
+                "remaining": self.free_remaining,
+            },
+            "read_at": self.read_at,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Credit:
+        free = data.get("free_model_daily_requests") or {}
+        return cls(
+            limit=data.get("limit"),
+            remaining=data.get("limit_remaining"),
+            reset=data.get("limit_reset"),
+            resets_at=data.get("resets_at"),
+            usage=float(data.get("usage") or 0.0),
+            usage_daily=data.get("usage_daily"),
+            usage_weekly=data.get("usage_weekly"),
+            usage_monthly=data.get("usage_monthly"),
+            is_free_tier=bool(data.get("is_free_tier")),
+            free_used=free.get("used"),
+            free_limit=free.get("limit"),
+            free_remaining=free.get("remaining"),
+            read_at=float(data.get("read_at") or 0.0),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class KeyStatus:
     """One key, by fingerprint (never the key)."""
 
@@ -48,6 +112,8 @@ class KeyStatus:
     tokens_out: int = 0
     avg_latency_ms: float | None = None
     in_flight: int = 0
+    cause: str = ""  # why it is out, for machines: invalid | quota | operator | rate_limited | removed
+    credit: Credit | None = None  # its provider's credit reading (OpenRouter), if any
 
     def rest_for(self, now: float) -> float:
         """Seconds of rest left at wall-clock ``now`` (0.0 when not resting)."""
@@ -145,6 +211,8 @@ def _key_json(k: KeyStatus, now: float) -> dict[str, Any]:
         "tokens_out": k.tokens_out,
         "avg_latency_ms": k.avg_latency_ms,
         "in_flight": k.in_flight,
+        "cause": k.cause,
+        "credit": k.credit.to_json() if k.credit is not None else None,
     }
 
 
@@ -181,6 +249,8 @@ def _key_from_json(k: Mapping[str, Any], now: float) -> KeyStatus:
         tokens_out=int(k.get("tokens_out") or 0),
         avg_latency_ms=k.get("avg_latency_ms"),
         in_flight=int(k.get("in_flight") or 0),
+        cause=str(k.get("cause") or ""),
+        credit=Credit.from_json(k["credit"]) if k.get("credit") else None,
     )
 
 
@@ -196,6 +266,7 @@ def provider_status(
     primary: bool = False,
     redact: Callable[[str], str] = str,
     now: float,
+    credits: Mapping[str, Credit] | None = None,
 ) -> ProviderStatus:
     """One provider's status from its key pool's ``snapshot()`` taken at wall-clock ``now``.
 
@@ -216,6 +287,8 @@ def provider_status(
             tokens_out=k["tokens_out"],
             avg_latency_ms=k["avg_latency_ms"],
             in_flight=k["in_flight"],
+            cause=k.get("cause", ""),
+            credit=credits.get(k["key"]) if credits else None,
         )
         for k in snapshot["keys"]
     )

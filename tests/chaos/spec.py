@@ -104,6 +104,7 @@ FAULTS: list[Fault] = [
     # key faults: rotate to the next key at once, rest or disable this one
     Fault("rate_limit", {"retry_after": 30.0},                 **both(served("other key")), rests=True),
     Fault("quota",                                             **both(served("other key")), rests=True),
+    Fault("spend_limit",                                       **both(served("other key")), rests=True),
     Fault("invalid",                                           **both(served("other key")), rests=True),
     Fault("forbidden",                                         **both(served("other key")), rests=True,
           but={"openrouter": failed(400)}),  # OpenRouter's 403 is moderation: content filtered, a 400

@@ -82,6 +82,11 @@ class Case:
     extra: dict[str, object] = field(default_factory=dict)
 
 
+def _sourced(error: QuotaExhausted, source: str) -> QuotaExhausted:
+    error.source = source  # as the OpenAI-format adapter sets it from a 402's metadata.limit_source
+    return error
+
+
 def fellow(i: int, **changes: object) -> KeyState:
     return _caused(KeyState(f"k{i}", **changes))  # type: ignore[arg-type]
 
@@ -188,6 +193,30 @@ CASES: list[Case] = [
         others=(fellow(1, state=DISABLED, reason="off", last_rate_limited=NOW),),
     ),
     # --- quota, invalid keys
+    Case(
+        "OpenRouter 402 in-flight budget rests the key for its retry time (transient)",
+        key(),
+        RateLimited("In-flight budget exceeded", status=402, retry_after=3.0),
+        cooling(NOW + 3.0, last_rate_limited=NOW),
+    ),
+    Case(
+        "OpenRouter 402 key limit disables the key, the limit named (a credit reading sets its reset)",
+        key(),
+        _sourced(QuotaExhausted("Key limit exceeded", status=402), "openrouter_key_limit"),
+        key(state=DISABLED, reason="out of credit or quota: Key limit exceeded [openrouter_key_limit]", cause=QUOTA),
+    ),
+    Case(
+        "OpenRouter 402 account credits disables the key, the limit named",
+        key(),
+        _sourced(QuotaExhausted("Insufficient credits", status=402), "openrouter_credits"),
+        key(state=DISABLED, reason="out of credit or quota: Insufficient credits [openrouter_credits]", cause=QUOTA),
+    ),
+    Case(
+        "Anthropic spend limit with a regain date rests the key until then (a key fault)",
+        key(),
+        QuotaExhausted("You have reached your specified API usage limits.", status=400, retry_after=86400.0),
+        cooling(NOW + 86400.0, "quota exhausted: You have reached your specified API usage limits.", cause=QUOTA),
+    ),
     Case(
         "quota with a known reset rests the key until then",
         key(),

@@ -1,4 +1,5 @@
-"""``GET /status`` and ``POST /admin/keys/{add,disable,enable,remove}``: the gateway's operator routes.
+"""``GET /status``, ``POST /admin/keys/{add,disable,enable,remove,check}`` and ``GET /admin/credits``:
+the gateway's operator routes.
 
 Allowed with ``KEYWHEEL_ADMIN_KEY`` (as a bearer token or API-key header), or from a loopback
 client when none is set.  Answers carry fingerprints only, never a piece of a key.
@@ -12,6 +13,7 @@ from typing import Any, Protocol
 import orjson
 
 from keywheel.gateway.http import HttpError, Receive, Scope, Send, allow, is_loopback, presented_key, read_body, respond
+from keywheel.ops.recovery import Upkeep
 from keywheel.secrets import ApiKey
 from keywheel.status import Status
 
@@ -33,8 +35,11 @@ class KeyAdmin(Protocol):
 class Admin:
     """The operator routes of one gateway."""
 
-    def __init__(self, host: KeyAdmin, admin_key: ApiKey | None, max_body: int, body_timeout: float) -> None:
+    def __init__(
+        self, host: KeyAdmin, admin_key: ApiKey | None, max_body: int, body_timeout: float, upkeep: Upkeep | None = None
+    ) -> None:
         self.host = host
+        self.upkeep = upkeep
         self._admin_key = admin_key.reveal().encode() if admin_key is not None else None
         self.max_body, self.body_timeout = max_body, body_timeout
 
@@ -56,6 +61,8 @@ class Admin:
             allow(method, "GET")
             await respond_json(send, (await host.asnapshot()).to_json())  # typed until here, the edge
             return 200
+        if path in ("/admin/credits", "/admin/keys/check") and self.upkeep is not None:
+            return await self._upkeep(self.upkeep, method, path, receive, send)
         allow(method, "POST")
         action = path.removeprefix("/admin/keys/")
         raw = await read_body({}, receive, self.max_body, self.body_timeout)
@@ -82,6 +89,28 @@ class Admin:
         except ValueError as exc:
             raise HttpError(409, str(exc)) from None
         await respond_json(send, result)
+        return 200
+
+    async def _upkeep(self, upkeep: Upkeep, method: str, path: str, receive: Receive, send: Send) -> int:
+        """``GET /admin/credits`` and ``POST /admin/keys/check`` (optional body ``{"provider": P}``)."""
+        if path == "/admin/credits":
+            allow(method, "GET")
+            await respond_json(send, {"keys": await upkeep.credit_rows()})
+            return 200
+        allow(method, "POST")
+        raw = await read_body({}, receive, self.max_body, self.body_timeout)
+        try:
+            body = orjson.loads(raw or b"{}")
+        except orjson.JSONDecodeError:
+            raise HttpError(400, "admin body must be JSON") from None
+        provider = body.get("provider") if isinstance(body, dict) else None
+        if not isinstance(body, dict) or not isinstance(provider, str | None):
+            raise HttpError(400, 'the body of /admin/keys/check is {} or {"provider": "<name>"}')
+        try:
+            results = await upkeep.check(provider)
+        except KeyError as exc:
+            raise HttpError(404, f"not found: {exc}") from None
+        await respond_json(send, {"results": [r.to_json() for r in results]})
         return 200
 
 

@@ -62,11 +62,13 @@ from keywheel.gateway.passthrough import EMPTY, Request, builder, forwarded, loa
 from keywheel.gateway.scrape import scrape
 from keywheel.observe import KeyStateChanged, Observer, RequestFinished, access_log, key_state_log
 from keywheel.ops.metrics import metrics_for
+from keywheel.ops.recovery import Upkeep
 from keywheel.providers import FAMILIES
 from keywheel.providers._common import dumps as _dumps
 from keywheel.providers.paths import check_model
 from keywheel.router import RequestBuilder, Router
 from keywheel.secrets import ApiKey, install_log_filter
+from keywheel.status import Credit
 
 log = logging.getLogger("keywheel.access")
 errors_log = logging.getLogger("keywheel.gateway")
@@ -93,6 +95,9 @@ class Host(KeyAdmin, Protocol):
     @property
     def observer(self) -> Observer: ...
 
+    @property
+    def credits(self) -> dict[str, Credit]: ...
+
     async def aclose(self) -> None: ...
 
 
@@ -105,7 +110,12 @@ class Gateway:
         self.max_body = settings.max_body_bytes
         self.body_timeout = settings.body_timeout
         self._client_keys = [k.reveal().encode() for k in settings.gateway_keys]
-        self.admin = Admin(wheel, settings.admin_key, self.max_body, self.body_timeout)
+        router = wheel.router
+        # Key checks, background re-probes and credit readings (keywheel.ops), started with the server.
+        self.upkeep = Upkeep(
+            settings, router.pools, router.transport, router.redactor.redact, wheel.observer, wheel.credits
+        )
+        self.admin = Admin(wheel, settings.admin_key, self.max_body, self.body_timeout, self.upkeep)
         self.openai, self.anthropic, self.gemini = DIALECTS["openai"], DIALECTS["anthropic"], DIALECTS["gemini"]
         # Shutdown: the handlers in flight, the ones cut at the drain deadline, the drain itself.
         self._inflight: set[asyncio.Task[Any]] = set()
@@ -131,10 +141,12 @@ class Gateway:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                self.upkeep.start()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 if self._drain is not None:
                     await asyncio.shield(self._drain)
+                await self.upkeep.stop()
                 await self.wheel.aclose()
                 await send({"type": "lifespan.shutdown.complete"})
                 return

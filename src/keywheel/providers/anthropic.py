@@ -9,7 +9,9 @@ errors.  Pure: never sends anything, never puts a key anywhere but a header.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from keywheel.errors import (
@@ -95,6 +97,24 @@ _TOOL_CHOICE: dict[str, dict[str, str]] = {
 # Out of credit rather than out of rate: z.ai's 429 {"type":"1113","message":"Insufficient balance … recharge"},
 # a tier's monthly spend cap, and the 400 for a spend limit the organization set itself.
 _OUT_OF_CREDIT = re.compile(r"balance|recharge|credit|spend|billing|per month|monthly|usage limit", re.IGNORECASE)
+
+
+# A spend limit the organization set: "... You will regain access on 2026-12-01 at 00:00 UTC."
+_REGAIN = re.compile(r"regain access on (\d{4}-\d{2}-\d{2})(?:(?: at |T)(\d{1,2}):(\d{2}))?", re.IGNORECASE)
+
+
+def regain_after(message: str, now: float | None = None) -> float | None:
+    """Seconds until the date a spend-limit message says access returns (UTC), if it names one."""
+    match = _REGAIN.search(message)
+    if match is None:
+        return None
+    day, hour, minute = match.groups()
+    try:
+        when = datetime.strptime(f"{day} {hour or 0}:{minute or 0}", "%Y-%m-%d %H:%M").replace(tzinfo=UTC)
+    except ValueError:
+        return None
+    left = when.timestamp() - (time.time() if now is None else now)
+    return left if left > 0 else None
 
 
 def _auth_headers(key: ApiKey) -> dict[str, str]:
@@ -215,7 +235,7 @@ def classify(status: int, headers: Mapping[str, str], body: bytes) -> UpstreamEr
     elif status == 429 and explicit is None and credit_words:
         cls = QuotaExhausted  # the tier's monthly spend cap comes without retry-after
     if cls is QuotaExhausted and explicit is None:
-        retry_after = None  # window resets say nothing about when credit returns
+        retry_after = regain_after(message)  # window resets say nothing about when credit returns
     return cls(message, status=status, request_id=_request_id(headers, payload), retry_after=retry_after, body=body)
 
 

@@ -12,7 +12,7 @@ default base URL and model, key shape, model families — plus one line in
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -117,3 +117,7 @@ class Provider:
     families: tuple[str, ...] = ()  # bare model names starting so go to it: ("claude",)
     token_var: str | None = None  # a variable holding a bearer token instead of a key
     env_headers: tuple[tuple[str, str], ...] = ()  # (variable, header): static headers taken from the environment
+    # The free request proving a key works (``keywheel keys check``, the gateway's re-probe);
+    # None: the adapter's ``probe_request`` (a model listing).
+    probe: Callable[[Endpoint, ApiKey], HttpRequest] | None = None
+    probe_reads_credit: bool = False  # its probe's answer is a credit reading (OpenRouter's /key)

@@ -69,6 +69,8 @@ _FINISH: dict[str, FinishReason] = {
     "function_call": "tool_calls",
     "content_filter": "content_filter",
 }
+#: OpenRouter's 402 ``metadata.limit_source`` values that mean "out of credit" (not transient).
+LIMIT_SOURCES = ("openrouter_key_limit", "openrouter_credits")
 _CONTEXT = ("context_length_exceeded", "maximum context length", "input token count")
 _FILTERED = ("content_policy_violation", "refusal", "content_filter")
 # Words in error.type / error.code / metadata.error_type -> HTTP status, for in-band errors without a numeric code.
@@ -229,7 +231,11 @@ def classify(
     request_id = (
         header(headers, "x-request-id") or header(headers, "x-generation-id") or as_str(as_dict(payload).get("id"))
     )
-    return cls(message, status=status, request_id=request_id or None, retry_after=retry_after, body=body)
+    error = cls(message, status=status, request_id=request_id or None, retry_after=retry_after, body=body)
+    if isinstance(error, QuotaExhausted) and as_str(meta.get("limit_source")) in LIMIT_SOURCES:
+        # The key's own cap (out until its limit_reset) or the account's credits (out, with a warning).
+        error.source = as_str(meta.get("limit_source"))
+    return error
 
 
 def _in_band_error(err: Mapping[str, Any], raw: bytes) -> UpstreamError:

@@ -208,6 +208,20 @@ class SharedStore:
     async def enable(self, fingerprint: str) -> None:
         await self._admin(lambda: self.redis.enable(fingerprint), lambda s: s.enable_nowait(fingerprint))
 
+    async def recover(self, fingerprint: str, cause: str) -> bool:
+        got = await self._call(
+            lambda: self.redis.recover(fingerprint, cause), lambda s: s.recover_nowait(fingerprint, cause), False
+        )
+        if self._down_failing:
+            raise self._unavailable()
+        return got
+
+    async def take_out(self, fingerprint: str, reason: str, cause: str, until: float | None = None) -> None:
+        await self._admin(
+            lambda: self.redis.take_out(fingerprint, reason, cause, until),
+            lambda s: s.take_out_nowait(fingerprint, reason, cause, until),
+        )
+
     async def add(self, key: ApiKey) -> None:
         await self.redis.add(key)
         if self.local is not None:

@@ -260,6 +260,30 @@ class MemoryStore:
             self._into_ring(rec)
             self._decided([rec], False)
 
+    def recover_nowait(self, fingerprint: str, cause: str) -> bool:
+        """Back in rotation if still out for ``cause`` (:func:`keywheel.state.rules.recover`)."""
+        with self._lock:
+            rec = self._find(fingerprint)
+            new = rules.recover(rec.rule, cause)
+            if new is None:
+                return False
+            rec.rule = new
+            self._into_ring(rec)
+            self._decided([rec], False)
+            return True
+
+    def take_out_nowait(self, fingerprint: str, reason: str, cause: str, until: float | None = None) -> None:
+        """Out of rotation for ``cause`` (:func:`keywheel.state.rules.take_out`)."""
+        with self._lock:
+            rec = self._find(fingerprint)
+            old, rec.rule = rec.rule, rules.take_out(rec.rule, reason, cause, until)
+            new = rec.rule
+            if new.state == COOLING and (old.state != COOLING or old.until != new.until):
+                self._seq += 1
+                heapq.heappush(self._cooling, (new.until, self._seq, rec))
+            if new is not old:
+                self._decided([rec], False)
+
     def add_nowait(self, key: ApiKey) -> None:
         with self._lock:
             if key.fingerprint in self._keys:
@@ -339,6 +363,15 @@ class MemoryStore:
     async def enable(self, fingerprint: str) -> None:
         self.enable_nowait(fingerprint)
 
+    async def recover(self, fingerprint: str, cause: str) -> bool:
+        return self.recover_nowait(fingerprint, cause)
+
+    async def take_out(self, fingerprint: str, reason: str, cause: str, until: float | None = None) -> None:
+        self.take_out_nowait(fingerprint, reason, cause, until)
+
+    async def lease(self, name: str, seconds: float) -> bool:  # noqa: ARG002 — one process: always its own
+        return True
+
     async def add(self, key: ApiKey) -> None:
         self.add_nowait(key)
 
@@ -347,9 +380,6 @@ class MemoryStore:
 
     async def snapshot(self) -> dict[str, Any]:
         return self.snapshot_nowait()
-
-    async def lease(self, name: str, seconds: float) -> bool:  # noqa: ARG002 — one process: no other holder
-        return True
 
 
 _NO_GROUP = Group()
@@ -385,6 +415,7 @@ def _key_view(rec: _Key, now: float) -> dict[str, Any]:
         "key": rec.key.fingerprint,
         "state": state,
         "reason": rule.reason if state != ACTIVE else "",
+        "cause": rule.cause if state != ACTIVE else "",
         "cooldown_remaining": round(remaining, 3),
         "requests": s.requests,
         "successes": s.successes,

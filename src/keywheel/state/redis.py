@@ -309,6 +309,18 @@ class RedisStore:
         conn = await self._ready()
         await conn.wire.run(ADMIN, [self._name(self._id_of(fingerprint))], ["enable", ""])
 
+    async def recover(self, fingerprint: str, cause: str) -> bool:
+        """Back in rotation if still out for ``cause`` (:func:`keywheel.state.rules.recover`, in Lua)."""
+        conn = await self._ready()
+        got = await conn.wire.run(ADMIN, [self._name(self._id_of(fingerprint))], ["recover", "", cause])
+        return bool(got == "recovered")
+
+    async def take_out(self, fingerprint: str, reason: str, cause: str, until: float | None = None) -> None:
+        """Out of rotation for ``cause`` (:func:`keywheel.state.rules.take_out`, in Lua)."""
+        conn = await self._ready()
+        args = ["take_out", reason, cause, "" if until is None else repr(until)]
+        await conn.wire.run(ADMIN, [self._name(self._id_of(fingerprint))], args)
+
     async def add(self, key: ApiKey) -> None:
         """Serve ``key`` from this replica too (its shared state, if another replica has it, stays)."""
         await self._ready()
@@ -474,7 +486,7 @@ def _key_view(fingerprint: str, f: Mapping[str, str], in_flight: int, now: float
 
 def _reason(kind: str, error: UpstreamError | None) -> str:
     """The reason the rules give a key for ``kind`` (cut in Python: Lua would cut inside a character)."""
-    message = error.message if error is not None else ""
+    message = rules.outcome_of(error).message  # as the rules word it (a 402's limit named)
     if kind == "rate_limited":
         return "rate limited"
     if kind == "quota":

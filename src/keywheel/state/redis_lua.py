@@ -234,6 +234,22 @@ if ARGV[1] == 'disable' then
   redis.call('HSET', KEYS[1], 's', 'disabled', 'r', ARGV[2], 'u', '0', 'c', 'operator')
 elseif ARGV[1] == 'enable' then
   redis.call('HSET', KEYS[1], 's', 'active', 'r', '', 'u', '0', 'b', '0', 'c', '')
+elseif ARGV[1] == 'recover' then
+  -- rules.recover: back only when still out for the cause a probe cleared (invalid, quota)
+  local cause = redis.call('HGET', KEYS[1], 'c') or ''
+  if before == 'active' or cause ~= ARGV[3] or (cause ~= 'invalid' and cause ~= 'quota') then return '' end
+  redis.call('HSET', KEYS[1], 's', 'active', 'r', '', 'u', '0', 'b', '0', 'c', '')
+  return 'recovered'
+elseif ARGV[1] == 'take_out' then
+  -- rules.take_out: ARGV 2 reason, 3 cause, 4 until ('' : disabled until something clears it);
+  -- an operator's disable and a removal stand
+  local cause = redis.call('HGET', KEYS[1], 'c') or ''
+  if before == 'disabled' and (cause == 'operator' or cause == 'removed') then return before end
+  if ARGV[4] == '' then
+    redis.call('HSET', KEYS[1], 's', 'disabled', 'r', ARGV[2], 'u', '0', 'c', ARGV[3])
+  else
+    redis.call('HSET', KEYS[1], 's', 'cooling', 'r', ARGV[2], 'u', ARGV[4], 'c', ARGV[3])
+  end
 end
 return before
 """

@@ -224,7 +224,9 @@ def outcome_of(error: UpstreamError | None) -> Outcome:
         if isinstance(error, RateLimited):
             return Outcome("rate_limited", error.retry_after, error.message)
         if isinstance(error, QuotaExhausted):
-            return Outcome("quota", error.retry_after, error.message)
+            # The limit's name stays in the reason: what may bring the key back depends on it.
+            tagged = f"{error.message} [{error.source}]" if error.source else error.message
+            return Outcome("quota", error.retry_after, tagged)
         if isinstance(error, KeyInvalid):
             return Outcome("invalid", None, error.message)
         return Outcome("other", None, error.message)
@@ -327,6 +329,30 @@ def disable(key: KeyState, reason: str, cause: str = OPERATOR) -> KeyState:
 def enable(key: KeyState) -> KeyState:
     """An operator's enable: active at once, with no rest and no backoff."""
     return replace(key, state=ACTIVE, reason="", until=0.0, backoff=0.0, cause="")
+
+
+#: Causes a probe may look into; the others (an operator's action, a removal) heal only by hand.
+PROBED_CAUSES = frozenset({INVALID, QUOTA})
+
+
+def recover(key: KeyState, cause: str) -> KeyState | None:
+    """``key`` back in rotation (as :func:`enable`: no rest, no backoff) when it is still out for
+    ``cause`` — what a probe saw cleared — else ``None``: it is active, or out for another reason
+    (an operator disabled it meanwhile), which this evidence does not clear."""
+    if key.state == ACTIVE or key.cause != cause or cause not in PROBED_CAUSES:
+        return None
+    return enable(key)
+
+
+def take_out(key: KeyState, reason: str, cause: str, until: float | None = None) -> KeyState:
+    """``key`` out of rotation for ``cause``: until ``until`` (a known reset, e.g. OpenRouter's
+    ``limit_reset``: it rests and comes back by itself), else disabled until something clears it.
+    An operator's disable and a removal stand: no reading overrides them."""
+    if key.state == DISABLED and key.cause in (OPERATOR, REMOVED):
+        return key
+    if until is None:
+        return disable(key, reason, cause)
+    return replace(key, state=COOLING, until=until, reason=reason, cause=cause)
 
 
 def limited_recently(key: KeyState, now: float, rules: Rules) -> bool:

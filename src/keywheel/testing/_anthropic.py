@@ -188,6 +188,13 @@ class AnthropicDialect(Dialect):
                 "Please go to Plans & Billing to upgrade or purchase credits."
             )
             return _error(402, "billing_error", message)
+        if kind == "spend_limit":
+            if behaviour.text("shape") == "429":  # the tier's monthly spend cap: no retry timing at all
+                message = "You have reached your monthly usage limit for your API usage tier."
+                return _error(429, "rate_limit_error", message)
+            until = behaviour.text("until")
+            message = f"You have reached your specified API usage limits. You will regain access on {until}."
+            return _error(400, "invalid_request_error", message)
         if kind == "invalid":
             return _error(401, "authentication_error", "invalid x-api-key")
         if kind == "forbidden":

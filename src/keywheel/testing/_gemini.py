@@ -202,6 +202,8 @@ class GeminiDialect(Dialect):
         return [Frame((b"," if turn.sent else b"") + b"\r\n" + orjson.dumps(error)), Frame(b"\r\n]")]
 
     def error(self, behaviour: Behaviour, incoming: Incoming) -> Answer:
+        if behaviour.kind == "spend_limit":  # Anthropic's spend caps; elsewhere a plain quota
+            behaviour = Behaviour.build("quota", {})
         kind = behaviour.kind
         model = model_in(incoming.path) or "gemini-2.5-flash"
         if kind == "rate_limit":

@@ -46,13 +46,27 @@ OPENAI_OVERLOADED = "The engine is currently overloaded, please try again later.
 
 @dataclass(frozen=True, slots=True)
 class KeyCredit:
-    """What OpenRouter's ``GET /api/v1/key`` reports for one key (``limit=None``: no cap)."""
+    """What OpenRouter's ``GET /api/v1/key`` reports for one key (``limit=None``: no cap).
+
+    ``usage_*`` default to ``usage``; ``label=None`` echoes part of the key, as OpenRouter's does
+    (``sk-or-v1-abc...xyz``), so a test can prove the label never leaves keywheel."""
 
     limit: float | None = None
     usage: float = 0.0
     usage_daily: float | None = None
     is_free_tier: bool = False
-    label: str = "fake key"
+    label: str | None = None
+    limit_reset: str | None = None  # daily | weekly | monthly | None
+    limit_remaining: float | None = None  # None: limit - usage (when limited)
+    usage_weekly: float | None = None
+    usage_monthly: float | None = None
+    free_used: int = 0  # free_model_daily_requests.used
+    free_limit: int | None = None  # None: 50 on the free tier, else 1000
+
+
+def echo_label(key: str) -> str:
+    """OpenRouter's label: the key's first part and last three characters."""
+    return f"{key[: max(len(key) - 6, 8)]}...{key[-3:]}"
 
 
 def _openai_error(status: int, message: str, kind: str, code: str | None, param: str | None = None) -> Answer:
@@ -242,6 +256,8 @@ class OpenAIDialect(Dialect):
 
     def error(self, behaviour: Behaviour, incoming: Incoming) -> Answer:
         model = incoming.body.get("model") if isinstance(incoming.body, dict) else None
+        if behaviour.kind == "spend_limit":  # Anthropic's spend caps; elsewhere a plain quota
+            behaviour = Behaviour.build("quota", {})
         if self.openrouter:
             return self._openrouter(behaviour, model)
         kind = behaviour.kind
@@ -357,21 +373,23 @@ class OpenAIDialect(Dialect):
         return Answer(200, {"id": name, "object": "model", "created": CREATED, "owned_by": owner})
 
     @staticmethod
-    def key_info(credit: KeyCredit) -> Answer:
+    def key_info(credit: KeyCredit, key: str = "") -> Answer:
         """OpenRouter's ``GET /api/v1/key`` body for one key."""
-        remaining = None if credit.limit is None else max(0.0, credit.limit - credit.usage)
+        remaining = credit.limit_remaining
+        if remaining is None and credit.limit is not None:
+            remaining = max(0.0, credit.limit - credit.usage)
         daily = credit.usage if credit.usage_daily is None else credit.usage_daily
-        free_limit = 50 if credit.is_free_tier else 1000
+        free_limit = credit.free_limit if credit.free_limit is not None else (50 if credit.is_free_tier else 1000)
         data = {
-            "label": credit.label,
+            "label": credit.label if credit.label is not None else echo_label(key),
             "limit": credit.limit,
-            "limit_reset": None,
-            "limit_remaining": remaining,
+            "limit_reset": credit.limit_reset,
+            "limit_remaining": None if credit.limit is None else remaining,
             "include_byok_in_limit": False,
             "usage": credit.usage,
             "usage_daily": daily,
-            "usage_weekly": credit.usage,
-            "usage_monthly": credit.usage,
+            "usage_weekly": credit.usage if credit.usage_weekly is None else credit.usage_weekly,
+            "usage_monthly": credit.usage if credit.usage_monthly is None else credit.usage_monthly,
             "byok_usage": 0,
             "byok_usage_daily": 0,
             "byok_usage_weekly": 0,
@@ -380,7 +398,11 @@ class OpenAIDialect(Dialect):
             "is_management_key": False,
             "is_provisioning_key": False,
             "expires_at": None,
-            "free_model_daily_requests": {"used": 0, "limit": free_limit, "remaining": free_limit},
+            "free_model_daily_requests": {
+                "used": credit.free_used,
+                "limit": free_limit,
+                "remaining": max(free_limit - credit.free_used, 0),
+            },
             "rate_limit": {"requests": -1, "interval": "10s", "note": "This field is deprecated and safe to ignore."},
         }
         return Answer(200, {"data": data})

@@ -153,7 +153,7 @@ class FakeApp:
         if endpoint == "model":
             return _respond(dialect.model(request.match_info["target"]))
         if endpoint == "key":
-            return _respond(OpenAIDialect.key_info(self.state.credit(key)))
+            return _respond(OpenAIDialect.key_info(self.state.credit(key), key))
         if endpoint == "count":
             return _respond(dialect.count(incoming))
         problem = dialect.check(incoming)

@@ -29,6 +29,9 @@ KINDS: Mapping[str, Mapping[str, tuple[tuple[type, ...], object]]] = {
     "rate_limit": {"retry_after": ((*_Number, _Maybe), 1.0), "style": ((str, _Maybe), None)},
     "quota": {"retry_after": ((*_Number, _Maybe), None), "limit_source": ((str,), "openrouter_credits")},
     "invalid": {},
+    # Anthropic's spend caps: shape "400" (a limit the organization set: "... regain access on
+    # <until>") or "429" (the tier's monthly cap: a rate_limit_error without retry timing)
+    "spend_limit": {"shape": ((str,), "400"), "until": ((str,), "2030-01-01 at 00:00 UTC")},
     "forbidden": {},
     "not_found": {},
     "server_error": {},
@@ -71,6 +74,7 @@ ERROR_KINDS = frozenset(
     {
         "rate_limit",
         "quota",
+        "spend_limit",
         "invalid",
         "forbidden",
         "not_found",

@@ -154,10 +154,29 @@ class FakeUpstream:
         usage: float = 0.0,
         usage_daily: float | None = None,
         is_free_tier: bool = False,
-        label: str = "fake key",
+        label: str | None = None,
+        limit_reset: str | None = None,
+        limit_remaining: float | None = None,
+        usage_weekly: float | None = None,
+        usage_monthly: float | None = None,
+        free_used: int = 0,
+        free_limit: int | None = None,
     ) -> None:
-        """What OpenRouter's ``GET /api/v1/key`` reports for ``key`` (``limit=None``: unlimited)."""
-        credit = KeyCredit(limit=limit, usage=usage, usage_daily=usage_daily, is_free_tier=is_free_tier, label=label)
+        """What OpenRouter's ``GET /api/v1/key`` reports for ``key`` (``limit=None``: unlimited;
+        ``limit_remaining=None``: ``limit - usage``; ``label=None``: part of the key, as OpenRouter's)."""
+        credit = KeyCredit(
+            limit=limit,
+            usage=usage,
+            usage_daily=usage_daily,
+            is_free_tier=is_free_tier,
+            label=label,
+            limit_reset=limit_reset,
+            limit_remaining=limit_remaining,
+            usage_weekly=usage_weekly,
+            usage_monthly=usage_monthly,
+            free_used=free_used,
+            free_limit=free_limit,
+        )
         self._state.set_credit(key, credit)
 
     def reset(self) -> None:
