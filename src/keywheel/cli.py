@@ -16,7 +16,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from keywheel.client import Wheel
-from keywheel.config import load_env
+from keywheel.config import config_source, load_env
 from keywheel.errors import ConfigError, KeywheelError
 from keywheel.logs import configure_logging
 from keywheel.render import key_table
@@ -366,7 +366,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
     if args.workers > 1:
         wheel.close()
-    app = Gateway(wheel) if args.workers <= 1 else None
+    app = Gateway(wheel, config_source(args.env_file)) if args.workers <= 1 else None
     try:
         serve(
             app,

@@ -16,19 +16,20 @@ import threading
 import time
 import weakref
 from collections.abc import AsyncGenerator, Callable, Coroutine, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, TypeVar
 
 import aiohttp
 
 from keywheel.calls import Target, chat_response
-from keywheel.config import Settings, load_env, settings_from_env
+from keywheel.config import ProviderConfig, Settings, load_env, settings_from_env
 from keywheel.errors import BadRequest
 from keywheel.messages import from_openai, tool_choice_from_openai, tools_from_openai
 from keywheel.observe import Observer, Subscriber, watch_keys
 from keywheel.providers import get_adapter
 from keywheel.router import Router, translated
-from keywheel.secrets import ApiKey
+from keywheel.secrets import ApiKey, Redactor
 from keywheel.state.memory import MemoryStore
 from keywheel.state.rules import BreakerPolicy
 from keywheel.status import Status, provider_status
@@ -100,9 +101,7 @@ class Wheel:
     def __init__(self, settings: Settings, *, transport: Transport | None = None) -> None:
         self.settings = settings
         self.pools: dict[str, MemoryStore] = {
-            name: MemoryStore(name, cfg.keys, breaker=_breaker_policy(settings))
-            for name, cfg in settings.providers.items()
-            if cfg.enabled
+            name: self._new_pool(settings, cfg) for name, cfg in settings.providers.items() if cfg.enabled
         }
         self.transport = transport or Transport()
         self.observer = Observer()
@@ -110,6 +109,11 @@ class Wheel:
         self._portal = _LoopThread()
         self._streams: weakref.WeakSet[AsyncGenerator[StreamEvent, None]] = weakref.WeakSet()  # open sync streams
         self.redactor = self.router.redactor  # strips key pieces from error texts, status and logs
+
+    @staticmethod
+    def _new_pool(settings: Settings, cfg: ProviderConfig) -> MemoryStore:
+        """The key store of one enabled provider (at start, and for a provider a reload adds)."""
+        return MemoryStore(cfg.name, cfg.keys, breaker=_breaker_policy(settings))
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, env_file: str | os.PathLike[str] | None = None) -> Wheel:
@@ -321,6 +325,56 @@ class Wheel:
         cfg.keys.append(api_key)
         return api_key.fingerprint
 
+    def reload(self, settings: Settings) -> Reloaded:
+        """Swap in ``settings`` (a configuration read again): new calls use it at once.
+
+        Calls in flight finish on the router they started with (the old configuration).
+        A key that stays (same provider and value) keeps its state and counters under its
+        old fingerprint; a removed key leaves its pool at once (no new request gets it); an
+        added key joins its provider's rotation.  A provider that appears gets a fresh pool,
+        one that goes is dropped.  Keys added at run time (:meth:`add_key`) that the new
+        configuration does not name are removed too: the configuration is the truth.
+        Every secret of the old configuration stays known to the redactor.
+        Runs without an ``await``: on the gateway's loop the swap is atomic."""
+        pools: dict[str, MemoryStore] = {}
+        added: list[str] = []
+        removed: list[str] = []
+        kept = 0
+        for name, cfg in settings.providers.items():
+            if not cfg.enabled:
+                continue
+            pool = self.pools.get(name)
+            if pool is None:
+                pools[name] = self._new_pool(settings, cfg)
+                added += [k.fingerprint for k in cfg.keys]
+                continue
+            present = {k: k for k in pool.keys_nowait()}
+            wanted = set(cfg.keys)
+            for key in present:
+                if key not in wanted:
+                    pool.remove_nowait(key.fingerprint)
+                    removed.append(key.fingerprint)
+            keys: list[ApiKey] = []
+            for key in cfg.keys:
+                if key in present:
+                    keys.append(present[key])  # the same object: its fingerprint, state and counters stay
+                    kept += 1
+                else:
+                    pool.add_nowait(key)
+                    keys.append(key)
+                    added.append(key.fingerprint)
+            cfg.keys = keys
+            pools[name] = pool
+        for name, pool in self.pools.items():
+            if name not in pools:
+                removed += [k.fingerprint for k in pool.keys_nowait()]
+        redactor = self.redactor
+        public = Redactor.for_settings((), [(c.name, c.base_url, c.model) for c in settings.providers.values()])
+        redactor.update(redactor.secrets() + settings.secrets(), redactor.public() + public.public())
+        router = Router(settings, pools, self.transport, redactor=self.redactor, observer=self.observer)
+        self.settings, self.pools, self.router = settings, pools, router
+        return Reloaded(added, removed, kept, list(settings.chain))
+
     def asgi_app(self) -> Any:
         """This wheel as an ASGI app speaking the OpenAI, Anthropic and Gemini dialects.
 
@@ -372,6 +426,19 @@ class Wheel:
     ) -> None:
         await self.aclose()
         self.close()
+
+
+@dataclass(frozen=True, slots=True)
+class Reloaded:
+    """What :meth:`Wheel.reload` changed: keys by fingerprint, and the new chain."""
+
+    added: list[str]
+    removed: list[str]
+    kept: int
+    chain: list[str]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"reloaded": True, "added": self.added, "removed": self.removed, "kept": self.kept, "chain": self.chain}
 
 
 def _close_sessions_now(transport: Transport) -> None:

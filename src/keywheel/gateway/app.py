@@ -31,6 +31,7 @@ import asyncio
 import hmac
 import logging
 import time
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import orjson
@@ -38,7 +39,7 @@ import orjson
 from keywheel.calls import Served, Target, chat_response
 from keywheel.config import Settings
 from keywheel.errors import KeywheelError, RequestFault, ShuttingDown, UpstreamError
-from keywheel.gateway.admin import Admin, KeyAdmin
+from keywheel.gateway.admin import Admin, KeyAdmin, Summary
 from keywheel.gateway.dialects import DIALECTS, Dialect
 from keywheel.gateway.http import (
     HttpError,
@@ -59,6 +60,7 @@ from keywheel.gateway.http import header_list as _header_list
 from keywheel.gateway.http import presented_key as _presented_key
 from keywheel.gateway.http import respond as _respond
 from keywheel.gateway.passthrough import EMPTY, Request, builder, forwarded, loads, lost_ints
+from keywheel.gateway.reload import listen_for_sighup, reload
 from keywheel.observe import Observer, RequestFinished, access_log
 from keywheel.providers import FAMILIES
 from keywheel.providers._common import dumps as _dumps
@@ -93,17 +95,20 @@ class Host(KeyAdmin, Protocol):
 
     async def aclose(self) -> None: ...
 
+    def reload(self, settings: Settings) -> Summary: ...  # keywheel.Wheel.reload
+
 
 class Gateway:
-    """The ASGI application.  ``Gateway(wheel)``; one per process (or mounted in-process)."""
+    """The ASGI application.  ``Gateway(wheel)``; one per process (or mounted in-process).
 
-    def __init__(self, wheel: Host) -> None:
+    ``source``: reads the configuration again (``keywheel serve`` passes the environment as at
+    start over the env file read anew), for ``POST /admin/reload`` and SIGHUP; without it the
+    gateway cannot reload."""
+
+    def __init__(self, wheel: Host, source: Callable[[], Settings] | None = None) -> None:
         self.wheel = wheel
-        self.settings = settings = wheel.settings
-        self.max_body = settings.max_body_bytes
-        self.body_timeout = settings.body_timeout
-        self._client_keys = [k.reveal().encode() for k in settings.gateway_keys]
-        self.admin = Admin(wheel, settings.admin_key, self.max_body, self.body_timeout)
+        self.source = source
+        self.configure(wheel.settings)
         self.openai, self.anthropic, self.gemini = DIALECTS["openai"], DIALECTS["anthropic"], DIALECTS["gemini"]
         # Shutdown: the handlers in flight, the ones cut at the drain deadline, the drain itself.
         self._inflight: set[asyncio.Task[Any]] = set()
@@ -113,6 +118,18 @@ class Gateway:
         install_log_filter()  # key pieces never reach a log line from the gateway's loggers
         self.observer: Observer = wheel.observer
         self.observer.subscribe(access_log, RequestFinished)  # the access log is one subscriber
+
+    def configure(self, settings: Settings) -> None:
+        """Take the gateway's own settings (at start and on a reload)."""
+        self.settings = settings
+        self.max_body = settings.max_body_bytes
+        self.body_timeout = settings.body_timeout
+        self._client_keys = [k.reveal().encode() for k in settings.gateway_keys]
+        self.admin = Admin(self.wheel, settings.admin_key, self.max_body, self.body_timeout, self.reload)
+
+    def reload(self) -> dict[str, Any]:
+        """Read the configuration again and swap it in: what changed (:func:`keywheel.gateway.reload.reload`)."""
+        return reload(self)
 
     # ------------------------------------------------------------------ ASGI
 
@@ -127,6 +144,7 @@ class Gateway:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                listen_for_sighup(self)
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 if self._drain is not None:

@@ -1,0 +1,67 @@
+"""Reload: ``POST /admin/reload`` and SIGHUP read the configuration again and swap it in.
+
+The gateway's ``source`` reads it (``keywheel serve`` passes the environment as it was at start,
+over the env file read anew).  A configuration that fails to load is refused whole: its problems
+are logged (and answered, on the route) and the running one stays.  Otherwise the wheel takes it
+(:meth:`keywheel.Wheel.reload`: kept keys keep their state, removed ones leave rotation at once,
+added ones join it) and then the gateway its own settings (gateway keys, admin key, limits).
+Requests in flight finish on the old configuration; the next request uses the new one.  All of
+it runs without an ``await`` on the gateway's loop, so no request sees half of each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import threading
+from typing import TYPE_CHECKING, Any
+
+from keywheel.errors import ConfigError
+from keywheel.gateway.http import HttpError
+
+if TYPE_CHECKING:
+    from keywheel.gateway.app import Gateway
+
+log = logging.getLogger("keywheel.gateway")
+
+
+def reload(gateway: Gateway) -> dict[str, Any]:
+    """Read the configuration again and swap it in; what changed.  :class:`ConfigError` when it
+    fails to load (nothing changes).  The listening address, the worker count and KEYWHEEL_STATE
+    need a restart."""
+    if gateway.source is None:
+        raise HttpError(409, "this gateway has no configuration to read again (not started by keywheel serve)")
+    try:
+        settings = gateway.source()
+    except ConfigError as err:
+        for name, why in err.problems.items():
+            log.error("reload refused, the running configuration stays: %s: %s", name, why)
+        raise
+    if settings.state != gateway.settings.state:
+        log.warning("reload: KEYWHEEL_STATE changed; that takes effect only on a restart")
+    summary = gateway.wheel.reload(settings).to_json()
+    gateway.configure(settings)
+    log.info(
+        "configuration reloaded: %d key(s) added, %d removed, %d kept; chain %s",
+        len(summary["added"]),
+        len(summary["removed"]),
+        summary["kept"],
+        " → ".join(settings.chain),
+    )
+    return summary
+
+
+def on_sighup(gateway: Gateway) -> None:
+    log.info("SIGHUP: reading the configuration again")
+    with contextlib.suppress(ConfigError):  # logged by reload(); the running configuration stays
+        reload(gateway)
+
+
+def listen_for_sighup(gateway: Gateway) -> None:
+    """SIGHUP reloads, when ``gateway`` can reload and runs on the main thread's loop."""
+    if gateway.source is None or threading.current_thread() is not threading.main_thread():
+        return
+    with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # no signals on this loop
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, on_sighup, gateway)
