@@ -32,6 +32,24 @@ class BreakerStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class Recent:
+    """A key's requests and failures over a rolling period (the last hour, the last day)."""
+
+    requests: int = 0
+    failures: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Minute:
+    """One minute of a provider's traffic (its chart): from ``at`` (wall clock), the mean latency."""
+
+    at: float
+    requests: int = 0
+    failures: int = 0
+    latency_ms: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class KeyStatus:
     """One key, by fingerprint (never the key)."""
 
@@ -48,6 +66,9 @@ class KeyStatus:
     tokens_out: int = 0
     avg_latency_ms: float | None = None
     in_flight: int = 0
+    cause: str = ""  # why it is out, for machines: invalid | quota | operator | rate_limited | removed
+    last_hour: Recent = field(default_factory=Recent)
+    last_day: Recent = field(default_factory=Recent)
 
     def rest_for(self, now: float) -> float:
         """Seconds of rest left at wall-clock ``now`` (0.0 when not resting)."""
@@ -66,6 +87,7 @@ class ProviderStatus:
     throttled_until: float | None = None  # wall clock: every key rests until then (account throttled)
     breaker: BreakerStatus = field(default_factory=BreakerStatus)
     keys: tuple[KeyStatus, ...] = ()
+    minutes: tuple[Minute, ...] = ()  # the last hour's minutes with traffic, oldest first
 
     def throttled_for(self, now: float) -> float:
         """Seconds left of the provider-level rest at wall-clock ``now``."""
@@ -127,6 +149,9 @@ def _provider_json(p: ProviderStatus, now: float) -> dict[str, Any]:
         "dialect": p.dialect,
         "model": p.model,
         "primary": p.primary,
+        "minutes": [
+            {"at": m.at, "requests": m.requests, "failures": m.failures, "latency_ms": m.latency_ms} for m in p.minutes
+        ],
     }
 
 
@@ -145,6 +170,10 @@ def _key_json(k: KeyStatus, now: float) -> dict[str, Any]:
         "tokens_out": k.tokens_out,
         "avg_latency_ms": k.avg_latency_ms,
         "in_flight": k.in_flight,
+        "cause": k.cause,
+        "until": k.rest_until,  # wall clock, while cooling: a countdown needs no second reading
+        "last_hour": {"requests": k.last_hour.requests, "failures": k.last_hour.failures},
+        "last_day": {"requests": k.last_day.requests, "failures": k.last_day.failures},
     }
 
 
@@ -163,7 +192,19 @@ def _provider_from_json(p: Mapping[str, Any], now: float) -> ProviderStatus:
             cooloff=float(b.get("cooloff") or 0.0),
         ),
         keys=tuple(_key_from_json(k, now) for k in p["keys"]),
+        minutes=tuple(_minute(m) for m in p.get("minutes") or ()),
     )
+
+
+def _minute(m: Mapping[str, Any]) -> Minute:
+    latency = m.get("latency_ms")
+    return Minute(float(m["at"]), int(m.get("requests") or 0), int(m.get("failures") or 0), latency)
+
+
+def _recent(value: Any) -> Recent:
+    if not isinstance(value, Mapping):
+        return Recent()
+    return Recent(int(value.get("requests") or 0), int(value.get("failures") or 0))
 
 
 def _key_from_json(k: Mapping[str, Any], now: float) -> KeyStatus:
@@ -171,7 +212,7 @@ def _key_from_json(k: Mapping[str, Any], now: float) -> KeyStatus:
         fingerprint=str(k["key"]),
         state=str(k["state"]),
         reason=str(k.get("reason") or ""),
-        rest_until=_until(now, float(k.get("cooldown_remaining") or 0.0)),
+        rest_until=k["until"] if k.get("until") else _until(now, float(k.get("cooldown_remaining") or 0.0)),
         requests=int(k.get("requests") or 0),
         successes=int(k.get("successes") or 0),
         failures={str(n): int(v) for n, v in (k.get("failures") or {}).items()},
@@ -181,6 +222,9 @@ def _key_from_json(k: Mapping[str, Any], now: float) -> KeyStatus:
         tokens_out=int(k.get("tokens_out") or 0),
         avg_latency_ms=k.get("avg_latency_ms"),
         in_flight=int(k.get("in_flight") or 0),
+        cause=str(k.get("cause") or ""),
+        last_hour=_recent(k.get("last_hour")),
+        last_day=_recent(k.get("last_day")),
     )
 
 
@@ -206,7 +250,7 @@ def provider_status(
             fingerprint=k["key"],
             state=k["state"],
             reason=redact(k["reason"]) if k["reason"] else "",
-            rest_until=_until(now, k["cooldown_remaining"]),
+            rest_until=k.get("until") or _until(now, k["cooldown_remaining"]),
             requests=k["requests"],
             successes=k["successes"],
             failures=dict(k["failures"]),
@@ -216,6 +260,9 @@ def provider_status(
             tokens_out=k["tokens_out"],
             avg_latency_ms=k["avg_latency_ms"],
             in_flight=k["in_flight"],
+            cause=k.get("cause") or "",
+            last_hour=_recent(k.get("last_hour")),
+            last_day=_recent(k.get("last_day")),
         )
         for k in snapshot["keys"]
     )
@@ -228,4 +275,5 @@ def provider_status(
         throttled_until=_until(now, snapshot["throttled_for"]),
         breaker=BreakerStatus(b["state"], b["failures"], b["open_until"], b["cooloff"]),
         keys=keys,
+        minutes=tuple(_minute(m) for m in snapshot.get("minutes") or ()),
     )
