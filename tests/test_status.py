@@ -59,7 +59,9 @@ def test_status_is_typed_and_its_json_keeps_the_field_names(fake: FakeUpstream) 
             first.state = "active"  # type: ignore[misc]
 
         body = wheel.status()
-        assert set(body) == {"primary", "chain", "providers"}
+        assert (
+            set(body) == {"primary", "chain", "providers", "taken_at"} and 0 <= body["taken_at"] - typed.taken_at < 60
+        )
         (provider,) = body["providers"]
         assert set(provider) == PROVIDER_FIELDS and set(provider["breaker"]) == BREAKER_FIELDS
         assert all(set(key) == KEY_FIELDS for key in provider["keys"])

@@ -111,6 +111,7 @@ class Status:
             "primary": self.primary,
             "chain": list(self.chain),
             "providers": [_provider_json(p, self.taken_at) for p in self.providers],
+            "taken_at": self.taken_at,  # wall clock: a reader's countdowns allow for its own clock's skew
         }
 
     @classmethod

@@ -59,6 +59,7 @@ from keywheel.gateway.http import allow as _allow
 from keywheel.gateway.http import header_list as _header_list
 from keywheel.gateway.http import presented_key as _presented_key
 from keywheel.gateway.http import respond as _respond
+from keywheel.gateway.page import status_page, wants_page
 from keywheel.gateway.passthrough import EMPTY, Request, builder, forwarded, loads, lost_ints
 from keywheel.gateway.reload import listen_for_sighup, reload
 from keywheel.observe import Observer, RequestFinished, access_log
@@ -289,8 +290,8 @@ class Gateway:
             _allow(method, "GET", "HEAD")
             await _respond(send, 200, b'{"status":"ok"}')
             return 200
-        if path == "/":  # clients probe it unauthenticated (Claude Code sends HEAD / on start): no data here
-            return await landing(method, send)
+        if path == "/" or path == "/status.html":  # no data here: clients probe / unauthenticated (Claude Code)
+            return await (status_page if path != "/" or wants_page(headers) else landing)(method, send)
         if path == "/status" or path.startswith("/admin/"):
             self.admin.check(scope, headers)
             return await self.admin.handle(method, path, receive, send)
