@@ -15,6 +15,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from keywheel.admin_cli import add_keys_commands, add_reload_command
+from keywheel.admin_cli import local_url as _local_url
 from keywheel.client import Wheel
 from keywheel.config import config_source, load_env
 from keywheel.errors import ConfigError, KeywheelError
@@ -186,15 +188,6 @@ def _gateway_answers(url: str) -> bool:
             return bool(resp.status == 200)
     except (OSError, ValueError):
         return False
-
-
-def _local_url(variables: dict[str, str]) -> str:
-    host = variables.get("KEYWHEEL_HOST") or "127.0.0.1"
-    if host in ("0.0.0.0", "::", ""):  # noqa: S104 — a wildcard bind is reached on loopback
-        host = "127.0.0.1"
-    if ":" in host:
-        host = f"[{host}]"
-    return f"http://{host}:{variables.get('KEYWHEEL_PORT') or 8787}"
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -498,7 +491,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = command("run", help="the main job: the gateway with the configured keys, or the demo without any")
     run.set_defaults(func=cmd_run)
+    _admin_commands(command)
     return parser
+
+
+def _admin_commands(command: Callable[..., argparse.ArgumentParser]) -> None:
+    """``keywheel keys …`` and ``keywheel reload``, against a running gateway (keywheel.admin_cli)."""
+    keys = command("keys", help="list, enable, disable, remove or add keys of the running gateway")
+    add_keys_commands(keys, lambda p: _global_options(p, top=False))
+    add_reload_command(command("reload", help="make the running gateway read its configuration again (as SIGHUP)"))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

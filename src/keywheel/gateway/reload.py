@@ -16,13 +16,30 @@ import contextlib
 import logging
 import signal
 import threading
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
+from keywheel.config import Settings
 from keywheel.errors import ConfigError
+from keywheel.gateway.admin import Summary
 from keywheel.gateway.http import HttpError
 
-if TYPE_CHECKING:
-    from keywheel.gateway.app import Gateway
+
+class _Wheel(Protocol):
+    def reload(self, settings: Settings) -> Summary: ...
+
+
+class Gateway(Protocol):
+    """What a reload needs of :class:`keywheel.gateway.app.Gateway`."""
+
+    source: Callable[[], Settings] | None
+    settings: Settings
+
+    @property
+    def wheel(self) -> _Wheel: ...
+
+    def configure(self, settings: Settings) -> None: ...
+
 
 log = logging.getLogger("keywheel.gateway")
 
