@@ -101,10 +101,7 @@ class Host(KeyAdmin, Protocol):
 
 class Gateway:
     """The ASGI application.  ``Gateway(wheel)``; one per process (or mounted in-process).
-
-    ``source``: reads the configuration again (``keywheel serve`` passes the environment as at
-    start over the env file read anew), for ``POST /admin/reload`` and SIGHUP; without it the
-    gateway cannot reload."""
+    ``source`` reads the configuration again, for reloads (:mod:`keywheel.gateway.reload`)."""
 
     def __init__(self, wheel: Host, source: Callable[[], Settings] | None = None) -> None:
         self.wheel = wheel
@@ -126,11 +123,7 @@ class Gateway:
         self.max_body = settings.max_body_bytes
         self.body_timeout = settings.body_timeout
         self._client_keys = [k.reveal().encode() for k in settings.gateway_keys]
-        self.admin = Admin(self.wheel, settings.admin_key, self.max_body, self.body_timeout, self.reload)
-
-    def reload(self) -> dict[str, Any]:
-        """Read the configuration again and swap it in: what changed (:func:`keywheel.gateway.reload.reload`)."""
-        return reload(self)
+        self.admin = Admin(self.wheel, settings.admin_key, self.max_body, self.body_timeout, lambda: reload(self))
 
     # ------------------------------------------------------------------ ASGI
 
