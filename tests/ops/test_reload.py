@@ -104,6 +104,12 @@ def test_reload_under_load_adds_and_removes_keys(fake: FakeUpstream, tmp_path: P
     assert removed.replace("…", "...") not in later  # nothing started after the reload went to the removed key
     assert later.count(added.replace("…", "...")) > 0  # the added key serves
     assert fake.count("test-gemini-key-4") > 0  # ... upstream too (the fake's log)
+    in_flight = sum(1 for started, _, _ in results if started <= reloaded_at) - 500  # started, not answered
+    print(
+        f"reload under load: 2000/2000 answered 200; {in_flight} in flight at the reload; {len(later)} started "
+        f"after it: {later.count(added.replace('…', '...'))} served by the added key, 0 by the removed one; "
+        f"the fake saw the added key {fake.count('test-gemini-key-4')} times"
+    )
     # the kept keys kept their counters across the reload: every request they ever served
     for i in (1, 2):
         fp = next(fp for fp in after if fp.startswith(f"gemini#{i} "))
