@@ -73,3 +73,28 @@ def test_the_buckets_are_bounded_to_a_day() -> None:
     store.acquire_nowait()
     store.release_nowait(key, None, 1.0)
     assert len(stats.minutes) == DAY_MINUTES and stats.minutes[-1][1] == 2
+
+
+def test_the_keys_list_table_at_80_columns_and_wide() -> None:
+    from rich.console import Console
+
+    from keywheel.render import key_list_table
+    from keywheel.status import KeyStatus, ProviderStatus, Recent, Status
+
+    now = START
+    keys = (
+        KeyStatus("gemini#1 …6cd7", "cooling", "rate limited [429]", rest_until=now + 42, last_used=now - 30),
+        KeyStatus("gemini#2 …3137", "disabled", "invalid key", last_used=now - 600, last_day=Recent(7, 2)),
+        KeyStatus("gemini#3 …35d3", "active", last_used=now - 7200, last_hour=Recent(3, 1), tokens_in=5),
+        KeyStatus("gemini#4 …404f", "active"),
+    )
+    status = Status("gemini", ("gemini",), (ProviderStatus("gemini", "gemini", "m", keys=keys),), now)
+    for width in (80, 140):
+        console = Console(width=width, record=True)
+        console.print(key_list_table(status, "keys", width))
+        text = console.export_text()
+        assert all(k.fingerprint in text for k in keys)
+        assert ("tokens" in text) == (width > 100)
+        assert "42s" in text and "30s ago" in text and "10m ago" in text and "2.0h ago" in text and "never" in text
+        assert "rate limited" in text and "[429]" in text  # markup-looking text shown as it is
+        assert "7/2" in text and "3/1" in text
