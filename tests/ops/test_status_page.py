@@ -130,6 +130,20 @@ def test_the_status_page_in_chromium(served: Served) -> None:
             expect(page.locator(f'tr[data-key="{active}"] .reason')).to_contain_text("disabled from the status page")
             assert keys(url)[active]["state"] == "disabled"
 
+            # Export: the key list as a JSON download, fingerprints only.
+            with page.expect_download() as download:
+                page.click("#export")
+            exported = json.loads(Path(download.value.path()).read_text())
+            assert {k["key"] for k in exported["keys"]} == set(states) and "test-" not in json.dumps(exported)
+
+            # Add a key with the form: a new row, and the key itself nowhere on the page.
+            page.select_option("#add-provider", "gemini")
+            page.fill("#add-key", "test-gemini-key-5")
+            page.click("#add-form button[type=submit]")
+            expect(rows).to_have_count(len(states) + 1)
+            expect(page.locator("#message")).to_contain_text("added gemini#")
+            assert page.input_value("#add-key") == ""
+
             # The admin key lives in this tab's sessionStorage, never in a cookie, never on the page.
             assert page.evaluate("sessionStorage.getItem('keywheel-admin-key')") == ADMIN_KEY
             assert page.evaluate("document.cookie") == "" and not page.context.cookies()
