@@ -28,8 +28,11 @@ KEY_FIELDS = {
     "in_flight",
     "cause",  # why it is out, for machines (keywheel.state.rules)
     "credit",  # its credit reading (OpenRouter), else null
+    "until",
+    "last_hour",
+    "last_day",
 }
-PROVIDER_FIELDS = {"provider", "throttled_for", "breaker", "keys", "dialect", "model", "primary"}
+PROVIDER_FIELDS = {"provider", "throttled_for", "breaker", "keys", "dialect", "model", "primary", "minutes"}
 BREAKER_FIELDS = {"state", "failures", "open_until", "open_for", "cooloff"}
 
 
@@ -57,11 +60,20 @@ def test_status_is_typed_and_its_json_keeps_the_field_names(fake: FakeUpstream) 
             first.state = "active"  # type: ignore[misc]
 
         body = wheel.status()
-        assert set(body) == {"primary", "chain", "providers"}
+        assert (
+            set(body) == {"primary", "chain", "providers", "taken_at"} and 0 <= body["taken_at"] - typed.taken_at < 60
+        )
         (provider,) = body["providers"]
         assert set(provider) == PROVIDER_FIELDS and set(provider["breaker"]) == BREAKER_FIELDS
         assert all(set(key) == KEY_FIELDS for key in provider["keys"])
         assert provider["keys"][0]["key"] == first.fingerprint and 25 < provider["keys"][0]["cooldown_remaining"] <= 30
+        # the rest's deadline (wall clock, for a countdown), its cause, the rolling counters, the chart
+        assert provider["keys"][0]["until"] == first.rest_until and first.cause == "rate_limited"
+        assert provider["keys"][0]["last_hour"] == {"requests": 1, "failures": 1} == provider["keys"][0]["last_day"]
+        assert provider["keys"][1]["last_hour"] == {"requests": 1, "failures": 0} and second.cause == ""
+        minutes = provider["minutes"]  # one minute, or two when the two requests straddled its end
+        assert sum(m["requests"] for m in minutes) == 2 and sum(m["failures"] for m in minutes) == 1
+        assert all(m["latency_ms"] >= 0 and m["at"] % 60 == 0 for m in minutes)
 
     # What `keywheel status --url` does with a /status body: read it back, the same values.
     again = Status.from_json(typed.to_json(), taken_at=typed.taken_at)

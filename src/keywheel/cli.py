@@ -15,8 +15,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from keywheel.admin_cli import add_keys_commands, add_reload_command
+from keywheel.admin_cli import local_url as _local_url
 from keywheel.client import Wheel
-from keywheel.config import load_env, settings_from_env
+from keywheel.config import config_source, load_env, settings_from_env
 from keywheel.errors import ConfigError, KeywheelError
 from keywheel.logs import configure_logging
 from keywheel.render import key_table
@@ -196,15 +198,6 @@ def _gateway_answers(url: str) -> bool:
             return bool(resp.status == 200)
     except (OSError, ValueError):
         return False
-
-
-def _local_url(variables: dict[str, str]) -> str:
-    host = variables.get("KEYWHEEL_HOST") or "127.0.0.1"
-    if host in ("0.0.0.0", "::", ""):  # noqa: S104 — a wildcard bind is reached on loopback
-        host = "127.0.0.1"
-    if ":" in host:
-        host = f"[{host}]"
-    return f"http://{host}:{variables.get('KEYWHEEL_PORT') or 8787}"
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -393,7 +386,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
     if args.workers > 1:
         wheel.close()
-    app = Gateway(wheel) if args.workers <= 1 else None
+    app = Gateway(wheel, config_source(args.env_file)) if args.workers <= 1 else None
     try:
         serve(
             app,
@@ -525,17 +518,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = command("run", help="the main job: the gateway with the configured keys, or the demo without any")
     run.set_defaults(func=cmd_run)
-    _ops_commands(command)
+    _keys_commands(command)
+    add_reload_command(command("reload", help="make the running gateway read its configuration again (as SIGHUP)"))
     return parser
 
 
-def _ops_commands(command: Callable[..., argparse.ArgumentParser]) -> None:
-    """``keywheel keys check`` and ``keywheel credits`` (keywheel.ops.cli): run here, from the configuration."""
+def _keys_commands(command: Callable[..., argparse.ArgumentParser]) -> None:
+    """``keywheel keys check`` and ``keywheel credits`` (keywheel.ops.cli: run here, from the
+    configuration), and ``keywheel keys list|enable|disable|remove|add`` (keywheel.admin_cli:
+    against a running gateway), under one ``keys`` command."""
     from keywheel.ops import cli as ops_cli
 
-    keys = command("keys", help="act on keys: check (probe each key with a free request)")
+    keys = command("keys", help="list, check, enable, disable, remove or add keys")
     actions = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
     ops_cli.add_commands(actions, command, lambda p: _global_options(p, top=False))
+    add_keys_commands(actions, lambda p: _global_options(p, top=False))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -16,6 +16,7 @@ import threading
 import time
 import weakref
 from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -28,7 +29,7 @@ from keywheel.messages import from_openai, tool_choice_from_openai, tools_from_o
 from keywheel.observe import Observer, Subscriber, key_changes, watch_keys
 from keywheel.providers import get_adapter
 from keywheel.router import Router, translated
-from keywheel.secrets import ApiKey
+from keywheel.secrets import ApiKey, Redactor
 from keywheel.state.base import KeyStore, LocalStore
 from keywheel.state.factory import build_stores
 from keywheel.state.memory import MemoryStore
@@ -384,6 +385,67 @@ class Wheel:
         self.redactor.add(key)  # before any request can use it
         return api_key
 
+    def reload(self, settings: Settings) -> Reloaded:
+        """:meth:`areload` from synchronous code (the library; the gateway awaits :meth:`areload`)."""
+        local = self._local_pools()
+        if local is not None and len(local) == len(self.pools):
+            return _run_now(self.areload(settings))  # in-process stores: it never waits
+        return self._portal.run(self.areload(settings))
+
+    async def areload(self, settings: Settings) -> Reloaded:
+        """Swap in ``settings`` (a configuration read again): new calls use it at once.
+
+        Calls in flight finish on the router they started with (the old configuration).
+        A key that stays (same provider and value) keeps its state and counters under its
+        old fingerprint; a removed key leaves its pool at once (no new request gets it); an
+        added key joins its provider's rotation.  A provider that appears gets a fresh pool
+        (of the same kind of state), one that goes is dropped.  Keys added at run time
+        (:meth:`add_key`) that the new configuration does not name are removed too: the
+        configuration is the truth.  Every secret of the old configuration stays known to the
+        redactor.  On in-process stores (memory, SQLite) nothing in it waits, so on the
+        gateway's loop the swap is atomic; a shared store (Redis) is asked over the network
+        key by key, and the router is swapped at the end."""
+        pools: dict[str, KeyStore] = {}
+        added: list[str] = []
+        removed: list[str] = []
+        kept = 0
+        for name, cfg in settings.providers.items():
+            if not cfg.enabled:
+                continue
+            pool = self.pools.get(name)
+            if pool is None:
+                assert self.stores.make is not None
+                pools[name] = self.stores.make(name, cfg.keys)
+                added += [k.fingerprint for k in cfg.keys]
+                continue
+            present = {k: k for k in await pool.keys()}
+            wanted = set(cfg.keys)
+            for key in present:
+                if key not in wanted:
+                    await pool.remove(key.fingerprint)
+                    removed.append(key.fingerprint)
+            keys: list[ApiKey] = []
+            for key in cfg.keys:
+                if key in present:
+                    keys.append(present[key])  # the same object: its fingerprint, state and counters stay
+                    kept += 1
+                else:
+                    await pool.add(key)
+                    keys.append(key)
+                    added.append(key.fingerprint)
+            cfg.keys = keys
+            pools[name] = pool
+        for name, pool in self.pools.items():
+            if name not in pools:
+                removed += [k.fingerprint for k in await pool.keys()]
+        redactor = self.redactor
+        public = Redactor.for_settings((), [(c.name, c.base_url, c.model) for c in settings.providers.values()])
+        redactor.update(redactor.secrets() + settings.secrets(), redactor.public() + public.public())
+        router = Router(settings, pools, self.transport, redactor=self.redactor, observer=self.observer)
+        self.settings, self.pools, self.router = settings, pools, router
+        self.stores.pools = pools
+        return Reloaded(added, removed, kept, list(settings.chain))
+
     def asgi_app(self) -> Any:
         """This wheel as an ASGI app speaking the OpenAI, Anthropic and Gemini dialects.
 
@@ -440,6 +502,29 @@ class Wheel:
     ) -> None:
         await self.aclose()
         self.close()
+
+
+@dataclass(frozen=True, slots=True)
+class Reloaded:
+    """What :meth:`Wheel.reload` changed: keys by fingerprint, and the new chain."""
+
+    added: list[str]
+    removed: list[str]
+    kept: int
+    chain: list[str]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"reloaded": True, "added": self.added, "removed": self.removed, "kept": self.kept, "chain": self.chain}
+
+
+def _run_now(coro: Coroutine[Any, Any, T]) -> T:
+    """The result of ``coro``, which must finish without waiting (it awaits only in-process stores)."""
+    try:
+        coro.send(None)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+    coro.close()
+    raise RuntimeError("a reload on in-process stores waited: use areload() on the wheel's loop")
 
 
 def _close_sessions_now(transport: Transport) -> None:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -173,6 +173,19 @@ def load_env(env: Mapping[str, str] | None = None, env_file: str | os.PathLike[s
         merged.update(_set_only(read_env_file(path)))
     merged.update(_set_only(os.environ if env is None else env))
     return merged
+
+
+def config_source(env_file: str | os.PathLike[str] | None = None) -> Callable[[], Settings]:
+    """What reads the configuration again, for a reload: the process environment as it is now
+    (frozen here), over the env file read anew each time (``env_file``, else ``./.env`` if it is
+    there now).  Each call returns fresh :class:`Settings` or raises :class:`ConfigError`."""
+    environment = dict(os.environ)
+    path = env_file if env_file is not None or not Path(DEFAULT_ENV_FILE).is_file() else DEFAULT_ENV_FILE
+
+    def read() -> Settings:
+        return settings_from_env(load_env(environment, path))
+
+    return read
 
 
 def _set_only(env: Mapping[str, str]) -> dict[str, str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from rich import box
+from rich.markup import escape
 from rich.table import Table
 
 from keywheel.status import Status
@@ -69,4 +70,59 @@ def key_table(status: Status, title: str = "keys", width: int | None = None) -> 
                 row = [name, *row, f"{key.tokens_in}/{key.tokens_out}", why]
                 name = ""
             table.add_row(*row)
+    return table
+
+
+def key_list_table(status: Status, title: str = "keys", width: int | None = None) -> Table:
+    """``keywheel keys list``: every key with its state, rest, use over the last hour and day (requests/
+    failures), last use and reason; tokens too from :data:`WIDE` columns on."""
+    wide = (width or 200) >= WIDE
+    now = status.taken_at
+    table = Table(title=title, box=box.SIMPLE_HEAD, expand=False, pad_edge=False)
+    table.add_column("key", no_wrap=True)
+    table.add_column("state", no_wrap=True)
+    table.add_column("rest", no_wrap=True, justify="right")
+    table.add_column("1h r/f", no_wrap=True, justify="right")
+    table.add_column("24h r/f", no_wrap=True, justify="right")
+    if wide:
+        table.add_column("tokens in/out", no_wrap=True, justify="right")
+    table.add_column("used", no_wrap=True, justify="right")
+    table.add_column("reason", overflow="fold", min_width=10)
+    colors = {"active": "green", "cooling": "yellow", "disabled": "red"}
+    for provider in status.providers:
+        for key in provider.keys:
+            rest = key.rest_for(now)
+            row = [
+                escape(key.fingerprint),
+                f"[{colors.get(key.state, 'white')}]{escape(key.state)}[/]",
+                f"{rest:.0f}s" if rest else "",
+                f"{key.last_hour.requests}/{key.last_hour.failures}",
+                f"{key.last_day.requests}/{key.last_day.failures}",
+                _ago(key.last_used, now),
+                escape(key.reason),
+            ]
+            if wide:
+                row.insert(5, f"{key.tokens_in}/{key.tokens_out}")
+            table.add_row(*row)
+    return table
+
+
+def _ago(then: float | None, now: float) -> str:
+    if then is None:
+        return "never"
+    seconds = max(now - then, 0.0)
+    if seconds < 90:
+        return f"{seconds:.0f}s ago"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f}m ago"
+    return f"{seconds / 3600:.1f}h ago"
+
+
+def problems_table(problems: dict[str, str], title: str = "invalid keywheel configuration") -> Table:
+    """A configuration's problems: each setting and what is wrong with it."""
+    table = Table(title=f"[red]{escape(title)}[/red]", title_justify="left", box=box.SIMPLE_HEAD)
+    table.add_column("setting", style="bold", no_wrap=True)
+    table.add_column("problem", overflow="fold")
+    for name, why in problems.items():
+        table.add_row(escape(name), escape(why))
     return table

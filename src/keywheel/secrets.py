@@ -142,6 +142,10 @@ class Redactor:
     def secrets(self) -> list[str]:
         return list(self._secrets)
 
+    def public(self) -> list[str]:
+        """The public text whose pieces are never redacted."""
+        return list(self._public)
+
     @classmethod
     def for_settings(cls, secrets: Iterable[str], providers: Iterable[tuple[str, str, str]]) -> Redactor:
         """A redactor for ``secrets`` whose public text is each ``(name, base_url, model)``."""

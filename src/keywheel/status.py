@@ -96,6 +96,24 @@ class Credit:
 
 
 @dataclass(frozen=True, slots=True)
+class Recent:
+    """A key's requests and failures over a rolling period (the last hour, the last day)."""
+
+    requests: int = 0
+    failures: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Minute:
+    """One minute of a provider's traffic (its chart): from ``at`` (wall clock), the mean latency."""
+
+    at: float
+    requests: int = 0
+    failures: int = 0
+    latency_ms: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class KeyStatus:
     """One key, by fingerprint (never the key)."""
 
@@ -114,6 +132,8 @@ class KeyStatus:
     in_flight: int = 0
     cause: str = ""  # why it is out, for machines: invalid | quota | operator | rate_limited | removed
     credit: Credit | None = None  # its provider's credit reading (OpenRouter), if any
+    last_hour: Recent = field(default_factory=Recent)
+    last_day: Recent = field(default_factory=Recent)
 
     def rest_for(self, now: float) -> float:
         """Seconds of rest left at wall-clock ``now`` (0.0 when not resting)."""
@@ -132,6 +152,7 @@ class ProviderStatus:
     throttled_until: float | None = None  # wall clock: every key rests until then (account throttled)
     breaker: BreakerStatus = field(default_factory=BreakerStatus)
     keys: tuple[KeyStatus, ...] = ()
+    minutes: tuple[Minute, ...] = ()  # the last hour's minutes with traffic, oldest first
 
     def throttled_for(self, now: float) -> float:
         """Seconds left of the provider-level rest at wall-clock ``now``."""
@@ -155,6 +176,7 @@ class Status:
             "primary": self.primary,
             "chain": list(self.chain),
             "providers": [_provider_json(p, self.taken_at) for p in self.providers],
+            "taken_at": self.taken_at,  # wall clock: a reader's countdowns allow for its own clock's skew
         }
 
     @classmethod
@@ -193,6 +215,9 @@ def _provider_json(p: ProviderStatus, now: float) -> dict[str, Any]:
         "dialect": p.dialect,
         "model": p.model,
         "primary": p.primary,
+        "minutes": [
+            {"at": m.at, "requests": m.requests, "failures": m.failures, "latency_ms": m.latency_ms} for m in p.minutes
+        ],
     }
 
 
@@ -213,6 +238,9 @@ def _key_json(k: KeyStatus, now: float) -> dict[str, Any]:
         "in_flight": k.in_flight,
         "cause": k.cause,
         "credit": k.credit.to_json() if k.credit is not None else None,
+        "until": k.rest_until,  # wall clock, while cooling: a countdown needs no second reading
+        "last_hour": {"requests": k.last_hour.requests, "failures": k.last_hour.failures},
+        "last_day": {"requests": k.last_day.requests, "failures": k.last_day.failures},
     }
 
 
@@ -231,7 +259,19 @@ def _provider_from_json(p: Mapping[str, Any], now: float) -> ProviderStatus:
             cooloff=float(b.get("cooloff") or 0.0),
         ),
         keys=tuple(_key_from_json(k, now) for k in p["keys"]),
+        minutes=tuple(_minute(m) for m in p.get("minutes") or ()),
     )
+
+
+def _minute(m: Mapping[str, Any]) -> Minute:
+    latency = m.get("latency_ms")
+    return Minute(float(m["at"]), int(m.get("requests") or 0), int(m.get("failures") or 0), latency)
+
+
+def _recent(value: Any) -> Recent:
+    if not isinstance(value, Mapping):
+        return Recent()
+    return Recent(int(value.get("requests") or 0), int(value.get("failures") or 0))
 
 
 def _key_from_json(k: Mapping[str, Any], now: float) -> KeyStatus:
@@ -239,7 +279,7 @@ def _key_from_json(k: Mapping[str, Any], now: float) -> KeyStatus:
         fingerprint=str(k["key"]),
         state=str(k["state"]),
         reason=str(k.get("reason") or ""),
-        rest_until=_until(now, float(k.get("cooldown_remaining") or 0.0)),
+        rest_until=k["until"] if k.get("until") else _until(now, float(k.get("cooldown_remaining") or 0.0)),
         requests=int(k.get("requests") or 0),
         successes=int(k.get("successes") or 0),
         failures={str(n): int(v) for n, v in (k.get("failures") or {}).items()},
@@ -251,6 +291,8 @@ def _key_from_json(k: Mapping[str, Any], now: float) -> KeyStatus:
         in_flight=int(k.get("in_flight") or 0),
         cause=str(k.get("cause") or ""),
         credit=Credit.from_json(k["credit"]) if k.get("credit") else None,
+        last_hour=_recent(k.get("last_hour")),
+        last_day=_recent(k.get("last_day")),
     )
 
 
@@ -277,7 +319,7 @@ def provider_status(
             fingerprint=k["key"],
             state=k["state"],
             reason=redact(k["reason"]) if k["reason"] else "",
-            rest_until=_until(now, k["cooldown_remaining"]),
+            rest_until=k.get("until") or _until(now, k["cooldown_remaining"]),
             requests=k["requests"],
             successes=k["successes"],
             failures=dict(k["failures"]),
@@ -287,8 +329,10 @@ def provider_status(
             tokens_out=k["tokens_out"],
             avg_latency_ms=k["avg_latency_ms"],
             in_flight=k["in_flight"],
-            cause=k.get("cause", ""),
+            cause=k.get("cause") or "",
             credit=credits.get(k["key"]) if credits else None,
+            last_hour=_recent(k.get("last_hour")),
+            last_day=_recent(k.get("last_day")),
         )
         for k in snapshot["keys"]
     )
@@ -301,4 +345,5 @@ def provider_status(
         throttled_until=_until(now, snapshot["throttled_for"]),
         breaker=BreakerStatus(b["state"], b["failures"], b["open_until"], b["cooloff"]),
         keys=keys,
+        minutes=tuple(_minute(m) for m in snapshot.get("minutes") or ()),
     )

@@ -86,7 +86,10 @@ def test_request_bodies_get_a_dialect_answer(target: FuzzTarget, dialect: str) -
     # The generator must reach past validation: some examples are served, most are refused.
     assert len(ran) >= FUZZ.max_examples // 2, f"only {len(ran)} examples ran"
     assert sum(n for status, n in statuses.items() if status < 300) >= len(ran) // 20, statuses
-    assert statuses[400] >= len(ran) // 5, statuses
+    # 1/8, not 1/5: hypothesis' derandomized sequence is the same for the first ~75 examples only; after
+    # that it depends on what else the session has imported (the gemini mix moves from 25 to 20 refusals
+    # in 120 when tests/ops is collected too), so the bound leaves room for that drift.
+    assert statuses[400] >= len(ran) // 8, statuses
 
 
 def test_good_requests_still_served_after_the_fuzz(target: FuzzTarget) -> None:

@@ -31,6 +31,7 @@ import asyncio
 import hmac
 import logging
 import time
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import orjson
@@ -38,7 +39,7 @@ import orjson
 from keywheel.calls import Served, Target, chat_response
 from keywheel.config import Settings
 from keywheel.errors import KeywheelError, RequestFault, ShuttingDown, UpstreamError
-from keywheel.gateway.admin import Admin, KeyAdmin
+from keywheel.gateway.admin import Admin, KeyAdmin, Summary
 from keywheel.gateway.dialects import DIALECTS, Dialect
 from keywheel.gateway.http import (
     HttpError,
@@ -58,7 +59,9 @@ from keywheel.gateway.http import allow as _allow
 from keywheel.gateway.http import header_list as _header_list
 from keywheel.gateway.http import presented_key as _presented_key
 from keywheel.gateway.http import respond as _respond
+from keywheel.gateway.page import status_page, wants_page
 from keywheel.gateway.passthrough import EMPTY, Request, builder, forwarded, loads, lost_ints
+from keywheel.gateway.reload import listen_for_sighup, reload
 from keywheel.gateway.scrape import scrape
 from keywheel.observe import KeyStateChanged, Observer, RequestFinished, access_log, key_state_log
 from keywheel.ops.metrics import metrics_for
@@ -100,22 +103,22 @@ class Host(KeyAdmin, Protocol):
 
     async def aclose(self) -> None: ...
 
+    async def areload(self, settings: Settings) -> Summary: ...  # keywheel.Wheel.areload
+
 
 class Gateway:
-    """The ASGI application.  ``Gateway(wheel)``; one per process (or mounted in-process)."""
+    """The ASGI application.  ``Gateway(wheel)``; one per process (or mounted in-process).
+    ``source`` reads the configuration again, for reloads (:mod:`keywheel.gateway.reload`)."""
 
-    def __init__(self, wheel: Host) -> None:
+    def __init__(self, wheel: Host, source: Callable[[], Settings] | None = None) -> None:
         self.wheel = wheel
-        self.settings = settings = wheel.settings
-        self.max_body = settings.max_body_bytes
-        self.body_timeout = settings.body_timeout
-        self._client_keys = [k.reveal().encode() for k in settings.gateway_keys]
+        self.source = source
         router = wheel.router
         # Key checks, background re-probes and credit readings (keywheel.ops), started with the server.
         self.upkeep = Upkeep(
-            settings, router.pools, router.transport, router.redactor.redact, wheel.observer, wheel.credits
+            wheel.settings, router.pools, router.transport, router.redactor.redact, wheel.observer, wheel.credits
         )
-        self.admin = Admin(wheel, settings.admin_key, self.max_body, self.body_timeout, self.upkeep)
+        self.configure(wheel.settings)
         self.openai, self.anthropic, self.gemini = DIALECTS["openai"], DIALECTS["anthropic"], DIALECTS["gemini"]
         # Shutdown: the handlers in flight, the ones cut at the drain deadline, the drain itself.
         self._inflight: set[asyncio.Task[Any]] = set()
@@ -126,7 +129,18 @@ class Gateway:
         self.observer: Observer = wheel.observer
         self.observer.subscribe(access_log, RequestFinished)  # the access log is one subscriber,
         self.observer.subscribe(key_state_log, KeyStateChanged)  # the key-state log another
-        self.metrics = metrics_for(self.observer, settings.metrics)  # None when off
+        self.metrics = metrics_for(self.observer, self.settings.metrics)  # None when off
+
+    def configure(self, settings: Settings) -> None:
+        """Take the gateway's own settings (at start and on a reload)."""
+        self.settings = settings
+        self.max_body = settings.max_body_bytes
+        self.body_timeout = settings.body_timeout
+        self._client_keys = [k.reveal().encode() for k in settings.gateway_keys]
+        self.upkeep.settings, self.upkeep.pools = settings, self.wheel.router.pools  # a reload's keys probed too
+        self.admin = Admin(
+            self.wheel, settings.admin_key, self.max_body, self.body_timeout, lambda: reload(self), self.upkeep
+        )
 
     # ------------------------------------------------------------------ ASGI
 
@@ -142,6 +156,7 @@ class Gateway:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 self.upkeep.start()
+                listen_for_sighup(self)
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 if self._drain is not None:
@@ -288,8 +303,8 @@ class Gateway:
             _allow(method, "GET", "HEAD")
             await _respond(send, 200, b'{"status":"ok"}')
             return 200
-        if path == "/":  # clients probe it unauthenticated (Claude Code sends HEAD / on start): no data here
-            return await landing(method, send)
+        if path == "/" or path == "/status.html":  # no data here: clients probe / unauthenticated (Claude Code)
+            return await (status_page if path != "/" or wants_page(headers) else landing)(method, send)
         if path == "/metrics":
             check = None if self.settings.metrics_public else self.admin.check
             return await scrape(self.metrics, check, self.wheel.asnapshot, scope, method, headers, send)

@@ -160,7 +160,8 @@ LANDING = (
     b"<!doctype html><html><head><meta charset=utf-8><title>keywheel</title></head><body>"
     b"<h1>keywheel</h1><p>An LLM gateway. It speaks the OpenAI (<code>/v1/chat/completions</code>), "
     b"Anthropic (<code>/v1/messages</code>) and Gemini (<code>/v1beta/models/{model}:generateContent</code>) "
-    b"APIs to clients holding a gateway key.</p></body></html>\n"
+    b"APIs to clients holding a gateway key.</p><p>Operators: the <a href=/status.html>status page</a>.</p>"
+    b"</body></html>\n"
 )
 
 

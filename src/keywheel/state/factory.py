@@ -147,10 +147,12 @@ class StoreSettings(Protocol):
 
 @dataclass(slots=True)
 class Stores:
-    """A wheel's key stores (one per enabled provider) and what they keep open."""
+    """A wheel's key stores (one per enabled provider), what they keep open, and how to make the
+    store of a provider that a reload adds (:meth:`make`)."""
 
     pools: dict[str, KeyStore]
     file: StateFile | None = None
+    make: Callable[[str, Sequence[ApiKey]], KeyStore] | None = None
 
     def flush(self) -> None:
         """Write what is queued (the SQLite counters) now."""
@@ -174,34 +176,36 @@ def build_stores(
     pieces from the reasons a persistent store writes; ``clock`` is wall-clock epoch seconds."""
     spec = parse_state(settings.state)
     enabled = {name: cfg.keys for name, cfg in settings.providers.items() if cfg.enabled}
+    make: Callable[[str, Sequence[ApiKey]], KeyStore]
     if spec.kind == "redis":
         # Imported here: redis-py costs ~0.1 s of start-up that memory and SQLite users never need
         # (no cycle: neither module imports this one).
         from keywheel.state.fallback import SharedStore
         from keywheel.state.redis import RedisStore
 
-        return Stores(
-            {
-                name: SharedStore(
-                    RedisStore(name, keys, url=spec.url, prefix=settings.redis_prefix, breaker=breaker),
-                    fallback=settings.redis_fallback,
-                )
-                for name, keys in enabled.items()
-            }
-        )
+        def make(name: str, keys: Sequence[ApiKey]) -> KeyStore:
+            shared = RedisStore(name, keys, url=spec.url, prefix=settings.redis_prefix, breaker=breaker)
+            return SharedStore(shared, fallback=settings.redis_fallback)
+
+        return Stores({name: make(name, keys) for name, keys in enabled.items()}, make=make)
     if spec.kind == "memory":
-        return Stores({name: MemoryStore(name, keys, clock=clock, breaker=breaker) for name, keys in enabled.items()})
+
+        def make(name: str, keys: Sequence[ApiKey]) -> KeyStore:
+            return MemoryStore(name, keys, clock=clock, breaker=breaker)
+
+        return Stores({name: make(name, keys) for name, keys in enabled.items()}, make=make)
     assert spec.path is not None
     file = StateFile(spec.path, retention=settings.state_retention, clock=clock)
     try:
         file.retire({file.key_id(key) for cfg in settings.providers.values() for key in cfg.keys})
         file.purge()
-        pools: dict[str, KeyStore] = {
-            name: SqliteStore(name, keys, file=file, redact=redact, clock=clock, breaker=breaker)
-            for name, keys in enabled.items()
-        }
+
+        def make(name: str, keys: Sequence[ApiKey]) -> KeyStore:
+            return SqliteStore(name, keys, file=file, redact=redact, clock=clock, breaker=breaker)
+
+        pools = {name: make(name, keys) for name, keys in enabled.items()}
     except BaseException:
         file.close()
         raise
     file.start()
-    return Stores(pools, file)
+    return Stores(pools, file, make)

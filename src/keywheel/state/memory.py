@@ -61,6 +61,14 @@ class KeyStats:
     tokens_out: int = 0
     latency_ms_total: float = 0.0
     in_flight: int = 0
+    # Rolling counters: one [minute, requests, failures, latency ms total] per minute with traffic,
+    # the last DAY_MINUTES of them (the last hour and day, and a provider's per-minute chart).
+    minutes: deque[list[float]] = field(default_factory=deque)
+
+
+#: How many minutes the rolling counters keep (a day), and the minutes of a provider's chart.
+DAY_MINUTES = 24 * 60
+CHART_MINUTES = 60
 
 
 @dataclass(slots=True, eq=False)
@@ -333,7 +341,14 @@ class MemoryStore:
             keys = [_key_view(rec, now) for rec in self._keys.values()]
             throttled = max(self._throttled_until - now, 0.0)
             breaker = breaker_view(self._breaker, now)
-        return {"provider": self.provider, "throttled_for": round(throttled, 3), "breaker": breaker, "keys": keys}
+            minutes = _chart((rec.stats.minutes for rec in self._keys.values()), now)
+        return {
+            "provider": self.provider,
+            "throttled_for": round(throttled, 3),
+            "breaker": breaker,
+            "keys": keys,
+            "minutes": minutes,
+        }
 
     # ------------------------------------------------------------- the async seam
 
@@ -392,15 +407,66 @@ def _count(stats: KeyStats, error: UpstreamError | None, latency_ms: float, usag
     stats.requests += 1
     stats.last_used = now
     stats.latency_ms_total += latency_ms
+    bucket = _bucket(stats.minutes, now)
+    bucket[1] += 1
+    bucket[3] += latency_ms
     if usage is not None:
         stats.tokens_in += usage.input_tokens
         stats.tokens_out += usage.output_tokens
     if error is None:
         stats.successes += 1
         return
+    bucket[2] += 1
     kind = type(error).__name__
     stats.failures[kind] = stats.failures.get(kind, 0) + 1
     stats.last_error = f"{kind}: {error.message}"[:300]
+
+
+def _bucket(minutes: deque[list[float]], now: float) -> list[float]:
+    """The counters of the minute of ``now`` (a new one when it starts; the oldest beyond a day go)."""
+    minute = now // 60
+    if minutes and minutes[-1][0] >= minute:  # this minute (or the clock went back: count it in the last)
+        return minutes[-1]
+    bucket = [minute, 0, 0, 0.0]
+    minutes.append(bucket)
+    if len(minutes) > DAY_MINUTES:
+        minutes.popleft()
+    return bucket
+
+
+def _recent(minutes: deque[list[float]], now: float) -> tuple[dict[str, int], dict[str, int]]:
+    """Requests and failures in the last hour and the last day (whole minutes, this one included)."""
+    current = now // 60
+    hour = [0, 0]
+    day = [0, 0]
+    for minute, requests, failures, _ in reversed(minutes):
+        age = current - minute
+        if age >= DAY_MINUTES:
+            break
+        day[0] += int(requests)
+        day[1] += int(failures)
+        if age < 60:
+            hour[0] += int(requests)
+            hour[1] += int(failures)
+    return {"requests": hour[0], "failures": hour[1]}, {"requests": day[0], "failures": day[1]}
+
+
+def _chart(keys: Iterable[deque[list[float]]], now: float) -> list[dict[str, Any]]:
+    """The provider's last CHART_MINUTES minutes with traffic: requests, failures, mean latency."""
+    first = now // 60 - CHART_MINUTES + 1
+    totals: dict[float, list[float]] = {}
+    for minutes in keys:
+        for minute, requests, failures, latency in reversed(minutes):
+            if minute < first:
+                break
+            total = totals.setdefault(minute, [0, 0, 0.0])
+            total[0] += requests
+            total[1] += failures
+            total[2] += latency
+    return [
+        {"at": minute * 60, "requests": int(r), "failures": int(f), "latency_ms": round(lat / r, 1) if r else None}
+        for minute, (r, f, lat) in sorted(totals.items())
+    ]
 
 
 def _key_view(rec: _Key, now: float) -> dict[str, Any]:
@@ -411,12 +477,16 @@ def _key_view(rec: _Key, now: float) -> dict[str, Any]:
         remaining = max(rule.until - now, 0.0)
         if remaining == 0.0:
             state = ACTIVE
+    hour, day = _recent(s.minutes, now)
     return {
         "key": rec.key.fingerprint,
         "state": state,
         "reason": rule.reason if state != ACTIVE else "",
         "cause": rule.cause if state != ACTIVE else "",
         "cooldown_remaining": round(remaining, 3),
+        "until": round(rule.until, 3) if state == COOLING else None,
+        "last_hour": hour,
+        "last_day": day,
         "requests": s.requests,
         "successes": s.successes,
         "failures": dict(s.failures),
