@@ -124,7 +124,9 @@ def print_tables(results: dict[str, Any], top: int) -> None:
     counts = results["counts"]
     builds = list(results["builds"])
     ref = counts["reference"]
-    head = "| row | " + " | ".join(f"{b}: Python calls/req (×ref) | {b}: built-in calls/req | {b}: CPU µs/req" for b in builds)
+    head = "| row | " + " | ".join(
+        f"{b}: Python calls/req (×ref) | {b}: built-in calls/req | {b}: CPU µs/req" for b in builds
+    )
     print(head + " |")
     print("|---" * (1 + 3 * len(builds)) + "|")
     for label, _, _, _ in ROWS:
@@ -141,7 +143,11 @@ def print_tables(results: dict[str, Any], top: int) -> None:
         print(f"| {label} (reference) | " + " | ".join([cell] * len(builds)) + " |")
     if results["interleaved"]:
         print()
-        print("| in one process, alternating blocks | " + " | ".join(f"{b}: CPU µs/req (ref) | {b}: ×ref (range)" for b in builds) + " |")
+        print(
+            "| in one process, alternating blocks | "
+            + " | ".join(f"{b}: CPU µs/req (ref) | {b}: ×ref (range)" for b in builds)
+            + " |"
+        )
         print("|---" * (1 + 2 * len(builds)) + "|")
         for label, _, apps, _ in INTERLEAVED:
             ref_name, name = apps.split(",")
@@ -155,11 +161,18 @@ def print_tables(results: dict[str, Any], top: int) -> None:
             print(f"| {label} | " + " | ".join(cells) + " |")
     if top:
         for label, _, _, _ in ROWS:
-            print(f"\n{label}: top {top} functions by calls per request" + (" (baseline → this tree)" if len(builds) > 1 else ""))
+            print(
+                f"\n{label}: top {top} functions by calls per request"
+                + (" (baseline → this tree)" if len(builds) > 1 else "")
+            )
             functions = [counts[b][label]["functions"] for b in builds]
             names = sorted(
                 set().union(*functions),
-                key=lambda n: -max(abs(f.get(n, 0.0) - functions[0].get(n, 0.0)) for f in functions) if len(builds) > 1 else -functions[0][n],
+                key=lambda n: (
+                    -max(abs(f.get(n, 0.0) - functions[0].get(n, 0.0)) for f in functions)
+                    if len(builds) > 1
+                    else -functions[0][n]
+                ),
             )
             for name in names[:top]:
                 values = " → ".join(f"{f.get(name, 0.0):6.2f}" for f in functions)
@@ -170,10 +183,14 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--requests", type=int, default=1000, help="requests per profiled (and timed) pass")
     parser.add_argument("--warmup", type=int, default=300)
-    parser.add_argument("--interleave", action="store_true", help="also time each row against its reference in one process")
+    parser.add_argument(
+        "--interleave", action="store_true", help="also time each row against its reference in one process"
+    )
     parser.add_argument("--block", type=int, default=500, help="--interleave: requests per block")
     parser.add_argument("--rounds", type=int, default=5, help="--interleave: blocks of each side")
-    parser.add_argument("--top", type=int, default=0, help="list the top N functions of each row (by change, with a baseline)")
+    parser.add_argument(
+        "--top", type=int, default=0, help="list the top N functions of each row (by change, with a baseline)"
+    )
     parser.add_argument("--json", type=Path, help="write the results here")
     opts = parser.parse_args(argv)
     procs.isolate_network(__file__, argv)

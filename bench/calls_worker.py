@@ -101,7 +101,7 @@ def keywheel_app(upstream: str) -> tuple[Window, Any]:
     from keywheel.logs import configure_logging
 
     sys.stderr = open(os.devnull, "w")  # noqa: SIM115 — the access log goes here, as to a file
-    configure_logging("INFO")
+    configure_logging(os.environ.get("CALLS_LOG_LEVEL", "INFO"))
     env = {
         "AI_PROVIDER": "openrouter",
         "OPENROUTER_BASE_URL": f"{upstream}/api/v1",
@@ -114,7 +114,7 @@ def keywheel_app(upstream: str) -> tuple[Window, Any]:
         env[f"OPENROUTER_API_KEY_{i}"] = key
     wheel = Wheel(settings_from_env(env))
     window = Window(Gateway(wheel))
-    return window, server_config(window, wheel.settings, workers=1, log_level="INFO")
+    return window, server_config(window, wheel.settings, workers=1, log_level="INFO")  # type: ignore[arg-type]
 
 
 def floor_app(upstream: str) -> tuple[Window, Any]:
@@ -258,7 +258,7 @@ def _count_gateway(client: Client, window: Window, args: argparse.Namespace) -> 
     for start, stop in passes:
         done = threading.Event()
         first = window.count + 1 + (args.warmup if args.connections > 1 else 0)
-        window.marks = {first: start, first + args.requests: lambda stop=stop: (stop(), done.set())}  # type: ignore[misc]
+        window.marks = {first: start, first + args.requests: _then(stop, done.set)}
         if args.connections > 1:
             client.wrk(args.connections, done)
         else:
@@ -266,6 +266,14 @@ def _count_gateway(client: Client, window: Window, args: argparse.Namespace) -> 
     if args.mode == "instructions":
         return {"requests": args.requests}
     return {"cpu_us": (cpu[1] - cpu[0]) * 1e6 / args.requests, **summarise(profiler, args.requests)}
+
+
+def _then(first: Callable[[], Any], second: Callable[[], Any]) -> Callable[[], None]:
+    def both() -> None:
+        first()
+        second()
+
+    return both
 
 
 def _interleave_gateway(
@@ -405,7 +413,11 @@ async def inprocess(args: argparse.Namespace) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("kind", choices=["gateway", "inprocess"])
-    parser.add_argument("--app", required=True, help="keywheel|floor (gateway), raw|wheel (inprocess); two, comma-separated, to interleave")
+    parser.add_argument(
+        "--app",
+        required=True,
+        help="keywheel|floor (gateway), raw|wheel (inprocess); two, comma-separated, to interleave",
+    )
     parser.add_argument("--scenario", default="chat", choices=["chat", "stream"])
     parser.add_argument("--mode", default="count", choices=["count", "interleave", "instructions"])
     parser.add_argument("--upstream", required=True)
