@@ -325,6 +325,7 @@ async def raw_client(upstream: str, stack: AsyncExitStack) -> Call:
 
 async def wheel_client(upstream: str, stack: AsyncExitStack) -> Call:
     from inprocess_worker import wheel_env
+
     from keywheel import Wheel
     from keywheel.config import settings_from_env
 

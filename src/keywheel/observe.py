@@ -24,6 +24,7 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple, Protocol
 
+from keywheel.secrets import mark_redacted, redact_everywhere
 from keywheel.status import ProviderStatus, provider_status
 from keywheel.types import Usage
 
@@ -194,4 +195,15 @@ def access_log(event: Event) -> None:
     gemini#1 ...ab12 12.3ms`` — the path only, never the query string."""
     if isinstance(event, RequestFinished) and access.isEnabledFor(logging.INFO):
         who = f" {event.provider} {event.key.replace('…', '...')}" if event.provider and event.key else ""
-        access.info("%s %s %d%s %.1fms", event.method, event.path, event.status, who, event.latency_ms)
+        # The line's only client text is its method and path: those are redacted here, and the
+        # record is marked clean, so that the log filter need not scan the whole line once more.
+        # Made and handled as Logger.info would (its caller named as findCaller would), without the
+        # walk up the stack: the same record, for a few µs less on every request.
+        request = redact_everywhere(f"{event.method} {event.path}")
+        line = f"{request} {event.status}{who} {event.latency_ms:.1f}ms"
+        record = access.makeRecord(access.name, logging.INFO, __file__, _ACCESS_LINE, line, (), None, "access_log")
+        mark_redacted(record)
+        access.handle(record)
+
+
+_ACCESS_LINE = access_log.__code__.co_firstlineno

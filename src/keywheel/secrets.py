@@ -292,11 +292,17 @@ class RedactingFilter(logging.Filter):
             record.exc_text = redact_everywhere(record.exc_text)
         if record.stack_info:
             record.stack_info = redact_everywhere(record.stack_info)
-        record.__dict__["_keywheel_redacted"] = (record.msg, record.args)
+        mark_redacted(record)
         return True
 
 
 _FILTER = RedactingFilter()
+
+
+def mark_redacted(record: logging.LogRecord) -> None:
+    """Tell the redacting filter that ``record``'s message holds no key piece: its maker has
+    redacted what needed it (only what a client sent, say), and the filter passes it as it is."""
+    record.__dict__["_keywheel_redacted"] = (record.msg, record.args)
 
 
 def install_log_filter(*, handlers: Iterable[logging.Handler] = ()) -> None:
