@@ -1,4 +1,4 @@
-"""One measurement of ``calls.py``, in a fresh process: Python calls (and CPU) per request.
+"""One measurement of ``calls.py``, in a fresh process: Python calls, instructions or CPU per request.
 
 Run by ``calls.py`` with the Python (and ``PYTHONPATH``) of the keywheel tree under test; imports
 only the standard library, uvicorn, aiohttp, the bench's fixtures and that tree's keywheel. Prints
@@ -6,22 +6,24 @@ one ``BENCH_JSON {...}`` line.
 
 - ``gateway``: the app (``keywheel``: ``Gateway(Wheel)`` as ``keywheel serve`` builds it, with its
   uvicorn protocol class and its INFO access log, to /dev/null; ``floor``: ``floor_app.py``) served
-  by uvicorn's own protocol on uvloop in this process's main thread, exactly as ``uvicorn.Server``
-  serves it but without the server's 10 Hz housekeeping tick (which would add calls by wall time,
-  not by request). A client thread sends sequential requests over one kept-alive connection
-  (``http.client``), so only the server's work runs in the main thread. After ``--warmup``
-  requests, ``--requests`` are made twice: once timed (``time.thread_time`` of the main thread:
-  the server's CPU, none of the client's), once under ``cProfile`` (enabled from the loop itself,
-  main thread only): every Python function entered — a coroutine or generator resumed counts as
-  one — and every built-in called.
+  by uvicorn's protocol on uvloop in this process's main thread, as ``uvicorn.Server`` serves it
+  but without the server's 10 Hz housekeeping tick (which would add calls by wall time, not by
+  request). The app is wrapped in a :class:`Window` that counts requests and marks the measured
+  ones: after ``--warmup`` requests (every answer checked), ``--requests`` more, sent one after
+  another from a client thread over one kept-alive connection (``http.client``) or, with
+  ``--connections N``, by wrk at N connections.
 - ``inprocess``: one library call on the default asyncio loop (as ``asyncio.run`` gives a library
-  user): ``raw`` (one ``aiohttp.ClientSession`` POSTing the ready-made OpenAI body, as
-  ``inprocess_worker.py``) or ``wheel`` (``Wheel.achat`` with 4 OpenRouter keys), the same
-  warm-up, timed pass (``time.process_time``) and profiled pass.
-- ``interleave``: CPU only, the two sides of one comparison in one process, alternating blocks of
-  ``--block`` requests (``--rounds`` of each): floor and keywheel gateways on one loop
-  (thread CPU of the loop), or raw and ``Wheel.achat`` (process CPU). Medians of the per-block
-  figures, and the median of the per-round ratios.
+  user): ``raw`` (one ``aiohttp.ClientSession`` POSTing the ready-made OpenAI body), ``transport``
+  (keywheel's ``Transport.send``) or ``wheel`` (``Wheel.achat`` with 4 OpenRouter keys);
+  ``--concurrency`` tasks share the calls.
+
+Modes: ``count`` — a timed pass (the serving thread's ``time.thread_time``; process time for
+``inprocess``) and a pass under ``cProfile`` (main thread only; every Python function entered — a
+coroutine or generator resumed counts once per resume — and every built-in called);
+``instructions`` — one pass between ``os.getppid()`` and ``os.getpgrp()``, run under ``valgrind
+--tool=callgrind --zero-before=os_getppid --dump-before=os_getpgrp`` so that only it is counted;
+``interleave`` — CPU only, two apps (``floor,keywheel``; ``raw,wheel``) in one process in
+alternating blocks of ``--block`` requests, ``--rounds`` of each, medians and the median ratio.
 """
 
 from __future__ import annotations
