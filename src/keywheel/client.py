@@ -25,10 +25,12 @@ import aiohttp
 from keywheel.calls import Target, chat_response, redactor_for
 from keywheel.config import Settings, load_env, settings_from_env
 from keywheel.errors import BadRequest
-from keywheel.messages import from_openai, tool_choice_from_openai, tools_from_openai
+from keywheel.messages import from_openai, openai_wire, tool_choice_from_openai, tools_from_openai
 from keywheel.observe import Observer, Subscriber, key_changes, watch_keys
 from keywheel.providers import get_adapter
-from keywheel.router import Router, translated
+from keywheel.providers.base import HttpRequest
+from keywheel.providers.openai_compat import body_request, plain_body
+from keywheel.router import RequestBuilder, Router, translated
 from keywheel.secrets import ApiKey, Redactor
 from keywheel.state.base import KeyStore, LocalStore
 from keywheel.state.factory import build_stores
@@ -179,16 +181,23 @@ class Wheel:
         provider.  ``tools`` are OpenAI-style; ``extra`` fields go into the upstream
         body as they are (e.g. ``top_k`` for OpenRouter).
         """
-        request = self.request(
-            messages,
-            system=system,
-            max_tokens=max_tokens,
-            temperature=temperature,
-            tools=tools,
-            tool_choice=tool_choice,
-            **extra,
-        )
-        return await self.acomplete(request, model=model, provider=provider, fallback=fallback)
+        # The pass-through: messages the OpenAI request builder would send back unchanged skip the
+        # canonical types on their way to an OpenAI-dialect upstream (same body, same answer).
+        wire = openai_wire(messages) if system is None and tools is None and tool_choice is None else None
+        if wire is None:
+            request = self.request(
+                messages,
+                system=system,
+                max_tokens=max_tokens,
+                temperature=temperature,
+                tools=tools,
+                tool_choice=tool_choice,
+                **extra,
+            )
+            return await self.acomplete(request, model=model, provider=provider, fallback=fallback)
+        targets = self._targets(provider, model, fallback)
+        completion, _, served = await self.router.complete(targets, _passthrough(wire, max_tokens, temperature, extra))
+        return chat_response(completion, served)
 
     async def acomplete(
         self, request: ChatRequest, *, model: str | None = None, provider: str | None = None, fallback: bool = True
@@ -553,6 +562,25 @@ async def _close_pools(pools: Mapping[str, KeyStore]) -> None:
         close = getattr(pool, "aclose", None)
         if close is not None:
             await close()
+
+
+def _passthrough(
+    wire: list[dict[str, Any]], max_tokens: int | None, temperature: float | None, extra: dict[str, Any]
+) -> RequestBuilder:
+    """Each attempt's request for messages in OpenAI wire form (:func:`keywheel.messages.openai_wire`):
+    the body as the OpenAI request builder would write it for an OpenAI-dialect target, translated
+    through the canonical request (made on first need) for any other."""
+    canonical: list[RequestBuilder] = []
+
+    def build(target: Target, key: ApiKey, stream: bool) -> HttpRequest:
+        if target.speaks("openai"):
+            body = plain_body(wire, target.model, max_tokens, temperature, extra, stream=stream)
+            return body_request(target.endpoint, key, body)
+        if not canonical:
+            canonical.append(translated(Wheel.request(wire, max_tokens=max_tokens, temperature=temperature, **extra)))
+        return canonical[0](target, key, stream)
+
+    return build
 
 
 def _breaker_policy(settings: Settings) -> BreakerPolicy:

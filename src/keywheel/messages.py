@@ -164,3 +164,33 @@ def tool_choice_from_openai(choice: Any) -> str | None:
         if isinstance(fn, Mapping) and isinstance(fn.get("name"), str):
             return str(fn["name"])
     raise _fail("tool_choice", "expected 'auto', 'none', 'required' or {type: function, function: {name}}")
+
+
+def openai_wire(messages: Any) -> list[dict[str, Any]] | None:
+    """``messages`` as the OpenAI Chat Completions wire has them, when translating them through the
+    canonical types would give exactly that back; else ``None`` (translate).
+
+    That is: plain dicts of exactly ``role`` and ``content``, the content a non-empty string; at
+    most one ``system`` message, first; then ``user`` and ``assistant`` turns alternating (two
+    turns of one role in a row would merge).  Such messages are valid (:func:`from_openai` accepts
+    them) and come out of the OpenAI request builder unchanged, so an OpenAI-dialect upstream
+    may take them as they are: the library's pass-through (see :meth:`keywheel.Wheel.achat`).
+    """
+    if type(messages) is not list:
+        return None
+    out: list[dict[str, Any]] = []
+    last = None
+    for i, msg in enumerate(messages):
+        if type(msg) is not dict or len(msg) != 2:
+            return None
+        role, content = msg.get("role"), msg.get("content")
+        if type(content) is not str or not content:
+            return None
+        if role == "user" or role == "assistant":
+            if role == last:
+                return None
+            last = role
+        elif role != "system" or i:
+            return None
+        out.append({"role": role, "content": content})
+    return out if last is not None else None

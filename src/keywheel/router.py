@@ -318,9 +318,13 @@ class Router:
     async def complete(self, targets: list[Target], build: RequestBuilder) -> tuple[Completion, bytes, Served]:
         """A non-streaming call: the parsed completion, the raw upstream body, and who served it."""
 
+        transport, max_bytes = self.transport, self.settings.max_response_bytes
+
         async def attempt(target: Target, key: ApiKey, timeout: float) -> tuple[Completion, bytes]:
-            body = await self.send(target, build(target, key, False), timeout)
-            return target.adapter.parse_response(body), body
+            resp = await transport.send(build(target, key, False), timeout, max_bytes)  # send(), one layer fewer
+            if resp.status >= 300:
+                raise target.adapter.classify_error(resp.status, resp.headers, resp.body)
+            return target.adapter.parse_response(resp.body), resp.body
 
         (completion, body), served = await self.execute(targets, attempt)
         await self.settle(served, completion.usage)

@@ -65,6 +65,20 @@ GRAM = 8
 _PRE, _STRIDE = 6, 3
 _REDACTED = "[redacted]"
 
+_WINDOWS: dict[int, tuple[slice, ...]] = {}
+
+
+def _windows(n: int) -> tuple[slice, ...]:
+    """The pre-check's windows of a text of length ``n``: the slices of ``_PRE`` characters at
+    every multiple of ``_STRIDE`` (cached for the lengths log lines and error texts have)."""
+    windows = _WINDOWS.get(n)
+    if windows is None:
+        windows = tuple(slice(i, i + _PRE) for i in range(0, n - _PRE + 1, _STRIDE))
+        if n <= 4096:
+            _WINDOWS[n] = windows
+    return windows
+
+
 #: Public key prefixes: they say which provider a key is for, and nothing more.
 KNOWN_PREFIXES = (
     "sk-or-v1-",
@@ -186,11 +200,8 @@ class Redactor:
         n = len(text)
         if not grams or n < GRAM:
             return text
-        for i in range(0, n - _PRE + 1, _STRIDE):
-            if text[i : i + _PRE] in quads:
-                break
-        else:
-            return text
+        if quads.isdisjoint(map(text.__getitem__, _windows(n))):
+            return text  # the pre-check, all in C: no window of the text holds a piece
         spans: list[tuple[int, int]] = []
         start = end = -1
         for i in range(n - GRAM + 1):
@@ -266,6 +277,9 @@ class RedactingFilter(logging.Filter):
             args[2] = str(args[2]).split("?", 1)[0]
             record.args = tuple(redact_everywhere(a) if isinstance(a, str) else a for a in args)
             return True
+        seen = record.__dict__.get("_keywheel_redacted")
+        if seen is not None and seen[0] is record.msg and seen[1] is record.args:
+            return True  # this filter passed it already (on its logger, now on a handler), unchanged since
         try:
             message = record.getMessage()
         except Exception:  # a broken format string: let the handler report it
@@ -282,10 +296,17 @@ class RedactingFilter(logging.Filter):
             record.exc_text = redact_everywhere(record.exc_text)
         if record.stack_info:
             record.stack_info = redact_everywhere(record.stack_info)
+        mark_redacted(record)
         return True
 
 
 _FILTER = RedactingFilter()
+
+
+def mark_redacted(record: logging.LogRecord) -> None:
+    """Tell the redacting filter that ``record``'s message holds no key piece: its maker has
+    redacted what needed it (only what a client sent, say), and the filter passes it as it is."""
+    record.__dict__["_keywheel_redacted"] = (record.msg, record.args)
 
 
 def install_log_filter(*, handlers: Iterable[logging.Handler] = ()) -> None:

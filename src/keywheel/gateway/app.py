@@ -31,7 +31,7 @@ import asyncio
 import hmac
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import orjson
@@ -125,6 +125,7 @@ class Gateway:
         self._cut: set[asyncio.Task[Any]] = set()
         self._drain: asyncio.Task[tuple[int, int]] | None = None
         self.refused = 0  # requests answered 503 because the gateway was draining
+        self._target_cache: tuple[Router | None, dict[tuple[str, bool], list[Target]]] = (None, {})
         install_log_filter()  # key pieces never reach a log line from the gateway's loggers
         self.observer: Observer = wheel.observer
         self.observer.subscribe(access_log, RequestFinished)  # the access log is one subscriber,
@@ -145,28 +146,12 @@ class Gateway:
     # ------------------------------------------------------------------ ASGI
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        kind = scope["type"]
-        if kind == "http":
-            await self._http(scope, receive, send)
-        elif kind == "lifespan":
-            await self._lifespan(receive, send)
-
-    async def _lifespan(self, receive: Receive, send: Send) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                self.upkeep.start()
-                listen_for_sighup(self)
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                if self._drain is not None:
-                    await asyncio.shield(self._drain)
-                await self.upkeep.stop()
-                await self.wheel.aclose()
-                await send({"type": "lifespan.shutdown.complete"})
-                return
-
-    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """One HTTP request (or the lifespan), answered.  The handler itself, not a layer over it:
+        every frame of a request's chain of awaits runs again each time the request resumes."""
+        if scope["type"] != "http":
+            if scope["type"] == "lifespan":
+                await self._lifespan(receive, send)
+            return
         started = time.perf_counter()
         method: str = scope["method"]
         path: str = scope["path"]
@@ -183,19 +168,8 @@ class Gateway:
                 self.refused += 1
                 raise ShuttingDown()
             status = await self._route(scope, method, path, headers, dialect, reply.receive, reply.send, served)
-        except HttpError as err:
-            status = err.status
-            if err.status == 401:
-                code, extra, body = dialect.render_auth_error(err.message)
-            else:
-                code, extra, body = dialect.render_simple_error(err.status, err.message)
-            await reply.error(code, body, {**extra, **err.headers})
-        except KeywheelError as err:
-            reply.tries = len(getattr(err, "attempts", None) or ())
-            status, extra, body = dialect.render_error(err)
-            if isinstance(err, RequestFault) and err.body and self._same_dialect(err, dialect):
-                body = err.body  # the upstream's own words, in the caller's dialect (key pieces already stripped)
-            await reply.error(status, body, {**extra, **served_headers(err)})
+        except (HttpError, KeywheelError) as err:
+            status = await self._answer_error(err, dialect, reply)
         except asyncio.CancelledError:
             if handler not in self._cut:
                 raise  # not ours to answer (the server is tearing the connection down)
@@ -210,6 +184,37 @@ class Gateway:
             self._inflight.discard(handler)
         if self.observer.requests:  # the access log, at least (observe.access_log)
             self._finished(reply, method, path, dialect, served, status, started)
+
+    async def _answer_error(self, err: HttpError | KeywheelError, dialect: Dialect, reply: Reply) -> int:
+        """Answer a request that failed before (or instead of) its answer; its status."""
+        if isinstance(err, HttpError):
+            if err.status == 401:
+                code, extra, body = dialect.render_auth_error(err.message)
+            else:
+                code, extra, body = dialect.render_simple_error(err.status, err.message)
+            await reply.error(code, body, {**extra, **err.headers})
+            return err.status
+        reply.tries = len(getattr(err, "attempts", None) or ())
+        status, extra, body = dialect.render_error(err)
+        if isinstance(err, RequestFault) and err.body and self._same_dialect(err, dialect):
+            body = err.body  # the upstream's own words, in the caller's dialect (key pieces already stripped)
+        await reply.error(status, body, {**extra, **served_headers(err)})
+        return status
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                self.upkeep.start()
+                listen_for_sighup(self)
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                if self._drain is not None:
+                    await asyncio.shield(self._drain)
+                await self.upkeep.stop()
+                await self.wheel.aclose()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
 
     def _finished(
         self, reply: Reply, method: str, path: str, dialect: Dialect, served: list[Served], status: int, started: float
@@ -288,7 +293,7 @@ class Gateway:
 
     # ---------------------------------------------------------------- routing
 
-    async def _route(
+    def _route(
         self,
         scope: Scope,
         method: str,
@@ -298,39 +303,40 @@ class Gateway:
         receive: Receive,
         send: Send,
         served: list[Served],
-    ) -> int:
+    ) -> Awaitable[int]:
+        """The route's handler, called: a plain function returning its coroutine (one frame fewer
+        to run again each time the request resumes)."""
         if path == "/health":
             _allow(method, "GET", "HEAD")
-            await _respond(send, 200, b'{"status":"ok"}')
-            return 200
+            return _health(send)
         if path == "/" or path == "/status.html":  # no data here: clients probe / unauthenticated (Claude Code)
-            return await (status_page if path != "/" or wants_page(headers) else landing)(method, send)
+            return (status_page if path != "/" or wants_page(headers) else landing)(method, send)
         if path == "/metrics":
             check = None if self.settings.metrics_public else self.admin.check
-            return await scrape(self.metrics, check, self.wheel.asnapshot, scope, method, headers, send)
+            return scrape(self.metrics, check, self.wheel.asnapshot, scope, method, headers, send)
         if path == "/status" or path.startswith("/admin/"):
             self.admin.check(scope, headers)
-            return await self.admin.handle(method, path, receive, send)
+            return self.admin.handle(method, path, receive, send)
         # ?key= only on the Gemini routes (Google's REST convention); elsewhere keys go in headers.
         self._check_client(scope, headers, query=dialect is self.gemini)
         if path == "/v1/chat/completions":
             _allow(method, "POST")
-            return await self._chat(self.openai, None, False, headers, receive, send, served)
+            return self._chat(self.openai, None, False, headers, receive, send, served)
         if path == "/v1/responses":
             _allow(method, "POST")
-            return await self._chat(DIALECTS["responses"], None, False, headers, receive, send, served)
+            return self._chat(DIALECTS["responses"], None, False, headers, receive, send, served)
         if path == "/v1/messages":
             _allow(method, "POST")
-            return await self._chat(self.anthropic, None, False, headers, receive, send, served)
+            return self._chat(self.anthropic, None, False, headers, receive, send, served)
         if path == "/v1/messages/count_tokens":
             _allow(method, "POST")
-            return await self._count_tokens(headers, receive, send, served)
+            return self._count_tokens(headers, receive, send, served)
         if dialect is self.gemini and ":" in path:  # /v1beta/models/…, /v1/models/… or /models/… (no version)
-            return await self._gemini_call(method, path, headers, receive, send, served)
+            return self._gemini_call(method, path, headers, receive, send, served)
         if path in ("/v1/models", "/v1beta/models", "/models") or (
             path.startswith(("/v1/models/", "/v1beta/models/", "/models/")) and ":" not in path
         ):
-            return await self._model_info(scope, method, path, headers, send)
+            return self._model_info(scope, method, path, headers, send)
         raise HttpError(404, f"no route {method} {path}")
 
     async def _gemini_call(
@@ -583,9 +589,19 @@ class Gateway:
         return 200
 
     def _targets(self, model: str, fallback: bool) -> list[Target]:
-        provider, chosen = self.resolve_model(model)
+        """The chain a request's model (and fallback header) routes to; cached per model, as the
+        router caches chains (the configuration does not change under a router)."""
         router = self.wheel.router
-        return router.chain(provider, chosen, fallback=fallback if provider else True)
+        cache = self._target_cache
+        if cache[0] is not router:
+            cache = self._target_cache = (router, {})
+        targets = cache[1].get((model, fallback))
+        if targets is None:
+            provider, chosen = self.resolve_model(model)
+            targets = router.chain(provider, chosen, fallback=fallback if provider else True)
+            if len(cache[1]) < 256:  # models come from callers: keep the cache bounded
+                cache[1][(model, fallback)] = targets
+        return targets
 
     def resolve_model(self, model: str) -> tuple[str | None, str | None]:
         """``auto`` → the chain; a provider's configured model → that provider;
@@ -617,6 +633,11 @@ class Gateway:
 
 
 # -------------------------------------------------------------------- helpers
+
+
+async def _health(send: Send) -> int:
+    await _respond(send, 200, b'{"status":"ok"}')
+    return 200
 
 
 # The upstream dialects that count tokens themselves (Anthropic's count_tokens, Gemini's :countTokens).

@@ -30,6 +30,8 @@ class Endpoint:
     base_url: str  # in the official SDK's convention, without a trailing slash
     model: str  # the provider's configured default model
     headers: dict[str, str] = field(default_factory=dict)  # extra static headers
+    # An adapter's request headers per key (the key's text to them), built once: the hot path copies them.
+    cache: dict[str, dict[str, str]] = field(default_factory=dict, repr=False, compare=False)
 
 
 @dataclass(slots=True)

@@ -182,9 +182,43 @@ def build_body(request: ChatRequest, model: str, *, stream: bool) -> dict[str, A
     return merge_extra(body, request.extra)
 
 
+def plain_body(
+    messages: list[dict[str, Any]],
+    model: str,
+    max_tokens: int | None,
+    temperature: float | None,
+    extra: Mapping[str, Any],
+    *,
+    stream: bool,
+) -> dict[str, Any]:
+    """:func:`build_body`'s answer for messages already in wire form (:func:`keywheel.messages.openai_wire`)
+    and no other field than these: the same body, key for key, without the canonical types."""
+    body: dict[str, Any] = {"model": model, "messages": messages}
+    if max_tokens is not None:
+        body["max_tokens"] = max_tokens
+    if temperature is not None:
+        body["temperature"] = temperature
+    if stream:
+        body["stream"] = True
+        body["stream_options"] = {"include_usage": True}
+    return merge_extra(body, extra) if extra else body
+
+
+def body_request(endpoint: Endpoint, key: ApiKey, body: Mapping[str, Any]) -> HttpRequest:
+    """The Chat Completions request that sends ``body`` as it is."""
+    return HttpRequest("POST", _url(endpoint, "/chat/completions"), _headers(endpoint, key), dumps(body))
+
+
 def _headers(endpoint: Endpoint, key: ApiKey) -> dict[str, str]:
-    auth = {"Authorization": f"Bearer {key.reveal()}"}
-    return merge_headers({"content-type": "application/json"}, endpoint.headers, auth)
+    secret = key.reveal()
+    cached = endpoint.cache.get(secret)
+    if cached is None:
+        auth = {"Authorization": f"Bearer {secret}"}
+        cached = merge_headers({"content-type": "application/json"}, endpoint.headers, auth)
+        if len(endpoint.cache) >= 1024:  # keys come and go (admin): keep it bounded
+            endpoint.cache.clear()
+        endpoint.cache[secret] = cached
+    return cached.copy()  # a request's headers may be added to (forwarded client headers)
 
 
 def _url(endpoint: Endpoint, path: str) -> str:
@@ -425,8 +459,7 @@ class OpenAICompatAdapter:
     def build_request(
         self, endpoint: Endpoint, key: ApiKey, request: ChatRequest, model: str, *, stream: bool
     ) -> HttpRequest:
-        body = build_body(request, model, stream=stream)
-        return HttpRequest("POST", _url(endpoint, "/chat/completions"), _headers(endpoint, key), dumps(body))
+        return body_request(endpoint, key, build_body(request, model, stream=stream))
 
     def build_raw_request(
         self, endpoint: Endpoint, key: ApiKey, body: dict[str, Any], model: str, *, stream: bool
