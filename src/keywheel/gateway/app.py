@@ -59,6 +59,7 @@ from keywheel.gateway.http import allow as _allow
 from keywheel.gateway.http import header_list as _header_list
 from keywheel.gateway.http import presented_key as _presented_key
 from keywheel.gateway.http import respond as _respond
+from keywheel.gateway.models import model_info
 from keywheel.gateway.page import status_page, wants_page
 from keywheel.gateway.passthrough import EMPTY, Request, builder, forwarded, loads, lost_ints
 from keywheel.gateway.reload import listen_for_sighup, reload
@@ -336,7 +337,7 @@ class Gateway:
         if path in ("/v1/models", "/v1beta/models", "/models") or (
             path.startswith(("/v1/models/", "/v1beta/models/", "/models/")) and ":" not in path
         ):
-            return self._model_info(scope, method, path, headers, send)
+            return model_info(self.settings, self.resolve_model, scope, method, path, headers, send)
         raise HttpError(404, f"no route {method} {path}")
 
     async def _gemini_call(
@@ -357,59 +358,6 @@ class Gateway:
         _allow(method, "POST")
         stream = action == "streamGenerateContent"
         return await self._chat(self.gemini, model, stream, headers, receive, send, served)
-
-    async def _model_info(self, scope: Scope, method: str, path: str, headers: dict[bytes, bytes], send: Send) -> int:
-        """The model list (``…/models``), or one model (``…/models/{id}``: openai/anthropic
-        ``models.retrieve``, google-genai ``models.get``), in the dialect the caller parses."""
-        _allow(method, "GET")
-        if path in ("/v1/models", "/v1beta/models", "/models"):
-            listing = self._models_dialect(scope, path, headers)
-            await _respond(send, 200, orjson.dumps(listing.render_models(self._models())))
-            return 200
-        base, _, name = path.partition("/models/")
-        listing = self._models_dialect(scope, base + "/models", headers)
-        rendered = listing.render_models([self._model_entry(name)])
-        entries = rendered.get("data") or rendered.get("models") or [{}]
-        await _respond(send, 200, orjson.dumps(entries[0]))
-        return 200
-
-    def _models(self) -> list[tuple[str, str]]:
-        """``(model id as clients name it, provider)``: ``auto``, then each provider's configured model."""
-        models = [(f"{name}/{self.settings.providers[name].model}", name) for name in self.settings.chain]
-        models.insert(0, ("auto", "keywheel"))
-        return models
-
-    def _model_entry(self, name: str) -> tuple[str, str]:
-        """One model by the name a client asks for: a listed one, or any name the gateway would route."""
-        name = name.removeprefix("models/")
-        for entry in self._models():
-            if entry[0] == name:
-                return entry
-        provider, _ = self.resolve_model(name)  # an unknown provider prefix is a 404
-        return name, provider or "keywheel"
-
-    def _models_dialect(self, scope: Scope, path: str, headers: dict[bytes, bytes]) -> Dialect:
-        """The shape of a model list the caller's SDK parses: ``/v1/models`` serves all three.
-
-        Told apart as the SDKs authenticate: google-genai by ``x-goog-api-key`` (or ``?key=``,
-        or its ``x-goog-api-client`` / user agent), the anthropic SDK by ``anthropic-version``
-        (or ``x-api-key``), anything else (``Authorization: Bearer``) is OpenAI.
-        """
-        if path != "/v1/models":
-            return self.gemini
-        agent = headers.get(b"user-agent", b"")
-        query: bytes = scope.get("query_string", b"")
-        if (
-            b"x-goog-api-key" in headers
-            or b"x-goog-api-client" in headers
-            or b"google-genai" in agent
-            or query.startswith(b"key=")
-            or b"&key=" in query
-        ):
-            return self.gemini
-        if b"anthropic-version" in headers or b"x-api-key" in headers:
-            return self.anthropic
-        return self.openai
 
     # --------------------------------------------------------------- security
 
