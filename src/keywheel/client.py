@@ -27,7 +27,7 @@ from keywheel.errors import BadRequest
 from keywheel.messages import from_openai, tool_choice_from_openai, tools_from_openai
 from keywheel.observe import Observer, Subscriber, watch_keys
 from keywheel.providers import get_adapter
-from keywheel.router import Router, translated
+from keywheel.router import Router, token_estimate, translated
 from keywheel.secrets import ApiKey
 from keywheel.state.memory import MemoryStore
 from keywheel.state.rules import BreakerPolicy
@@ -100,7 +100,7 @@ class Wheel:
     def __init__(self, settings: Settings, *, transport: Transport | None = None) -> None:
         self.settings = settings
         self.pools: dict[str, MemoryStore] = {
-            name: MemoryStore(name, cfg.keys, breaker=_breaker_policy(settings))
+            name: MemoryStore(name, cfg.keys, breaker=_breaker_policy(settings), quota=cfg.quota)
             for name, cfg in settings.providers.items()
             if cfg.enabled
         }
@@ -191,7 +191,7 @@ class Wheel:
         self, request: ChatRequest, *, model: str | None = None, provider: str | None = None, fallback: bool = True
     ) -> ChatResponse:
         targets = self._targets(provider, model, fallback)
-        completion, _, served = await self.router.complete(targets, translated(request))
+        completion, _, served = await self.router.complete(targets, translated(request), tokens=token_estimate(request))
         return chat_response(completion, served)
 
     def chat(self, messages: Sequence[Mapping[str, Any]], **kwargs: Any) -> ChatResponse:
@@ -202,7 +202,8 @@ class Wheel:
         self, request: ChatRequest, *, model: str | None = None, provider: str | None = None, fallback: bool = True
     ) -> EventStream:
         """Open a stream (failing over until a first event arrives); iterate it for events."""
-        return await self.router.open_stream(self._targets(provider, model, fallback), translated(request))
+        targets = self._targets(provider, model, fallback)
+        return await self.router.open_stream(targets, translated(request), tokens=token_estimate(request))
 
     async def astream(
         self,

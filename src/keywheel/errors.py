@@ -105,7 +105,12 @@ class KeyInvalid(KeyFault):
 
 
 class QuotaExhausted(KeyFault):
-    """The key's credit or daily quota is used up.  ``retry_after`` is the reset, if known."""
+    """The key's credit or daily quota is used up.  ``retry_after`` is the reset, if known.
+
+    ``daily``: a daily quota of the key's project or account (Gemini's ``PerDay`` quotas), which
+    every key of its group shares: the whole group rests until the day resets."""
+
+    daily: bool = False
 
 
 class ProviderFault(UpstreamError):

@@ -68,6 +68,7 @@ from keywheel.providers.base import Endpoint, HttpRequest
 from keywheel.providers.paths import check_model
 from keywheel.secrets import ApiKey, Redactor, register
 from keywheel.state.base import KeyChange, KeyStore, LocalStore, Open
+from keywheel.state.windows import estimate_tokens
 from keywheel.stream import EventStream
 from keywheel.transport import HttpTransport
 from keywheel.types import Attempt, ChatRequest, Completion, Usage
@@ -81,6 +82,7 @@ class _Call:
     """The state of one :meth:`Router.execute` across its rounds over the chain."""
 
     deadline: float  # on the loop's clock
+    tokens: int = 0  # the call's token estimate (input + max_tokens), reserved in token windows
     attempts: list[Attempt] = field(default_factory=list)
     waited: float = 0.0  # seconds slept for resting keys
     min_window: int | None = None  # set after a too-long prompt: only larger windows may serve
@@ -166,10 +168,11 @@ class Router:
 
     # ------------------------------------------------------------- the loop
 
-    async def execute(self, targets: list[Target], attempt: AttemptFn[T]) -> tuple[T, Served]:
-        """Run ``attempt`` over ``targets`` and their keys until one succeeds."""
+    async def execute(self, targets: list[Target], attempt: AttemptFn[T], *, tokens: int = 0) -> tuple[T, Served]:
+        """Run ``attempt`` over ``targets`` and their keys until one succeeds (``tokens``: the
+        call's estimate, reserved in the token windows of the key it gets)."""
         loop = asyncio.get_running_loop()
-        call = _Call(loop.time() + self.settings.timeout)
+        call = _Call(loop.time() + self.settings.timeout, tokens)
         while True:
             call.earliest, call.skipped = None, []
             for index, target in enumerate(targets if call.forced is None else [call.forced]):
@@ -198,8 +201,11 @@ class Router:
         store, local = self.pools[name], self._local.get(name)
         key_faults = provider_faults = 0
         while True:
-            force = call.forced is not None
-            got = local.acquire_nowait(force=force) if local else await store.acquire(force=force)
+            force, tokens = call.forced is not None, call.tokens
+            if local:
+                got = local.acquire_nowait(force=force, tokens=tokens)
+            else:
+                got = await store.acquire(force=force, tokens=tokens)
             if not isinstance(got, ApiKey):
                 call.unavailable(got, index)
                 return None
@@ -312,19 +318,22 @@ class Router:
         if self.observer.attempts:
             served_event(self.observer, served, "ok", served.attempts[-1].latency_ms, usage)
 
-    async def complete(self, targets: list[Target], build: RequestBuilder) -> tuple[Completion, bytes, Served]:
-        """A non-streaming call: the parsed completion, the raw upstream body, and who served it."""
+    async def complete(
+        self, targets: list[Target], build: RequestBuilder, *, tokens: int = 0
+    ) -> tuple[Completion, bytes, Served]:
+        """A non-streaming call: the parsed completion, the raw upstream body, and who served it.
+        ``tokens``: the estimate reserved in token windows (:func:`keywheel.state.windows.estimate_tokens`)."""
 
         async def attempt(target: Target, key: ApiKey, timeout: float) -> tuple[Completion, bytes]:
             body = await self.send(target, build(target, key, False), timeout)
             return target.adapter.parse_response(body), body
 
-        (completion, body), served = await self.execute(targets, attempt)
+        (completion, body), served = await self.execute(targets, attempt, tokens=tokens)
         await self.settle(served, completion.usage)
         return completion, body, served
 
     async def open_stream(
-        self, targets: list[Target], build: RequestBuilder, *, passthrough: str | None = None
+        self, targets: list[Target], build: RequestBuilder, *, passthrough: str | None = None, tokens: int = 0
     ) -> EventStream:
         """Open a stream on the first target that yields a first event; fail over before that.
 
@@ -339,11 +348,20 @@ class Router:
                 self.transport, target, http, timeout, idle, passthrough=raw, max_bytes=self.settings.max_event_bytes
             )
 
-        stream, served = await self.execute(targets, attempt)
+        stream, served = await self.execute(targets, attempt, tokens=tokens)
         pool = self.pools[served.target.provider.name]
         stream.bind(served, pool, self.redactor, self.observer)
         await pool.answered(served.key)  # the provider is up: its first event is in (closes an open breaker)
         return stream
+
+
+def token_estimate(request: ChatRequest) -> int:
+    """The call's token estimate for token windows: its text's characters ÷ 4, plus ``max_tokens``."""
+    size = len(request.system or "")
+    for message in request.messages:
+        for part in message.content:
+            size += len(getattr(part, "text", "") or getattr(part, "content", "") or "")
+    return estimate_tokens(size, request.max_tokens)
 
 
 def translated(request: ChatRequest) -> RequestBuilder:
