@@ -378,7 +378,12 @@ def _flat(windows: Mapping[str, tuple[WindowSpec, ...]]) -> tuple[WindowSpec, ..
 
 def _key_base(key: ApiKey) -> str:
     """The variable a key came from, as the stem of its ``_GROUP`` and per-key limits."""
-    return f"{key.provider.upper()}_API_KEYS" if key.label.startswith("k") else _variable_of(key)
+    return f"{key.provider.upper()}_API_KEYS" if _listed(key) else _variable_of(key)
+
+
+def _listed(key: ApiKey) -> bool:
+    """Whether the key came from ``<P>_API_KEYS`` (labels k1, k2, …)."""
+    return key.label[:1] == "k" and key.label[1:].isdigit()
 
 
 def _quota(env: Mapping[str, str], name: str, keys: list[ApiKey], problems: _Problems) -> Quota:
@@ -399,7 +404,7 @@ def _quota(env: Mapping[str, str], name: str, keys: list[ApiKey], problems: _Pro
         base = _key_base(key)
         group_var = f"{base}_GROUP"
         raw = env.get(group_var, "").strip().lower()
-        own = _windows(env, base, tz, problems) if not key.label.startswith("k") else {}
+        own = _windows(env, base, tz, problems) if not _listed(key) else {}
         if raw:
             if not _GROUP_NAME.match(raw):
                 problems.error(group_var, f"a group name is letters, digits, - and _, got {raw!r}")

@@ -17,7 +17,8 @@ from keywheel.secrets import ApiKey
 from keywheel.state import rules
 from keywheel.state.memory import MemoryStore
 from keywheel.state.rules import ABANDONED, ANSWERED, DISABLED, Group, KeyState, ProviderState
-from tests.state.rule_cases import CASES, NOW, RULES, Case
+from keywheel.state.windows import Quota
+from tests.state.rule_cases import CASES, DAY_TZ, NOW, RULES, Case
 
 After = tuple[KeyState, ProviderState, tuple[KeyState, ...]]
 Runner = Callable[[Case], After]
@@ -35,7 +36,18 @@ def run_pure(case: Case) -> After:
     changes = rules.apply(case.before, group, case.provider, outcome, NOW, RULES)
     if changes.reset_group:
         others = tuple(o if o.state == DISABLED else rules.fresh(o.fingerprint) for o in others)
+    if changes.group_until:
+        mine = _group_of(case, 0)
+        others = tuple(
+            rules.group_rest(o, changes) if _group_of(case, i + 1) == mine else o for i, o in enumerate(others)
+        )
     return changes.key, changes.provider, others
+
+
+def _group_of(case: Case, index: int) -> str:
+    """The quota group of the key (index 0) or a fellow; ungrouped keys are each their own."""
+    name = case.groups[index] if index < len(case.groups) else ""
+    return name or f"own:{index}"
 
 
 def run_memory(case: Case) -> After:
@@ -43,7 +55,15 @@ def run_memory(case: Case) -> After:
     keys = [ApiKey(f"test-gemini-key-{s.fingerprint}", "gemini", s.fingerprint) for s in states]
     real = {s.fingerprint: k.fingerprint for s, k in zip(states, keys, strict=True)}
     named = {v: k for k, v in real.items()}
-    store = MemoryStore("gemini", keys, clock=lambda: NOW, throttle_window=RULES.throttle_window, breaker=RULES.breaker)
+    grouped = {k.fingerprint: case.groups[i] for i, k in enumerate(keys) if i < len(case.groups) and case.groups[i]}
+    store = MemoryStore(
+        "gemini",
+        keys,
+        clock=lambda: NOW,
+        throttle_window=RULES.throttle_window,
+        breaker=RULES.breaker,
+        quota=Quota(key_group=grouped, day_tz=DAY_TZ),
+    )
     provider = case.provider
     if provider.breaker.trial:
         provider = replace(provider, breaker=replace(provider.breaker, trial=real[provider.breaker.trial]))
