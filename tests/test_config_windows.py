@@ -84,7 +84,8 @@ def test_unnumbered_and_listed_and_token_keys_take_groups() -> None:
     q = settings.providers["openrouter"].quota
     assert {q.of(k.fingerprint)[0] for k in settings.providers["openrouter"].keys} == {"account"}
     a = settings.providers["anthropic"]
-    assert a.quota.of(a.keys[0].fingerprint) == ("org", (WindowSpec("rpd", 3, 86400.0, daily=True, tz="Europe/Berlin"),))
+    berlin = WindowSpec("rpd", 3, 86400.0, daily=True, tz="Europe/Berlin")
+    assert a.quota.of(a.keys[0].fingerprint) == ("org", (berlin,))
     assert settings.providers["openrouter"].quota.day_tz == "UTC"
 
 

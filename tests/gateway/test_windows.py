@@ -1,0 +1,93 @@
+"""Quota windows through a real ``keywheel serve``: the upstream enforces a per-key sliding window
+(``FakeUpstream(window=…)``) and keywheel, told the same limit (``GEMINI_RATE=10/5s``), never
+crosses it, serves what the quota allows, and tells every refused client when to come back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from keywheel.state.windows import GUARD
+from keywheel.testing import FakeUpstream
+from tests.gateway.conftest import ADMIN_KEY, GATEWAY_KEY, gateways
+
+KEYS, LIMIT, SECONDS, RUN = 4, 10, 5.0, 15.0
+OFFERED = 3 * KEYS * LIMIT / SECONDS  # requests per second: 3x the aggregate quota
+
+
+async def offer(url: str) -> tuple[list[float], list[tuple[float, int, int]]]:
+    """Offer OFFERED requests a second for RUN seconds, open loop:
+    (served at, [(refused at, retry-after, retry-after-ms)])."""
+    client = openai.AsyncOpenAI(base_url=url + "/v1", api_key=GATEWAY_KEY, max_retries=0, timeout=30)
+    served: list[float] = []
+    refused: list[tuple[float, int, int]] = []
+
+    async def one() -> None:
+        try:
+            await client.chat.completions.create(model="auto", messages=[{"role": "user", "content": "hi"}])
+            served.append(time.monotonic())
+        except openai.RateLimitError as exc:
+            headers = exc.response.headers
+            refused.append((time.monotonic(), int(headers["retry-after"]), int(headers["retry-after-ms"])))
+
+    start = time.monotonic()
+    tasks = []
+    for i in range(int(OFFERED * RUN)):
+        delay = start + i / OFFERED - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one()))
+    await asyncio.gather(*tasks)
+    await client.close()
+    return served, refused
+
+
+def free_at(arrivals: dict[str, list[float]], t: float) -> float:
+    """When the upstream's first slot frees after ``t``, judged by its own arrival log."""
+    earliest = float("inf")
+    for times in arrivals.values():
+        before = [a for a in times if a <= t and a > t - SECONDS]
+        earliest = min(earliest, t if len(before) < LIMIT else before[-LIMIT] + SECONDS)
+    return earliest
+
+
+@pytest.mark.timeout(90)
+def test_a_rate_window_is_never_crossed_and_refusals_say_when(tmp_path: Path) -> None:
+    with FakeUpstream(window=(LIMIT, SECONDS)) as fake, gateways(fake, tmp_path) as start:
+        served = start(
+            gemini=KEYS, openrouter=0, anthropic=0, GEMINI_RATE=f"{LIMIT}/{SECONDS:g}s", KEYWHEEL_MAX_WAIT="0"
+        )
+        ok, refused = asyncio.run(offer(served.url))
+        log = fake.requests
+        status = httpx.get(served.url + "/status", headers={"authorization": f"Bearer {ADMIN_KEY}"}).json()
+
+    arrivals: dict[str, list[float]] = {}
+    for r in log:
+        assert r.key is not None
+        arrivals.setdefault(r.key, []).append(r.at)
+    assert len(arrivals) == KEYS
+    assert sum(r.over_window for r in log) == 0  # the upstream answered no 429
+    for times in arrivals.values():  # at most LIMIT arrivals in any SECONDS, per key
+        assert all(times[i + LIMIT] - times[i] >= SECONDS for i in range(len(times) - LIMIT))
+    quota = KEYS * LIMIT * int(RUN / SECONDS)
+    assert len(ok) >= 0.98 * quota, (len(ok), quota)
+    assert len(ok) + len(refused) == int(OFFERED * RUN)
+    assert refused, "3x the quota was offered: some must be refused"
+    # The truth: when the upstream's log says a slot frees, plus keywheel's guard against arrival jitter.
+    # retry-after is that rounded up to whole seconds; retry-after-ms is it to the millisecond.
+    wrong = []
+    for at, seconds, ms in refused:
+        wait = free_at(arrivals, at) - at + GUARD
+        if abs(seconds - wait) > 1.0 or abs(ms / 1000 - wait) > 0.25:
+            wrong.append((round(at, 3), seconds, ms, round(wait, 3)))
+    assert not wrong, wrong
+    # /status shows each key's window: its use, limit and reset time.
+    windows = [g["windows"][0] for g in status["providers"][0]["groups"]]
+    assert len(windows) == KEYS
+    assert all(w["limit"] == LIMIT and w["seconds"] == SECONDS and 0 <= w["used"] <= LIMIT for w in windows)
