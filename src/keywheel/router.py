@@ -41,7 +41,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from keywheel.calls import (
     RetryPolicy,
@@ -388,7 +388,7 @@ async def key_tally(
             failed_by.setdefault(a.key, set()).add(a.outcome)
     providers: list[str] = []
     throttled_providers: list[str] = []
-    total = resting = disabled = failed = idle = 0
+    counts: dict[str, int] = {}
     outcomes: set[str] = set()
     for target in targets:
         name = target.provider.name
@@ -399,27 +399,50 @@ async def key_tally(
         throttled = bool(snap.get("throttled_for"))
         if throttled:
             throttled_providers.append(name)
+        full = _at_window(snap)
         for key in snap["keys"]:
-            total += 1
+            fingerprint = key["key"]
             if key["state"] == "disabled":
-                disabled += 1
+                kind = "disabled"
             elif key["state"] == "cooling" or throttled:
-                resting += 1
-            elif key["key"] in failed_by:
-                failed += 1
-                outcomes |= failed_by[key["key"]]
+                kind = "resting"
+            elif fingerprint in full:
+                kind = "windowed"
+            elif fingerprint in failed_by:
+                kind = "failed"
+                outcomes |= failed_by[fingerprint]
             else:
-                idle += 1
+                kind = "idle"
+            counts[kind] = counts.get(kind, 0) + 1
+    total = sum(counts.values())
+    counted = _tally_text(counts, outcomes, earliest, throttled_providers)
+    return f"of {total} key{'s' if total != 1 else ''} ({', '.join(providers)}): {counted}"
+
+
+def _tally_text(counts: Mapping[str, int], outcomes: set[str], earliest: float | None, throttled: list[str]) -> str:
     parts = []
+    resting, windowed = counts.get("resting", 0), counts.get("windowed", 0)
     if resting:
         notes = [f"the earliest back in {earliest:.1f} s"] if earliest is not None else []
-        notes += [f"{name} rests as a whole: all its keys were limited at once" for name in throttled_providers]
+        notes += [f"{name} rests as a whole: all its keys were limited at once" for name in throttled]
         parts.append(f"{resting} resting" + (f" ({'; '.join(notes)})" if notes else ""))
-    if disabled:
-        parts.append(f"{disabled} disabled")
-    if failed:
-        parts.append(f"{failed} failed this call ({', '.join(sorted(outcomes))})")
-    if idle:
-        parts.append(f"{idle} not tried")
-    counted = ", ".join(parts) or "none"
-    return f"of {total} key{'s' if total != 1 else ''} ({', '.join(providers)}): {counted}"
+    if windowed:
+        note = f" (the earliest free in {earliest:.1f} s)" if earliest is not None and not resting else ""
+        parts.append(f"{windowed} at their quota window{note}")
+    if counts.get("disabled"):
+        parts.append(f"{counts['disabled']} disabled")
+    if counts.get("failed"):
+        parts.append(f"{counts['failed']} failed this call ({', '.join(sorted(outcomes))})")
+    if counts.get("idle"):
+        parts.append(f"{counts['idle']} not tried")
+    return ", ".join(parts) or "none"
+
+
+def _at_window(snapshot: Mapping[str, Any]) -> set[str]:
+    """The keys of a store's snapshot whose group has a window used up."""
+    return {
+        fingerprint
+        for group in snapshot.get("groups", ())
+        if any(w["used"] >= w["limit"] for w in group["windows"])
+        for fingerprint in group["keys"]
+    }

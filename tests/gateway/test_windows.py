@@ -16,6 +16,7 @@ import pytest
 from keywheel.state.windows import GUARD
 from keywheel.testing import FakeUpstream
 from tests.gateway.conftest import ADMIN_KEY, GATEWAY_KEY, gateways
+from tests.test_cli import run
 
 KEYS, LIMIT, SECONDS, RUN = 4, 10, 5.0, 15.0
 OFFERED = 3 * KEYS * LIMIT / SECONDS  # requests per second: 3x the aggregate quota
@@ -91,3 +92,28 @@ def test_a_rate_window_is_never_crossed_and_refusals_say_when(tmp_path: Path) ->
     windows = [g["windows"][0] for g in status["providers"][0]["groups"]]
     assert len(windows) == KEYS
     assert all(w["limit"] == LIMIT and w["seconds"] == SECONDS and 0 <= w["used"] <= LIMIT for w in windows)
+
+
+def test_keywheel_config_warns_of_keys_that_behave_as_one_group(fake: FakeUpstream, tmp_path: Path) -> None:
+    with gateways(fake, tmp_path) as start:
+        served = start(gemini=3, openrouter=0, anthropic=0, GEMINI_API_KEY_3_GROUP="solo", GEMINI_RPM="100")
+        for key in ("test-gemini-key-1", "test-gemini-key-2"):  # one project's two keys: limited together
+            fake.set(key, "rate_limit", retry_after=0.01)
+        with httpx.Client(timeout=30) as client:
+            for _ in range(6):
+                answer = client.post(
+                    served.url + "/v1/chat/completions",
+                    headers={"authorization": f"Bearer {GATEWAY_KEY}"},
+                    json={"model": "auto", "messages": [{"role": "user", "content": "hi"}]},
+                )
+                assert answer.status_code == 200
+                time.sleep(0.03)  # the 10 ms rests end: the next call meets both keys again
+        env = {"GEMINI_API_KEY_1": "test-gemini-key-1", "GEMINI_API_KEY_2": "test-gemini-key-2", "GEMINI_RPM": "100"}
+        env["COLUMNS"] = "200"
+        result = run(["config", "--url", served.url, "--admin-key", ADMIN_KEY], env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    out = " ".join(result.stdout.split())
+    assert "were throttled within the same second" in out and "GEMINI_API_KEY_<N>_GROUP" in out, out
+    assert "gemini#1" in out and "gemini#2" in out and "seen by the gateway" in out
+    assert "100 requests/60s" in out  # the windows column
+    assert "test-gemini-key-1" not in result.stdout + result.stderr
