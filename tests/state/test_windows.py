@@ -28,8 +28,8 @@ from keywheel.types import Usage
 PACIFIC = "America/Los_Angeles"
 
 
-def utc(*args: int) -> float:
-    return datetime(*args, tzinfo=UTC).timestamp()  # type: ignore[misc]
+def utc(year: int, month: int, day: int, hour: int, minute: int) -> float:
+    return datetime(year, month, day, hour, minute, tzinfo=UTC).timestamp()
 
 
 class Clock:
