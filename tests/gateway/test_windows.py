@@ -15,7 +15,7 @@ import pytest
 
 from keywheel.state.windows import GUARD
 from keywheel.testing import FakeUpstream
-from tests.gateway.conftest import ADMIN_KEY, GATEWAY_KEY, gateways
+from tests.gateway.conftest import ADMIN_KEY, GATEWAY_KEY, free_port, gateways
 from tests.test_cli import run
 
 KEYS, LIMIT, SECONDS, RUN = 4, 10, 5.0, 15.0
@@ -109,11 +109,19 @@ def test_keywheel_config_warns_of_keys_that_behave_as_one_group(fake: FakeUpstre
                 assert answer.status_code == 200
                 time.sleep(0.03)  # the 10 ms rests end: the next call meets both keys again
         env = {"GEMINI_API_KEY_1": "test-gemini-key-1", "GEMINI_API_KEY_2": "test-gemini-key-2", "GEMINI_RPM": "100"}
+        env["GEMINI_RPD"] = "1000"
         env["COLUMNS"] = "200"
         result = run(["config", "--url", served.url, "--admin-key", ADMIN_KEY], env, tmp_path)
     assert result.returncode == 0, result.stderr
     out = " ".join(result.stdout.split())
     assert "were throttled within the same second" in out and "GEMINI_API_KEY_<N>_GROUP" in out, out
     assert "gemini#1" in out and "gemini#2" in out and "seen by the gateway" in out
-    assert "100 requests/60s" in out  # the windows column
+    assert "100 requests/60s" in out and "1000 requests/day (America/Los_Angeles)" in out  # the windows column
     assert "test-gemini-key-1" not in result.stdout + result.stderr
+
+
+def test_keywheel_config_says_when_the_gateway_cannot_be_read(tmp_path: Path) -> None:
+    env = {"GEMINI_API_KEY_1": "test-gemini-key-1"}
+    result = run(["config", "--url", f"http://127.0.0.1:{free_port()}"], env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "could not read" in result.stdout and "configuration is valid (with warnings)" in result.stdout
