@@ -35,3 +35,7 @@ def make_wheel(fake: FakeUpstream) -> Iterator[WheelFactory]:
     yield factory
     for wheel in made:
         wheel.close()
+
+
+# A real redis-server per test (tests/redis_server.py); other test packages use it by name.
+from tests.redis_server import redis_process, redis_server, redis_session  # noqa: E402, F401

@@ -321,7 +321,7 @@ def cmd_config(args: argparse.Namespace) -> int:
             ("KEYWHEEL_STREAM_IDLE_TIMEOUT", f"{settings.stream_idle_timeout:g} s"),
             ("KEYWHEEL_MAX_WAIT", f"{settings.max_wait:g} s"),
             ("KEYWHEEL_PROVIDER_ATTEMPTS", str(settings.provider_attempts)),
-            ("KEYWHEEL_STATE", settings.state),
+            ("KEYWHEEL_STATE", _shown_state(settings.state)),
             ("KEYWHEEL_GATEWAY_KEYS", f"{len(settings.gateway_keys)} set" if settings.gateway_keys else "none"),
             ("KEYWHEEL_ADMIN_KEY", "set" if settings.admin_key else "not set (admin endpoints: loopback only)"),
         ):
@@ -363,6 +363,16 @@ def _seen_warnings(args: argparse.Namespace, out: Console) -> int:
     return len(warnings)
 
 
+def _shown_state(state: str) -> str:
+    """KEYWHEEL_STATE as shown: a password in a redis:// URL is not."""
+    scheme, sep, rest = state.partition("://")
+    if sep and "@" in rest:
+        auth, _, host = rest.rpartition("@")
+        user = auth.split(":", 1)[0]
+        return f"{scheme}://{user}:***@{host}" if ":" in auth else f"{scheme}://***@{host}"
+    return state
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from keywheel.demo import run_demo
 
@@ -392,6 +402,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
         stderr.print(
             f"[red]refusing to serve on {args.host}:[/red] no KEYWHEEL_GATEWAY_KEYS are set, so anyone who can "
             "reach this address could spend your keys.  Set KEYWHEEL_GATEWAY_KEYS=k1,k2 or bind 127.0.0.1."
+        )
+        wheel.close()
+        return 2
+    # redis wiring (#9 §3): workers share one pool only through Redis
+    if args.workers > 1 and not settings.state.startswith(("redis://", "rediss://")):
+        stderr.print(
+            f"[red]refusing --workers {args.workers} with KEYWHEEL_STATE={escape(settings.state)}:[/red] each worker "
+            "would keep its own key state (its own rotation, rests and quota). Set KEYWHEEL_STATE=redis://HOST:PORT/0 "
+            "so the workers share one pool, or run one worker."
         )
         wheel.close()
         return 2
@@ -534,7 +553,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="address to bind (default KEYWHEEL_HOST, else 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default KEYWHEEL_PORT, else 8787)")
     serve.add_argument(
-        "--workers", type=int, default=1, help="worker processes (default 1; each has its own key state)"
+        "--workers", type=int, default=1, help="worker processes (default 1; more need KEYWHEEL_STATE=redis://...)"
     )
     serve.set_defaults(func=cmd_serve)
 

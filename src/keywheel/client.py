@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import AsyncGenerator, Callable, Coroutine, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -25,10 +25,11 @@ from keywheel.calls import Target, chat_response
 from keywheel.config import Settings, load_env, settings_from_env
 from keywheel.errors import BadRequest
 from keywheel.messages import from_openai, tool_choice_from_openai, tools_from_openai
-from keywheel.observe import Observer, Subscriber, watch_keys
+from keywheel.observe import Observer, Subscriber, key_changes, watch_keys
 from keywheel.providers import get_adapter
 from keywheel.router import Router, token_estimate, translated
 from keywheel.secrets import ApiKey
+from keywheel.state.base import KeyStore, LocalStore
 from keywheel.state.memory import MemoryStore
 from keywheel.state.rules import BreakerPolicy
 from keywheel.status import Status, provider_status
@@ -99,11 +100,7 @@ class Wheel:
 
     def __init__(self, settings: Settings, *, transport: Transport | None = None) -> None:
         self.settings = settings
-        self.pools: dict[str, MemoryStore] = {
-            name: MemoryStore(name, cfg.keys, breaker=_breaker_policy(settings), quota=cfg.quota)
-            for name, cfg in settings.providers.items()
-            if cfg.enabled
-        }
+        self.pools: dict[str, KeyStore] = _pools(settings)
         self.transport = transport or Transport()
         self.observer = Observer()
         self.router = Router(settings, self.pools, self.transport, observer=self.observer)
@@ -256,11 +253,21 @@ class Wheel:
 
         Reasons and last errors quote upstream (and operator) text: they are redacted, so no
         piece of a key is in any value."""
+        local = self._local_pools()
+        if local is None:
+            return self._portal.run(self.asnapshot())
+        return self._status({name: local[name].snapshot_nowait() for name in self.settings.chain})
+
+    async def asnapshot(self) -> Status:
+        """:meth:`snapshot` for any store (a shared one is asked over the network)."""
+        return self._status({name: await self.pools[name].snapshot() for name in self.settings.chain})
+
+    def _status(self, snapshots: Mapping[str, Mapping[str, Any]]) -> Status:
         now = time.time()
         settings = self.settings
         providers = tuple(
             provider_status(
-                self.pools[name].snapshot_nowait(),
+                snapshots[name],
                 dialect=settings.providers[name].dialect,
                 model=settings.providers[name].model,
                 enabled=settings.providers[name].enabled,
@@ -272,11 +279,16 @@ class Wheel:
         )
         return Status(settings.primary, tuple(settings.chain), providers, now)
 
+    def _local_pools(self) -> dict[str, LocalStore] | None:
+        """The pools, when every one lives in this process (their calls need no await); else None."""
+        local = {n: p for n, p in self.pools.items() if isinstance(p, LocalStore)}
+        return local if len(local) == len(self.pools) else None
+
     def status(self) -> dict[str, Any]:
         """:meth:`snapshot` as JSON: the ``/status`` body."""
         return self.snapshot().to_json()
 
-    def _pool_of(self, fingerprint: str) -> MemoryStore:
+    def _pool_of(self, fingerprint: str) -> KeyStore:
         provider = fingerprint.split("#", 1)[0]
         pool = self.pools.get(provider)
         if pool is None:
@@ -285,18 +297,49 @@ class Wheel:
 
     def disable_key(self, fingerprint: str, reason: str = "disabled by operator") -> None:
         pool = self._pool_of(fingerprint)
+        if not isinstance(pool, MemoryStore):
+            return self._portal.run(self.adisable_key(fingerprint, reason))
         self._key_action(pool, lambda: pool.disable_nowait(fingerprint, self.redactor.redact(reason)[:300]))
 
     def enable_key(self, fingerprint: str) -> None:
         pool = self._pool_of(fingerprint)
+        if not isinstance(pool, MemoryStore):
+            return self._portal.run(self.aenable_key(fingerprint))
         self._key_action(pool, lambda: pool.enable_nowait(fingerprint))
 
     def remove_key(self, fingerprint: str) -> None:
         pool = self._pool_of(fingerprint)
+        if not isinstance(pool, MemoryStore):
+            return self._portal.run(self.aremove_key(fingerprint))
         self._key_action(pool, lambda: pool.remove_nowait(fingerprint))
 
     def _key_action(self, pool: MemoryStore, action: Callable[[], None]) -> None:
         watch_keys(self.observer, pool, action, self.redactor.redact, time.time())
+
+    async def adisable_key(self, fingerprint: str, reason: str = "disabled by operator") -> None:
+        """:meth:`disable_key` for any store (on a shared one, every replica honours it at its next pick)."""
+        pool = self._pool_of(fingerprint)
+        await self._akey_action(pool, lambda: pool.disable(fingerprint, self.redactor.redact(reason)[:300]))
+
+    async def aenable_key(self, fingerprint: str) -> None:
+        pool = self._pool_of(fingerprint)
+        await self._akey_action(pool, lambda: pool.enable(fingerprint))
+
+    async def aremove_key(self, fingerprint: str) -> None:
+        pool = self._pool_of(fingerprint)
+        await self._akey_action(pool, lambda: pool.remove(fingerprint))
+
+    async def _akey_action(self, pool: KeyStore, action: Callable[[], Awaitable[None]]) -> None:
+        """Run an operator's action and emit a key-state event for each key it changed."""
+        if not self.observer.key_states:
+            await action()
+            return
+        redact = self.redactor.redact
+        before = provider_status(await pool.snapshot(), dialect="", model="", redact=redact, now=time.time())
+        await action()
+        after = provider_status(await pool.snapshot(), dialect="", model="", redact=redact, now=time.time())
+        for event in key_changes(before, after):
+            self.observer.emit(event)
 
     # ---------------------------------------------------------------- events
 
@@ -309,18 +352,32 @@ class Wheel:
     def add_key(self, provider: str, key: str) -> str:
         """Add a key to an enabled provider's pool; returns its fingerprint."""
         pool = self.pools.get(provider)
+        if pool is not None and not isinstance(pool, MemoryStore):
+            return self._portal.run(self.aadd_key(provider, key))
         if pool is None:
             raise KeyError(f"provider {provider!r} is not enabled")
+        api_key = self._new_key(provider, key, pool.keys_nowait())
+        pool.add_nowait(api_key)
+        self.settings.providers[provider].keys.append(api_key)
+        return api_key.fingerprint
+
+    async def aadd_key(self, provider: str, key: str) -> str:
+        """:meth:`add_key` for any store (a shared pool: this process serves the key from now on)."""
+        pool = self.pools.get(provider)
+        if pool is None:
+            raise KeyError(f"provider {provider!r} is not enabled")
+        api_key = self._new_key(provider, key, await pool.keys())
+        await pool.add(api_key)
+        self.settings.providers[provider].keys.append(api_key)
+        return api_key.fingerprint
+
+    def _new_key(self, provider: str, key: str, present: list[ApiKey]) -> ApiKey:
         cfg = self.settings.providers[provider]
-        label = f"added{len(pool.keys_nowait()) + 1}"
-        api_key = ApiKey(key, provider, label, auth=get_adapter(cfg.dialect).key_auth)
-        present = pool.keys_nowait()
+        api_key = ApiKey(key, provider, f"added{len(present) + 1}", auth=get_adapter(cfg.dialect).key_auth)
         if api_key in present:
             raise ValueError(f"that key is already in {provider} as {present[present.index(api_key)]}")
         self.redactor.add(key)  # before any request can use it
-        pool.add_nowait(api_key)
-        cfg.keys.append(api_key)
-        return api_key.fingerprint
+        return api_key
 
     def asgi_app(self) -> Any:
         """This wheel as an ASGI app speaking the OpenAI, Anthropic and Gemini dialects.
@@ -341,6 +398,7 @@ class Wheel:
 
     async def aclose(self) -> None:
         await self.transport.aclose()
+        await _close_pools(self.pools)
 
     def close(self) -> None:
         """Close everything: the sync API's loop and its connections, and the connections the
@@ -358,6 +416,7 @@ class Wheel:
                 log.debug("an open stream failed while closing", exc_info=True)
         self._streams.clear()
         await self.transport.aclose()
+        await _close_pools(self.pools)
 
     def __enter__(self) -> Wheel:
         return self
@@ -393,6 +452,35 @@ def _close_sessions_now(transport: Transport) -> None:
 
 def _close_connector(connector: aiohttp.BaseConnector) -> None:
     connector._close()  # noqa: SLF001 — the synchronous part of BaseConnector.close()
+
+
+def _pools(settings: Settings) -> dict[str, KeyStore]:
+    """Each enabled provider's key store, of the kind KEYWHEEL_STATE names."""
+    policy = _breaker_policy(settings)
+    enabled = {name: cfg for name, cfg in settings.providers.items() if cfg.enabled}
+    # redis wiring (#9 §3; to merge into state/factory.py): a shared pool per provider
+    if settings.state.startswith(("redis://", "rediss://")):
+        from keywheel.state.fallback import SharedStore
+        from keywheel.state.redis import RedisStore
+
+        return {
+            name: SharedStore(
+                RedisStore(
+                    name, cfg.keys, url=settings.state, prefix=settings.redis_prefix, breaker=policy, quota=cfg.quota
+                ),
+                fallback=settings.redis_fallback,
+            )
+            for name, cfg in enabled.items()
+        }
+    return {name: MemoryStore(name, cfg.keys, breaker=policy, quota=cfg.quota) for name, cfg in enabled.items()}
+
+
+async def _close_pools(pools: Mapping[str, KeyStore]) -> None:
+    """Close the connections a shared store opened on the running loop."""
+    for pool in pools.values():
+        close = getattr(pool, "aclose", None)
+        if close is not None:
+            await close()
 
 
 def _breaker_policy(settings: Settings) -> BreakerPolicy:

@@ -106,6 +106,9 @@ class Settings:
     breaker_failures: int = 5  # consecutive provider faults that open a provider's breaker (0: no breaker)
     breaker_cooloff: float = 5.0  # first cool-off of an open breaker; doubles after each failed trial ...
     breaker_cooloff_max: float = 60.0  # ... up to this
+    # redis wiring (#9 §3; to merge into the state factory): see keywheel.state.fallback
+    redis_prefix: str = "keywheel"  # KEYWHEEL_REDIS_PREFIX: keeps deployments on one Redis apart
+    redis_fallback: str = "local"  # KEYWHEEL_REDIS_FALLBACK: local | fail, during a Redis outage
     warnings: list[str] = field(default_factory=list)
 
     def secrets(self) -> list[str]:
@@ -582,8 +585,12 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
         )
 
     state = env.get("KEYWHEEL_STATE", "memory").strip() or "memory"
-    if state != "memory":
-        problems.error("KEYWHEEL_STATE", f"only 'memory' is available in this version, got {state!r}")
+    # redis wiring (#9 §3; to merge into the state factory): redis:// and rediss:// URLs
+    if state != "memory" and not state.startswith(("redis://", "rediss://")):
+        problems.error("KEYWHEEL_STATE", f"'memory' or a redis://host:port/db URL (or rediss://), got {state!r}")
+    redis_fallback = env.get("KEYWHEEL_REDIS_FALLBACK", "local").strip().lower() or "local"
+    if redis_fallback not in ("local", "fail"):
+        problems.error("KEYWHEEL_REDIS_FALLBACK", f"'local' or 'fail', got {redis_fallback!r}")
 
     gateway_keys, admin_key = _gateway_keys(env, problems)
     settings = Settings(
@@ -605,6 +612,8 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
         max_connections=int(_number(env, "KEYWHEEL_MAX_CONNECTIONS", 1000, problems, integer=True)),
         max_response_bytes=int(_number(env, "KEYWHEEL_MAX_RESPONSE_BYTES", 64 * 1024 * 1024, problems, integer=True)),
         max_event_bytes=int(_number(env, "KEYWHEEL_MAX_EVENT_BYTES", 16 * 1024 * 1024, problems, integer=True)),
+        redis_prefix=env.get("KEYWHEEL_REDIS_PREFIX", "keywheel").strip() or "keywheel",
+        redis_fallback=redis_fallback,
         warnings=problems.warnings,
     )
     _breaker_settings(env, settings, problems)

@@ -208,7 +208,7 @@ def test_leak_scan_of_library_calls_through_every_fault(
                         texts += [repr(vars(exc))] + [repr(a) for a in getattr(exc, "attempts", [])]
             texts.append(json.dumps(wheel.status()))
             for pool in wheel.pools.values():
-                for key in pool.keys_nowait():
+                for key in pool.keys_nowait():  # type: ignore[attr-defined]  # a MemoryStore
                     wheel.enable_key(key.fingerprint)
     finally:
         wheel.close()

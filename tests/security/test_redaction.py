@@ -105,7 +105,7 @@ def test_library_partial_echo_leaves_no_piece(
                         texts += [repr(a) for a in getattr(exc, "attempts", [])]
                     texts.append(json.dumps(wheel.status()))
                     for pool in wheel.pools.values():
-                        for k in pool.keys_nowait():
+                        for k in pool.keys_nowait():  # type: ignore[attr-defined]  # a MemoryStore
                             wheel.enable_key(k.fingerprint)
     finally:
         wheel.close()

@@ -16,8 +16,10 @@ import pytest
 from keywheel.secrets import ApiKey
 from keywheel.state import rules
 from keywheel.state.memory import MemoryStore
+from keywheel.state.redis import RedisStore
 from keywheel.state.rules import ABANDONED, ANSWERED, DISABLED, Group, KeyState, ProviderState
 from keywheel.state.windows import Quota
+from tests.redis_server import RedisServer
 from tests.state.rule_cases import CASES, DAY_TZ, NOW, RULES, Case
 
 After = tuple[KeyState, ProviderState, tuple[KeyState, ...]]
@@ -88,6 +90,53 @@ RUNNERS: dict[str, Runner] = {"pure": run_pure, "memory": run_memory}
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_rule_book(case: Case, runner: Runner) -> None:
     key, provider, others = runner(case)
+    assert key == case.after
+    assert provider == (case.provider_after or case.provider)
+    assert others == (case.others if case.others_after is None else case.others_after)
+
+
+# ------------------------------------------------------------------ the Lua side, on a real redis-server
+
+
+async def run_redis(case: Case, url: str, prefix: str) -> After:
+    """As :func:`run_memory`, on a :class:`RedisStore` (the rules in Lua) whose clock is fixed at ``NOW``."""
+    states = (case.before, *case.others)
+    keys = [ApiKey(f"test-gemini-key-{s.fingerprint}", "gemini", s.fingerprint) for s in states]
+    real = {s.fingerprint: k.fingerprint for s, k in zip(states, keys, strict=True)}
+    named = {v: k for k, v in real.items()}
+    store = RedisStore(
+        "gemini",
+        keys,
+        url=url,
+        prefix=prefix,
+        clock=lambda: NOW,
+        throttle_window=RULES.throttle_window,
+        breaker=RULES.breaker,
+    )
+    try:
+        provider = case.provider
+        if provider.breaker.trial:
+            provider = replace(provider, breaker=replace(provider.breaker, trial=real[provider.breaker.trial]))
+        await store.load(provider, {real[s.fingerprint]: replace(s, fingerprint=real[s.fingerprint]) for s in states})
+        if case.outcome == "abandoned":
+            await store.abandon(keys[0])
+        elif case.outcome == "answered":
+            await store.answered(keys[0])
+        else:
+            await store.release(keys[0], case.outcome, 1.0)
+        provider, dumped = await store.dump()
+    finally:
+        await store.aclose()
+    after = {named[fp]: replace(s, fingerprint=named[fp]) for fp, s in dumped.items()}
+    if provider.breaker.trial:
+        provider = replace(provider, breaker=replace(provider.breaker, trial=named[provider.breaker.trial]))
+    return after[case.before.fingerprint], provider, tuple(after[o.fingerprint] for o in case.others)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+async def test_rule_book_in_lua(case: Case, redis_session: RedisServer) -> None:
+    prefix = f"rules{CASES.index(case)}"
+    key, provider, others = await run_redis(case, redis_session.url, prefix)
     assert key == case.after
     assert provider == (case.provider_after or case.provider)
     assert others == (case.others if case.others_after is None else case.others_after)

@@ -17,17 +17,17 @@ from keywheel.status import Status
 
 
 class KeyAdmin(Protocol):
-    """What the admin routes need of a :class:`keywheel.Wheel`."""
+    """What the admin routes need of a :class:`keywheel.Wheel` (async: the key state may be shared, in Redis)."""
 
-    def snapshot(self) -> Status: ...
+    async def asnapshot(self) -> Status: ...
 
-    def add_key(self, provider: str, key: str) -> str: ...
+    async def aadd_key(self, provider: str, key: str) -> str: ...
 
-    def disable_key(self, fingerprint: str, reason: str = ...) -> None: ...
+    async def adisable_key(self, fingerprint: str, reason: str = ...) -> None: ...
 
-    def enable_key(self, fingerprint: str) -> None: ...
+    async def aenable_key(self, fingerprint: str) -> None: ...
 
-    def remove_key(self, fingerprint: str) -> None: ...
+    async def aremove_key(self, fingerprint: str) -> None: ...
 
 
 class Admin:
@@ -54,7 +54,7 @@ class Admin:
         host = self.host
         if path == "/status":
             allow(method, "GET")
-            await respond_json(send, host.snapshot().to_json())  # typed until here, the edge
+            await respond_json(send, (await host.asnapshot()).to_json())  # typed until here, the edge
             return 200
         allow(method, "POST")
         action = path.removeprefix("/admin/keys/")
@@ -65,15 +65,15 @@ class Admin:
             raise HttpError(400, "admin body must be JSON") from None
         try:
             if action == "add":
-                result: Any = {"key": host.add_key(str(body["provider"]), str(body["key"]))}
+                result: Any = {"key": await host.aadd_key(str(body["provider"]), str(body["key"]))}
             elif action in ("disable", "enable", "remove"):
                 fingerprint = str(body["key"]).replace("...", "…")
                 if action == "disable":
-                    host.disable_key(fingerprint, str(body.get("reason") or "disabled by operator"))
+                    await host.adisable_key(fingerprint, str(body.get("reason") or "disabled by operator"))
                 elif action == "enable":
-                    host.enable_key(fingerprint)
+                    await host.aenable_key(fingerprint)
                 else:
-                    host.remove_key(fingerprint)
+                    await host.aremove_key(fingerprint)
                 result = {"key": fingerprint, "done": action}
             else:
                 raise HttpError(404, f"no admin action {action!r} (add, disable, enable, remove)")

@@ -85,6 +85,11 @@ class KeyStore(Protocol):
     async def remove(self, fingerprint: str) -> None: ...
     async def snapshot(self) -> dict[str, Any]: ...
 
+    async def lease(self, name: str, seconds: float) -> bool:
+        """Take the lease ``name`` for ``seconds`` unless another holder has it (e.g. one replica
+        probes a key at a time): whether this caller got it.  A store of one process has no
+        other holder: it always gets it."""
+
 
 @runtime_checkable
 class LocalStore(KeyStore, Protocol):

@@ -430,6 +430,9 @@ class MemoryStore:
     async def snapshot(self) -> dict[str, Any]:
         return self.snapshot_nowait()
 
+    async def lease(self, name: str, seconds: float) -> bool:  # noqa: ARG002 — one process: no other holder
+        return True
+
 
 _NO_GROUP = Group()
 CO_THROTTLE_SECONDS = 1.0  # two keys limited this close together count as throttled together
