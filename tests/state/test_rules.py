@@ -104,6 +104,7 @@ async def run_redis(case: Case, url: str, prefix: str) -> After:
     keys = [ApiKey(f"test-gemini-key-{s.fingerprint}", "gemini", s.fingerprint) for s in states]
     real = {s.fingerprint: k.fingerprint for s, k in zip(states, keys, strict=True)}
     named = {v: k for k, v in real.items()}
+    grouped = {k.fingerprint: case.groups[i] for i, k in enumerate(keys) if i < len(case.groups) and case.groups[i]}
     store = RedisStore(
         "gemini",
         keys,
@@ -112,6 +113,7 @@ async def run_redis(case: Case, url: str, prefix: str) -> After:
         clock=lambda: NOW,
         throttle_window=RULES.throttle_window,
         breaker=RULES.breaker,
+        quota=Quota(key_group=grouped, day_tz=DAY_TZ),
     )
     try:
         provider = case.provider

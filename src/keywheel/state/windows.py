@@ -46,7 +46,7 @@ from __future__ import annotations
 import re
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from datetime import time as wall_time
 from typing import Any
@@ -269,3 +269,20 @@ def body_tokens(size: int, body: Mapping[str, Any]) -> int:
         config = body.get("generationConfig")
         cap = config.get("maxOutputTokens") if isinstance(config, Mapping) else None
     return estimate_tokens(size, cap if isinstance(cap, int) and not isinstance(cap, bool) else None)
+
+
+def shared_quota(quota: Quota, share: float) -> Quota:
+    """``quota`` with every limit cut to ``share`` of it (at least 1): one replica's part of each
+    window while it decides alone (a Redis outage), so the replicas together stay within it."""
+    if share >= 1.0:
+        return quota
+
+    def cut(specs: tuple[WindowSpec, ...]) -> tuple[WindowSpec, ...]:
+        return tuple(replace(s, limit=max(1, int(s.limit * share))) for s in specs)
+
+    return replace(
+        quota,
+        default=cut(quota.default),
+        groups={name: cut(specs) for name, specs in quota.groups.items()},
+        key_windows={fp: cut(specs) for fp, specs in quota.key_windows.items()},
+    )
