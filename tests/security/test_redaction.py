@@ -241,10 +241,10 @@ def test_an_in_band_error_event_quoting_the_key_is_redacted(
         assert not any(body_of_key[i : i + 8] in text for i in range(len(body_of_key) - 7)), text
 
 
-def test_worker_processes_redact_their_logs_too(fake: FakeUpstream, tmp_path: Path) -> None:
-    """``serve --workers 2``: each worker configures its own logging, with the same filter."""
+def test_worker_processes_redact_their_logs_too(fake: FakeUpstream, tmp_path: Path, redis_server: str) -> None:
+    """``serve --workers 2`` (on Redis): each worker configures its own logging, with the same filter."""
     key = random_key("openrouter")
-    env = fake_env(fake, gemini=0, openrouter=1, anthropic=0)
+    env = fake_env(fake, gemini=0, openrouter=1, anthropic=0, KEYWHEEL_STATE=redis_server)
     env.update({"OPENROUTER_API_KEY_1": key, "PATH": os.environ["PATH"], "HOME": str(tmp_path)})
     port = free_port()
     log_path = tmp_path / "workers.log"
