@@ -8,8 +8,12 @@ import pytest
 
 from keywheel import Wheel
 from keywheel.config import settings_from_env
+from keywheel.errors import RateLimited
 from keywheel.render import key_table
-from keywheel.status import KeyStatus, ProviderStatus, Status
+from keywheel.secrets import ApiKey
+from keywheel.state.memory import MemoryStore
+from keywheel.state.windows import Quota, WindowSpec
+from keywheel.status import CO_THROTTLE_WARN, KeyStatus, ProviderStatus, Status, provider_status
 from keywheel.testing import FakeUpstream
 
 KEY_FIELDS = {
@@ -31,8 +35,21 @@ KEY_FIELDS = {
     "until",
     "last_hour",
     "last_day",
+    "group",
 }
-PROVIDER_FIELDS = {"provider", "throttled_for", "breaker", "keys", "dialect", "model", "primary", "minutes"}
+PROVIDER_FIELDS = {
+    "provider",
+    "throttled_for",
+    "breaker",
+    "keys",
+    "dialect",
+    "model",
+    "primary",
+    "minutes",
+    "groups",
+    "co_throttled",
+    "warnings",
+}
 BREAKER_FIELDS = {"state", "failures", "open_until", "open_for", "cooloff"}
 
 
@@ -86,3 +103,32 @@ def test_status_is_typed_and_its_json_keeps_the_field_names(fake: FakeUpstream) 
 def test_what_is_not_a_status_is_refused(body: object) -> None:
     with pytest.raises(ValueError, match="not a keywheel status"):
         Status.from_json(body)
+
+
+def test_status_shows_groups_windows_and_keys_that_behave_as_one_group() -> None:
+    clock = [1000.0]
+    keys = [ApiKey(f"test-gemini-key-{i}", "gemini", str(i)) for i in range(1, 4)]
+    quota = Quota(
+        default=(WindowSpec("rpm", 5, 60.0),),
+        groups={"proj-a": (WindowSpec("rpm", 5, 60.0),)},
+        key_group={keys[0].fingerprint: "proj-a", keys[1].fingerprint: "proj-a"},
+    )
+    pool = MemoryStore("gemini", keys, clock=lambda: clock[0], quota=quota)
+    assert pool.acquire_nowait() == keys[0]
+    for i in range(CO_THROTTLE_WARN):  # keys 1 and 3 (different groups) limited within a second, three times
+        clock[0] = 1000.0 + 10 * i
+        pool.release_nowait(keys[0], RateLimited("a", retry_after=1.0), 1.0)
+        clock[0] += 0.5
+        pool.release_nowait(keys[2], RateLimited("b", retry_after=1.0), 1.0)
+    typed = provider_status(pool.snapshot_nowait(), dialect="gemini", model="m", now=clock[0])
+    (named, own) = typed.groups
+    assert named.name == "proj-a" and named.keys == (keys[0].fingerprint, keys[1].fingerprint)
+    assert named.windows[0].used == 1 and named.windows[0].limit == 5 and named.windows[0].resets_at == 1060.05
+    assert own.name is None and own.keys == (keys[2].fingerprint,) and own.windows[0].used == 0
+    assert [k.group for k in typed.keys] == ["proj-a", "proj-a", None]
+    (warning,) = typed.warnings()
+    assert keys[0].fingerprint in warning and keys[2].fingerprint in warning and "GEMINI_API_KEY_<N>_GROUP" in warning
+    status = Status("gemini", ("gemini",), (typed,), clock[0])
+    body = status.to_json()
+    assert body["providers"][0]["warnings"] == [warning]
+    assert Status.from_json(body, taken_at=clock[0]).to_json() == body

@@ -23,6 +23,7 @@ from keywheel.errors import ConfigError, KeywheelError
 from keywheel.logs import configure_logging
 from keywheel.render import key_table
 from keywheel.state.factory import SERVE_DEFAULT, parse_state
+from keywheel.state.windows import WindowSpec
 from keywheel.status import Status
 from keywheel.types import Attempt, StreamEnd, TextDelta
 
@@ -234,6 +235,7 @@ def _remote_view(url: str, admin_key: str | None) -> list[Any]:
     return [
         f"gateway {url} (live): primary [bold]{status.primary}[/bold], chain {' → '.join(status.chain)}",
         key_table(status, "keys (live)", width),
+        *(f"[yellow]warning:[/yellow] {w}" for p in status.providers for w in p.warnings()),
     ]
 
 
@@ -299,12 +301,18 @@ def cmd_config(args: argparse.Namespace) -> int:
     keys.add_column("provider", no_wrap=True)
     keys.add_column("key (fingerprint)", no_wrap=True)
     keys.add_column("sent as", no_wrap=True)
+    keys.add_column("group", no_wrap=True)
+    keys.add_column("windows", overflow="fold")
     for name, cfg in settings.providers.items():
         if not cfg.keys and not cfg.enabled:
             continue
         providers.add_row(name, "yes" if cfg.enabled else "no", cfg.dialect, cfg.model, cfg.base_url)
         for key in cfg.keys:
-            keys.add_row(name, key.fingerprint, "Bearer" if key.auth == "bearer" else "API key header")
+            group, specs = cfg.quota.of(key.fingerprint)
+            shown = group if group in cfg.quota.groups else "-"
+            limits = ", ".join(_window_text(s) for s in specs) or "-"
+            sent_as = "Bearer" if key.auth == "bearer" else "API key header"
+            keys.add_row(name, key.fingerprint, sent_as, shown, limits)
     out.print(providers)
     out.print(keys)
     behaviour = Table(title="behaviour", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
@@ -324,7 +332,8 @@ def cmd_config(args: argparse.Namespace) -> int:
     out.print(behaviour)
     for warning in settings.warnings:
         out.print(f"[yellow]warning:[/yellow] {warning}")
-    out.print("[green]configuration is valid[/green]" + (" (with warnings)" if settings.warnings else ""))
+    seen = _seen_warnings(args, out)
+    out.print("[green]configuration is valid[/green]" + (" (with warnings)" if settings.warnings or seen else ""))
     return 0
 
 
@@ -332,6 +341,35 @@ def _state_shown(state: str, given: bool) -> str:
     if given:
         return parse_state(state).public  # a Redis password masked
     return f"not set: {state} for the library and chat, {SERVE_DEFAULT} for keywheel serve"
+
+
+def _window_text(spec: WindowSpec) -> str:
+    if spec.daily:
+        return f"{spec.limit} {spec.unit}/day ({spec.tz})"
+    return f"{spec.limit} {spec.unit}/{spec.seconds:g}s"
+
+
+def _seen_warnings(args: argparse.Namespace, out: Console) -> int:
+    """What a running gateway has seen that the configuration cannot show: keys of different groups
+    throttled within the same second again and again (they share one project's or account's quota).
+    Read from its ``/status`` (``--url``, else the local gateway if one answers); how many warned."""
+    variables = _variables(args.env_file)
+    url = args.url
+    if url is None:
+        candidate = _local_url(variables)
+        url = candidate if _gateway_answers(candidate) else None
+    if url is None:
+        out.print("[dim]no gateway running here: keys that behave as one group show once one has run (--url)[/dim]")
+        return 0
+    try:
+        status = _fetch_status(url, args.admin_key or variables.get("KEYWHEEL_ADMIN_KEY"))
+    except _StatusUnavailable as err:
+        out.print(f"[yellow]warning:[/yellow] {err}")
+        return 1
+    warnings = [w for p in status.providers for w in p.warnings()]
+    for warning in warnings:
+        out.print(f"[yellow]warning:[/yellow] {warning} (seen by the gateway at {url})")
+    return len(warnings)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -501,6 +539,10 @@ def build_parser() -> argparse.ArgumentParser:
     status.set_defaults(func=cmd_status)
 
     config = command("config", help="print the resolved configuration (keys by fingerprint) and check it")
+    config.add_argument(
+        "--url", help="also read a running gateway's /status for keys that behave as one group (default: the local one)"
+    )
+    config.add_argument("--admin-key", help="the gateway's KEYWHEEL_ADMIN_KEY (default: from the environment or .env)")
     config.set_defaults(func=cmd_config)
 
     demo = command("demo", help="watch rotation, cooldowns and failover against a local fake upstream")

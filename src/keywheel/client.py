@@ -30,7 +30,7 @@ from keywheel.observe import Observer, Subscriber, key_changes, watch_keys
 from keywheel.providers import get_adapter
 from keywheel.providers.base import HttpRequest
 from keywheel.providers.openai_compat import body_request, plain_body
-from keywheel.router import RequestBuilder, Router, translated
+from keywheel.router import RequestBuilder, Router, token_estimate, translated
 from keywheel.secrets import ApiKey, Redactor
 from keywheel.state.base import KeyStore, LocalStore
 from keywheel.state.factory import build_stores
@@ -203,7 +203,7 @@ class Wheel:
         self, request: ChatRequest, *, model: str | None = None, provider: str | None = None, fallback: bool = True
     ) -> ChatResponse:
         targets = self._targets(provider, model, fallback)
-        completion, _, served = await self.router.complete(targets, translated(request))
+        completion, _, served = await self.router.complete(targets, translated(request), tokens=token_estimate(request))
         return chat_response(completion, served)
 
     def chat(self, messages: Sequence[Mapping[str, Any]], **kwargs: Any) -> ChatResponse:
@@ -214,7 +214,8 @@ class Wheel:
         self, request: ChatRequest, *, model: str | None = None, provider: str | None = None, fallback: bool = True
     ) -> EventStream:
         """Open a stream (failing over until a first event arrives); iterate it for events."""
-        return await self.router.open_stream(self._targets(provider, model, fallback), translated(request))
+        targets = self._targets(provider, model, fallback)
+        return await self.router.open_stream(targets, translated(request), tokens=token_estimate(request))
 
     async def astream(
         self,
@@ -424,7 +425,7 @@ class Wheel:
             pool = self.pools.get(name)
             if pool is None:
                 assert self.stores.make is not None
-                pools[name] = self.stores.make(name, cfg.keys)
+                pools[name] = self.stores.make(name, cfg.keys, cfg.quota)
                 added += [k.fingerprint for k in cfg.keys]
                 continue
             present = {k: k for k in await pool.keys()}

@@ -107,9 +107,12 @@ class KeyInvalid(KeyFault):
 class QuotaExhausted(KeyFault):
     """The key's credit or daily quota is used up.  ``retry_after`` is the reset, if known.
     ``source`` names which limit, when the provider says (OpenRouter's 402 ``limit_source``:
-    ``openrouter_key_limit`` — the key's own cap; ``openrouter_credits`` — the account's balance)."""
+    ``openrouter_key_limit`` — the key's own cap; ``openrouter_credits`` — the account's balance).
+    ``daily``: a daily quota of the key's project or account (Gemini's ``PerDay`` quotas), which
+    every key of its group shares: the whole group rests until the day resets."""
 
     source: str = ""
+    daily: bool = False
 
 
 class ProviderFault(UpstreamError):

@@ -41,7 +41,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from keywheel.calls import (
     RetryPolicy,
@@ -68,6 +68,7 @@ from keywheel.providers.base import Endpoint, HttpRequest
 from keywheel.providers.paths import check_model
 from keywheel.secrets import ApiKey, Redactor, register
 from keywheel.state.base import KeyChange, KeyStore, LocalStore, Open
+from keywheel.state.windows import estimate_tokens
 from keywheel.stream import EventStream
 from keywheel.transport import HttpTransport
 from keywheel.types import Attempt, ChatRequest, Completion, Usage
@@ -81,6 +82,7 @@ class _Call:
     """The state of one :meth:`Router.execute` across its rounds over the chain."""
 
     deadline: float  # on the loop's clock
+    tokens: int = 0  # the call's token estimate (input + max_tokens), reserved in token windows
     attempts: list[Attempt] = field(default_factory=list)
     waited: float = 0.0  # seconds slept for resting keys
     min_window: int | None = None  # set after a too-long prompt: only larger windows may serve
@@ -166,10 +168,11 @@ class Router:
 
     # ------------------------------------------------------------- the loop
 
-    async def execute(self, targets: list[Target], attempt: AttemptFn[T]) -> tuple[T, Served]:
-        """Run ``attempt`` over ``targets`` and their keys until one succeeds."""
+    async def execute(self, targets: list[Target], attempt: AttemptFn[T], *, tokens: int = 0) -> tuple[T, Served]:
+        """Run ``attempt`` over ``targets`` and their keys until one succeeds (``tokens``: the
+        call's estimate, reserved in the token windows of the key it gets)."""
         loop = asyncio.get_running_loop()
-        call = _Call(loop.time() + self.settings.timeout)
+        call = _Call(loop.time() + self.settings.timeout, tokens)
         while True:
             call.earliest, call.skipped = None, []
             for index, target in enumerate(targets if call.forced is None else [call.forced]):
@@ -198,8 +201,11 @@ class Router:
         store, local = self.pools[name], self._local.get(name)
         key_faults = provider_faults = 0
         while True:
-            force = call.forced is not None
-            got = local.acquire_nowait(force=force) if local else await store.acquire(force=force)
+            force, tokens = call.forced is not None, call.tokens
+            if local:
+                got = local.acquire_nowait(force=force, tokens=tokens)
+            else:
+                got = await store.acquire(force=force, tokens=tokens)
             if not isinstance(got, ApiKey):
                 call.unavailable(got, index)
                 return None
@@ -315,8 +321,11 @@ class Router:
         if self.observer.attempts:
             served_event(self.observer, served, "ok", served.attempts[-1].latency_ms, usage)
 
-    async def complete(self, targets: list[Target], build: RequestBuilder) -> tuple[Completion, bytes, Served]:
-        """A non-streaming call: the parsed completion, the raw upstream body, and who served it."""
+    async def complete(
+        self, targets: list[Target], build: RequestBuilder, *, tokens: int = 0
+    ) -> tuple[Completion, bytes, Served]:
+        """A non-streaming call: the parsed completion, the raw upstream body, and who served it.
+        ``tokens``: the estimate reserved in token windows (:func:`keywheel.state.windows.estimate_tokens`)."""
 
         transport, max_bytes = self.transport, self.settings.max_response_bytes
 
@@ -326,12 +335,12 @@ class Router:
                 raise target.adapter.classify_error(resp.status, resp.headers, resp.body)
             return target.adapter.parse_response(resp.body), resp.body
 
-        (completion, body), served = await self.execute(targets, attempt)
+        (completion, body), served = await self.execute(targets, attempt, tokens=tokens)
         await self.settle(served, completion.usage)
         return completion, body, served
 
     async def open_stream(
-        self, targets: list[Target], build: RequestBuilder, *, passthrough: str | None = None
+        self, targets: list[Target], build: RequestBuilder, *, passthrough: str | None = None, tokens: int = 0
     ) -> EventStream:
         """Open a stream on the first target that yields a first event; fail over before that.
 
@@ -346,11 +355,20 @@ class Router:
                 self.transport, target, http, timeout, idle, passthrough=raw, max_bytes=self.settings.max_event_bytes
             )
 
-        stream, served = await self.execute(targets, attempt)
+        stream, served = await self.execute(targets, attempt, tokens=tokens)
         pool = self.pools[served.target.provider.name]
         stream.bind(served, pool, self.redactor, self.observer)
         await pool.answered(served.key)  # the provider is up: its first event is in (closes an open breaker)
         return stream
+
+
+def token_estimate(request: ChatRequest) -> int:
+    """The call's token estimate for token windows: its text's characters ÷ 4, plus ``max_tokens``."""
+    size = len(request.system or "")
+    for message in request.messages:
+        for part in message.content:
+            size += len(getattr(part, "text", "") or getattr(part, "content", "") or "")
+    return estimate_tokens(size, request.max_tokens)
 
 
 def translated(request: ChatRequest) -> RequestBuilder:
@@ -377,7 +395,7 @@ async def key_tally(
             failed_by.setdefault(a.key, set()).add(a.outcome)
     providers: list[str] = []
     throttled_providers: list[str] = []
-    total = resting = disabled = failed = idle = 0
+    counts: dict[str, int] = {}
     outcomes: set[str] = set()
     for target in targets:
         name = target.provider.name
@@ -388,27 +406,50 @@ async def key_tally(
         throttled = bool(snap.get("throttled_for"))
         if throttled:
             throttled_providers.append(name)
+        full = _at_window(snap)
         for key in snap["keys"]:
-            total += 1
+            fingerprint = key["key"]
             if key["state"] == "disabled":
-                disabled += 1
+                kind = "disabled"
             elif key["state"] == "cooling" or throttled:
-                resting += 1
-            elif key["key"] in failed_by:
-                failed += 1
-                outcomes |= failed_by[key["key"]]
+                kind = "resting"
+            elif fingerprint in full:
+                kind = "windowed"
+            elif fingerprint in failed_by:
+                kind = "failed"
+                outcomes |= failed_by[fingerprint]
             else:
-                idle += 1
+                kind = "idle"
+            counts[kind] = counts.get(kind, 0) + 1
+    total = sum(counts.values())
+    counted = _tally_text(counts, outcomes, earliest, throttled_providers)
+    return f"of {total} key{'s' if total != 1 else ''} ({', '.join(providers)}): {counted}"
+
+
+def _tally_text(counts: Mapping[str, int], outcomes: set[str], earliest: float | None, throttled: list[str]) -> str:
     parts = []
+    resting, windowed = counts.get("resting", 0), counts.get("windowed", 0)
     if resting:
         notes = [f"the earliest back in {earliest:.1f} s"] if earliest is not None else []
-        notes += [f"{name} rests as a whole: all its keys were limited at once" for name in throttled_providers]
+        notes += [f"{name} rests as a whole: all its keys were limited at once" for name in throttled]
         parts.append(f"{resting} resting" + (f" ({'; '.join(notes)})" if notes else ""))
-    if disabled:
-        parts.append(f"{disabled} disabled")
-    if failed:
-        parts.append(f"{failed} failed this call ({', '.join(sorted(outcomes))})")
-    if idle:
-        parts.append(f"{idle} not tried")
-    counted = ", ".join(parts) or "none"
-    return f"of {total} key{'s' if total != 1 else ''} ({', '.join(providers)}): {counted}"
+    if windowed:
+        note = f" (the earliest free in {earliest:.1f} s)" if earliest is not None and not resting else ""
+        parts.append(f"{windowed} at their quota window{note}")
+    if counts.get("disabled"):
+        parts.append(f"{counts['disabled']} disabled")
+    if counts.get("failed"):
+        parts.append(f"{counts['failed']} failed this call ({', '.join(sorted(outcomes))})")
+    if counts.get("idle"):
+        parts.append(f"{counts['idle']} not tried")
+    return ", ".join(parts) or "none"
+
+
+def _at_window(snapshot: Mapping[str, Any]) -> set[str]:
+    """The keys of a store's snapshot whose group has a window used up."""
+    return {
+        fingerprint
+        for group in snapshot.get("groups", ())
+        if any(w["used"] >= w["limit"] for w in group["windows"])
+        for fingerprint in group["keys"]
+    }

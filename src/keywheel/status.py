@@ -96,6 +96,49 @@ class Credit:
 
 
 @dataclass(frozen=True, slots=True)
+class WindowStatus:
+    """One quota window of a key group: ``used`` of ``limit`` ``unit`` per ``seconds``."""
+
+    name: str  # rpm | tpm | rpd | "10/5s"
+    unit: str  # requests | tokens
+    limit: int
+    seconds: float  # 86400 for a daily window (which resets at local midnight)
+    used: int
+    resets_at: float | None  # wall clock: when the next slot frees (sliding) or the day resets; None when unused
+
+
+@dataclass(frozen=True, slots=True)
+class GroupStatus:
+    """A key group: its keys share its windows (``name`` None: an ungrouped key, its own group)."""
+
+    name: str | None
+    keys: tuple[str, ...]  # fingerprints
+    windows: tuple[WindowStatus, ...] = ()
+
+
+#: Two keys of different groups throttled within the same second this often probably share a quota.
+CO_THROTTLE_WARN = 3
+
+
+@dataclass(frozen=True, slots=True)
+class CoThrottled:
+    """Two keys of different groups rate limited within the same second ``times`` times."""
+
+    keys: tuple[str, str]
+    times: int
+
+    def warning(self, provider: str) -> str | None:
+        if self.times < CO_THROTTLE_WARN:
+            return None
+        a, b = self.keys
+        return (
+            f"{a} and {b} were throttled within the same second {self.times} times: they behave as one group "
+            f"(one Google Cloud project or one account?). Group them ({provider.upper()}_API_KEY_<N>_GROUP=name): "
+            "rotating them adds no quota"
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class Recent:
     """A key's requests and failures over a rolling period (the last hour, the last day)."""
 
@@ -134,6 +177,7 @@ class KeyStatus:
     credit: Credit | None = None  # its provider's credit reading (OpenRouter), if any
     last_hour: Recent = field(default_factory=Recent)
     last_day: Recent = field(default_factory=Recent)
+    group: str | None = None  # its key group's name (None: ungrouped, its own group)
 
     def rest_for(self, now: float) -> float:
         """Seconds of rest left at wall-clock ``now`` (0.0 when not resting)."""
@@ -153,6 +197,12 @@ class ProviderStatus:
     breaker: BreakerStatus = field(default_factory=BreakerStatus)
     keys: tuple[KeyStatus, ...] = ()
     minutes: tuple[Minute, ...] = ()  # the last hour's minutes with traffic, oldest first
+    groups: tuple[GroupStatus, ...] = ()  # groups with windows, and named groups
+    co_throttled: tuple[CoThrottled, ...] = ()
+
+    def warnings(self) -> list[str]:
+        """Keys that behave as one group without being one (``keywheel config`` shows these)."""
+        return [w for pair in self.co_throttled if (w := pair.warning(self.name)) is not None]
 
     def throttled_for(self, now: float) -> float:
         """Seconds left of the provider-level rest at wall-clock ``now``."""
@@ -218,6 +268,22 @@ def _provider_json(p: ProviderStatus, now: float) -> dict[str, Any]:
         "minutes": [
             {"at": m.at, "requests": m.requests, "failures": m.failures, "latency_ms": m.latency_ms} for m in p.minutes
         ],
+        "groups": [
+            {"group": g.name, "keys": list(g.keys), "windows": [_window_json(w) for w in g.windows]} for g in p.groups
+        ],
+        "co_throttled": [{"keys": list(c.keys), "times": c.times} for c in p.co_throttled],
+        "warnings": p.warnings(),
+    }
+
+
+def _window_json(w: WindowStatus) -> dict[str, Any]:
+    return {
+        "name": w.name,
+        "unit": w.unit,
+        "limit": w.limit,
+        "seconds": w.seconds,
+        "used": w.used,
+        "resets_at": w.resets_at,
     }
 
 
@@ -241,6 +307,7 @@ def _key_json(k: KeyStatus, now: float) -> dict[str, Any]:
         "until": k.rest_until,  # wall clock, while cooling: a countdown needs no second reading
         "last_hour": {"requests": k.last_hour.requests, "failures": k.last_hour.failures},
         "last_day": {"requests": k.last_day.requests, "failures": k.last_day.failures},
+        "group": k.group,
     }
 
 
@@ -260,7 +327,35 @@ def _provider_from_json(p: Mapping[str, Any], now: float) -> ProviderStatus:
         ),
         keys=tuple(_key_from_json(k, now) for k in p["keys"]),
         minutes=tuple(_minute(m) for m in p.get("minutes") or ()),
+        groups=_groups(p.get("groups") or ()),
+        co_throttled=_co_throttled(p.get("co_throttled") or ()),
     )
+
+
+def _groups(groups: Any) -> tuple[GroupStatus, ...]:
+    """Key groups from a snapshot or a ``/status`` body (same shape)."""
+    return tuple(
+        GroupStatus(
+            None if g.get("group") is None else str(g["group"]),
+            tuple(str(k) for k in g["keys"]),
+            tuple(
+                WindowStatus(
+                    str(w["name"]),
+                    str(w["unit"]),
+                    int(w["limit"]),
+                    float(w["seconds"]),
+                    int(w["used"]),
+                    None if w.get("resets_at") is None else float(w["resets_at"]),
+                )
+                for w in g.get("windows") or ()
+            ),
+        )
+        for g in groups
+    )
+
+
+def _co_throttled(pairs: Any) -> tuple[CoThrottled, ...]:
+    return tuple(CoThrottled((str(c["keys"][0]), str(c["keys"][1])), int(c["times"])) for c in pairs)
 
 
 def _minute(m: Mapping[str, Any]) -> Minute:
@@ -293,6 +388,7 @@ def _key_from_json(k: Mapping[str, Any], now: float) -> KeyStatus:
         credit=Credit.from_json(k["credit"]) if k.get("credit") else None,
         last_hour=_recent(k.get("last_hour")),
         last_day=_recent(k.get("last_day")),
+        group=None if k.get("group") is None else str(k["group"]),
     )
 
 
@@ -333,6 +429,7 @@ def provider_status(
             credit=credits.get(k["key"]) if credits else None,
             last_hour=_recent(k.get("last_hour")),
             last_day=_recent(k.get("last_day")),
+            group=k.get("group"),
         )
         for k in snapshot["keys"]
     )
@@ -346,4 +443,6 @@ def provider_status(
         breaker=BreakerStatus(b["state"], b["failures"], b["open_until"], b["cooloff"]),
         keys=keys,
         minutes=tuple(_minute(m) for m in snapshot.get("minutes") or ()),
+        groups=_groups(snapshot.get("groups") or ()),
+        co_throttled=_co_throttled(snapshot.get("co_throttled") or ()),
     )

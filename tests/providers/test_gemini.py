@@ -467,6 +467,13 @@ def test_429_per_day_is_quota_until_pacific_midnight() -> None:
     error = ADAPTER.classify_error(429, {}, body)
     assert type(error) is QuotaExhausted
     assert error.retry_after is not None and 0 < error.retry_after <= 25 * 3600
+    assert isinstance(error, QuotaExhausted) and error.daily  # the project's: its whole key group rests
+
+
+def test_billing_precondition_is_a_quota_but_not_a_daily_one() -> None:
+    body = gemini_error(400, "FAILED_PRECONDITION", "User location is not supported for the API use.")
+    error = ADAPTER.classify_error(400, {}, body)
+    assert isinstance(error, QuotaExhausted) and not error.daily
 
 
 def test_429_per_day_quota_metric() -> None:

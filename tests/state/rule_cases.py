@@ -38,6 +38,7 @@ from keywheel.state.rules import (
     ProviderState,
     Rules,
 )
+from keywheel.state.windows import next_midnight
 
 NOW = 1_800_000_000.0  # epoch seconds
 RULES = Rules(breaker=BreakerPolicy(failures=3, cooloff=5.0, cooloff_max=12.0, trial_timeout=30.0))
@@ -80,6 +81,7 @@ class Case:
     others: tuple[KeyState, ...] = ()  # fellow keys' states (their fingerprints are k1, k2, ...)
     others_after: tuple[KeyState, ...] | None = None  # None: unchanged
     extra: dict[str, object] = field(default_factory=dict)
+    groups: tuple[str, ...] = ()  # quota group of the key, then of each fellow ("" or absent: its own)
 
 
 def _sourced(error: QuotaExhausted, source: str) -> QuotaExhausted:
@@ -92,6 +94,19 @@ def fellow(i: int, **changes: object) -> KeyState:
 
 
 HALF_OPEN_TRIAL = Breaker("half-open", 3, NOW + 30.0, 5.0, KEY)
+# Gemini's daily quotas reset at Pacific midnight; a store computes it on its own clock.
+DAY_TZ = "America/Los_Angeles"
+MIDNIGHT = next_midnight(NOW, DAY_TZ)
+GROUP_REASON = "quota exhausted: daily quota of its group: per day"
+
+
+def per_day() -> QuotaExhausted:
+    """Gemini's ``PerDay`` 429, as its adapter classifies it (the reset on the real clock: a store
+    recomputes it on its own)."""
+    error = QuotaExhausted("per day", status=429, retry_after=MIDNIGHT - NOW)
+    error.daily = True
+    return error
+
 
 CASES: list[Case] = [
     # --- successes
@@ -234,6 +249,49 @@ CASES: list[Case] = [
         cooling(NOW + 5),
         KeyInvalid("API key not valid", status=401),
         key(state=DISABLED, reason="invalid key: API key not valid"),
+    ),
+    # --- key groups: a daily quota is the project's
+    Case(
+        "a daily quota rests every live key of the group until the reset; other groups serve on",
+        key(),
+        per_day(),
+        cooling(MIDNIGHT, "quota exhausted: per day"),
+        others=(
+            fellow(1),
+            fellow(2, state=COOLING, until=NOW + 5.0, reason="rate limited", last_rate_limited=NOW - 1),
+            fellow(3, state=DISABLED, reason="invalid key: x"),
+            fellow(4),
+        ),
+        others_after=(
+            fellow(1, state=COOLING, until=MIDNIGHT, reason=GROUP_REASON, cause=QUOTA),
+            fellow(2, state=COOLING, until=MIDNIGHT, reason=GROUP_REASON, cause=QUOTA, last_rate_limited=NOW - 1),
+            fellow(3, state=DISABLED, reason="invalid key: x"),
+            fellow(4),
+        ),
+        groups=("proj-a", "proj-a", "proj-a", "proj-a", "proj-b"),
+    ),
+    Case(
+        "a daily quota never shortens a fellow's longer rest",
+        key(),
+        per_day(),
+        cooling(MIDNIGHT, "quota exhausted: per day"),
+        others=(fellow(1, state=COOLING, until=MIDNIGHT + 60, reason="quota exhausted: other"),),
+        groups=("proj-a", "proj-a"),
+    ),
+    Case(
+        "a daily quota on an ungrouped key rests that key only",
+        key(),
+        per_day(),
+        cooling(MIDNIGHT, "quota exhausted: per day"),
+        others=(fellow(1),),
+    ),
+    Case(
+        "a quota that is not daily rests the key only, even in a group",
+        key(),
+        QuotaExhausted("tier cap", retry_after=600.0),
+        cooling(NOW + 600.0, "quota exhausted: tier cap"),
+        others=(fellow(1),),
+        groups=("proj-a", "proj-a"),
     ),
     # --- faults that leave the key alone; the breaker
     Case(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from keywheel import Wheel
-from keywheel.cli import main
 from keywheel.config import settings_from_env
 from keywheel.errors import ConfigError
 from keywheel.observe import KeyStateChanged
@@ -32,6 +31,10 @@ def test_state_and_fallback_are_checked() -> None:
 
 
 def test_config_shows_no_redis_password(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    # Imported here: importing the CLI module while collecting changes what tests/fuzz generates
+    # (its derandomized gemini bodies then miss their 400 quota; see the report of this branch).
+    from keywheel.cli import main
+
     monkeypatch.setenv("GEMINI_API_KEY_1", "test-gemini-key-1")
     for url, shown in (
         ("redis://:s3cret-pass@db:6379/0", "redis://:***@db:6379/0"),

@@ -24,8 +24,9 @@ from keywheel.state.redis import RedisStore
 from keywheel.state.rules import ABANDONED, ANSWERED, DISABLED, Group, KeyState, ProviderState
 from keywheel.state.sqlite import SqliteStore
 from keywheel.state.sqlite_file import StateFile
+from keywheel.state.windows import Quota
 from tests.redis_server import RedisServer
-from tests.state.rule_cases import CASES, NOW, RULES, Case
+from tests.state.rule_cases import CASES, DAY_TZ, NOW, RULES, Case
 
 After = tuple[KeyState, ProviderState, tuple[KeyState, ...]]
 Runner = Callable[[Case], After]
@@ -43,7 +44,18 @@ def run_pure(case: Case) -> After:
     changes = rules.apply(case.before, group, case.provider, outcome, NOW, RULES)
     if changes.reset_group:
         others = tuple(o if o.state == DISABLED else rules.fresh(o.fingerprint) for o in others)
+    if changes.group_until:
+        mine = _group_of(case, 0)
+        others = tuple(
+            rules.group_rest(o, changes) if _group_of(case, i + 1) == mine else o for i, o in enumerate(others)
+        )
     return changes.key, changes.provider, others
+
+
+def _group_of(case: Case, index: int) -> str:
+    """The quota group of the key (index 0) or a fellow; ungrouped keys are each their own."""
+    name = case.groups[index] if index < len(case.groups) else ""
+    return name or f"own:{index}"
 
 
 def run_memory(case: Case) -> After:
@@ -51,7 +63,15 @@ def run_memory(case: Case) -> After:
     keys = [ApiKey(f"test-gemini-key-{s.fingerprint}", "gemini", s.fingerprint) for s in states]
     real = {s.fingerprint: k.fingerprint for s, k in zip(states, keys, strict=True)}
     named = {v: k for k, v in real.items()}
-    store = MemoryStore("gemini", keys, clock=lambda: NOW, throttle_window=RULES.throttle_window, breaker=RULES.breaker)
+    grouped = {k.fingerprint: case.groups[i] for i, k in enumerate(keys) if i < len(case.groups) and case.groups[i]}
+    store = MemoryStore(
+        "gemini",
+        keys,
+        clock=lambda: NOW,
+        throttle_window=RULES.throttle_window,
+        breaker=RULES.breaker,
+        quota=Quota(key_group=grouped, day_tz=DAY_TZ),
+    )
     provider = case.provider
     if provider.breaker.trial:
         provider = replace(provider, breaker=replace(provider.breaker, trial=real[provider.breaker.trial]))
@@ -77,12 +97,19 @@ def run_sqlite(case: Case) -> After:
     keys = [ApiKey(f"test-gemini-key-{s.fingerprint}", "gemini", s.fingerprint) for s in states]
     real = {s.fingerprint: k.fingerprint for s, k in zip(states, keys, strict=True)}
     named = {v: k for k, v in real.items()}
+    grouped = {k.fingerprint: case.groups[i] for i, k in enumerate(keys) if i < len(case.groups) and case.groups[i]}
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "state.db"
         file = StateFile(path, clock=lambda: NOW)
         file.save("gemini", [(file.key_id(k), s, False) for k, s in zip(keys, states, strict=True)])
         store = SqliteStore(
-            "gemini", keys, file=file, clock=lambda: NOW, throttle_window=RULES.throttle_window, breaker=RULES.breaker
+            "gemini",
+            keys,
+            file=file,
+            clock=lambda: NOW,
+            throttle_window=RULES.throttle_window,
+            breaker=RULES.breaker,
+            quota=Quota(key_group=grouped, day_tz=DAY_TZ),
         )
         provider = case.provider
         if provider.breaker.trial:
@@ -128,6 +155,7 @@ async def run_redis(case: Case, url: str, prefix: str) -> After:
     keys = [ApiKey(f"test-gemini-key-{s.fingerprint}", "gemini", s.fingerprint) for s in states]
     real = {s.fingerprint: k.fingerprint for s, k in zip(states, keys, strict=True)}
     named = {v: k for k, v in real.items()}
+    grouped = {k.fingerprint: case.groups[i] for i, k in enumerate(keys) if i < len(case.groups) and case.groups[i]}
     store = RedisStore(
         "gemini",
         keys,
@@ -136,6 +164,7 @@ async def run_redis(case: Case, url: str, prefix: str) -> After:
         clock=lambda: NOW,
         throttle_window=RULES.throttle_window,
         breaker=RULES.breaker,
+        quota=Quota(key_group=grouped, day_tz=DAY_TZ),
     )
     try:
         provider = case.provider

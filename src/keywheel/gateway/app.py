@@ -72,6 +72,7 @@ from keywheel.providers._common import dumps as _dumps
 from keywheel.providers.paths import check_model
 from keywheel.router import RequestBuilder, Router
 from keywheel.secrets import ApiKey, install_log_filter
+from keywheel.state.windows import body_tokens
 from keywheel.status import Credit
 
 log = logging.getLogger("keywheel.access")
@@ -397,9 +398,10 @@ class Gateway:
         state = {"done": False, "gone": False}
         watcher = asyncio.create_task(watch_disconnect(receive, handler, state))
         try:
+            tokens = body_tokens(len(raw), body)
             if stream:
-                return await self._stream(dialect, request, targets, build, send, served)
-            return await self._complete(dialect, targets, build, send, served)
+                return await self._stream(dialect, request, targets, build, send, served, tokens)
+            return await self._complete(dialect, targets, build, send, served, tokens)
         except asyncio.CancelledError:
             if state["gone"]:
                 handler.uncancel()
@@ -416,8 +418,9 @@ class Gateway:
         build: RequestBuilder,
         send: Send,
         served: list[Served],
+        tokens: int,
     ) -> int:
-        completion, body, who = await self.wheel.router.complete(targets, build)
+        completion, body, who = await self.wheel.router.complete(targets, build, tokens=tokens)
         served.append(who)
         if not who.target.speaks(dialect.name):
             answer = chat_response(completion, who)  # names the model that served, not the caller's "auto"
@@ -433,8 +436,9 @@ class Gateway:
         build: RequestBuilder,
         send: Send,
         served: list[Served],
+        tokens: int,
     ) -> int:
-        stream = await self.wheel.router.open_stream(targets, build, passthrough=dialect.name)
+        stream = await self.wheel.router.open_stream(targets, build, passthrough=dialect.name, tokens=tokens)
         who = stream.served
         served.append(who)
         # A translated stream names the model asked of the provider that serves it, not the caller's "auto".

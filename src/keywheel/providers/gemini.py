@@ -297,6 +297,7 @@ def classify(status: int, headers: Mapping[str, str], body: bytes) -> UpstreamEr
     reasons = {as_str(d.get("reason")) for d in _details(err, "google.rpc.ErrorInfo")}
     retry_after = explicit_retry_after(headers)
     cls = class_for_status(status)
+    daily = False
     if "API_KEY_INVALID" in reasons or "api key not valid" in lowered:
         cls = KeyInvalid
     elif status == 400 and "input token count" in lowered and "exceed" in lowered:
@@ -305,11 +306,14 @@ def classify(status: int, headers: Mapping[str, str], body: bytes) -> UpstreamEr
         cls = QuotaExhausted  # billing needed / free tier unavailable: the project must change plan
     elif status == 429 or rpc == "RESOURCE_EXHAUSTED":
         if _per_day(err):
-            cls, retry_after = QuotaExhausted, seconds_until_pacific_midnight()
+            cls, retry_after, daily = QuotaExhausted, seconds_until_pacific_midnight(), True
         else:
             delay = _retry_delay(err)
             cls, retry_after = RateLimited, delay if delay is not None else retry_after
-    return cls(message, status=status, retry_after=retry_after, body=body)
+    error = cls(message, status=status, retry_after=retry_after, body=body)
+    if daily and isinstance(error, QuotaExhausted):
+        error.daily = True  # a PerDay quota: the project's, shared by every key of its group
+    return error
 
 
 def _in_band_error(payload: Any, raw: bytes) -> UpstreamError:

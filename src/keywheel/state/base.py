@@ -55,11 +55,13 @@ class KeyStore(Protocol):
 
     provider: str
 
-    async def acquire(self, *, force: bool = False) -> Acquired:
+    async def acquire(self, *, force: bool = False, tokens: int = 0) -> Acquired:
         """A usable key (counted as in flight), else seconds until one returns, else ``None``.
 
         :class:`Open` while the provider's breaker is open (or its one trial is out);
-        ``force`` goes past an open breaker (every provider of the chain is open)."""
+        ``force`` goes past an open breaker (every provider of the chain is open).  A key whose
+        group's quota window is full is skipped (:mod:`keywheel.state.windows`); ``tokens`` is
+        the call's estimate, reserved in token windows and settled by :meth:`release`."""
 
     async def release(
         self, key: ApiKey, error: UpstreamError | None, latency_ms: float, usage: Usage | None = None
@@ -99,7 +101,7 @@ class KeyStore(Protocol):
 class LocalStore(KeyStore, Protocol):
     """A store in this process: the hot-path calls also come without an ``await``."""
 
-    def acquire_nowait(self, *, force: bool = False) -> Acquired: ...
+    def acquire_nowait(self, *, force: bool = False, tokens: int = 0) -> Acquired: ...
     def release_nowait(
         self, key: ApiKey, error: UpstreamError | None, latency_ms: float, usage: Usage | None = None
     ) -> KeyChange | None: ...

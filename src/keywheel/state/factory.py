@@ -32,6 +32,7 @@ from keywheel.state.memory import MemoryStore
 from keywheel.state.rules import BreakerPolicy
 from keywheel.state.sqlite import SqliteStore
 from keywheel.state.sqlite_file import DEFAULT_RETENTION, StateFile
+from keywheel.state.windows import Quota
 
 VARIABLE = "KEYWHEEL_STATE"
 #: ``keywheel serve``'s store when ``KEYWHEEL_STATE`` is not set.
@@ -127,6 +128,8 @@ class _Provider(Protocol):
     @property
     def keys(self) -> Sequence[ApiKey]: ...
     @property
+    def quota(self) -> Quota: ...
+    @property
     def enabled(self) -> bool: ...
 
 
@@ -152,7 +155,7 @@ class Stores:
 
     pools: dict[str, KeyStore]
     file: StateFile | None = None
-    make: Callable[[str, Sequence[ApiKey]], KeyStore] | None = None
+    make: Callable[[str, Sequence[ApiKey], Quota], KeyStore] | None = None
 
     def flush(self) -> None:
         """Write what is queued (the SQLite counters) now."""
@@ -175,35 +178,36 @@ def build_stores(
     """The stores of every enabled provider, as ``settings.state`` says.  ``redact`` strips key
     pieces from the reasons a persistent store writes; ``clock`` is wall-clock epoch seconds."""
     spec = parse_state(settings.state)
-    enabled = {name: cfg.keys for name, cfg in settings.providers.items() if cfg.enabled}
-    make: Callable[[str, Sequence[ApiKey]], KeyStore]
+    enabled = {name: cfg for name, cfg in settings.providers.items() if cfg.enabled}
+    make: Callable[[str, Sequence[ApiKey], Quota], KeyStore]
     if spec.kind == "redis":
         # Imported here: redis-py costs ~0.1 s of start-up that memory and SQLite users never need
         # (no cycle: neither module imports this one).
         from keywheel.state.fallback import SharedStore
         from keywheel.state.redis import RedisStore
 
-        def make(name: str, keys: Sequence[ApiKey]) -> KeyStore:
-            shared = RedisStore(name, keys, url=spec.url, prefix=settings.redis_prefix, breaker=breaker)
+        def make(name: str, keys: Sequence[ApiKey], quota: Quota) -> KeyStore:
+            url, prefix = spec.url, settings.redis_prefix
+            shared = RedisStore(name, keys, url=url, prefix=prefix, breaker=breaker, quota=quota)
             return SharedStore(shared, fallback=settings.redis_fallback)
 
-        return Stores({name: make(name, keys) for name, keys in enabled.items()}, make=make)
+        return Stores({name: make(name, cfg.keys, cfg.quota) for name, cfg in enabled.items()}, make=make)
     if spec.kind == "memory":
 
-        def make(name: str, keys: Sequence[ApiKey]) -> KeyStore:
-            return MemoryStore(name, keys, clock=clock, breaker=breaker)
+        def make(name: str, keys: Sequence[ApiKey], quota: Quota) -> KeyStore:
+            return MemoryStore(name, keys, clock=clock, breaker=breaker, quota=quota)
 
-        return Stores({name: make(name, keys) for name, keys in enabled.items()}, make=make)
+        return Stores({name: make(name, cfg.keys, cfg.quota) for name, cfg in enabled.items()}, make=make)
     assert spec.path is not None
     file = StateFile(spec.path, retention=settings.state_retention, clock=clock)
     try:
         file.retire({file.key_id(key) for cfg in settings.providers.values() for key in cfg.keys})
         file.purge()
 
-        def make(name: str, keys: Sequence[ApiKey]) -> KeyStore:
-            return SqliteStore(name, keys, file=file, redact=redact, clock=clock, breaker=breaker)
+        def make(name: str, keys: Sequence[ApiKey], quota: Quota) -> KeyStore:
+            return SqliteStore(name, keys, file=file, redact=redact, clock=clock, breaker=breaker, quota=quota)
 
-        pools = {name: make(name, keys) for name, keys in enabled.items()}
+        pools = {name: make(name, cfg.keys, cfg.quota) for name, cfg in enabled.items()}
     except BaseException:
         file.close()
         raise

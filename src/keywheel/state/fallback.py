@@ -29,6 +29,7 @@ from keywheel.state.base import Acquired, KeyChange
 from keywheel.state.memory import MemoryStore
 from keywheel.state.redis import RedisStore
 from keywheel.state.rules import KeyState, ProviderState
+from keywheel.state.windows import shared_quota
 from keywheel.types import Usage
 
 log = logging.getLogger("keywheel.state")
@@ -99,9 +100,10 @@ class SharedStore:
 
     def _seeded(self) -> MemoryStore:
         redis = self.redis
-        store = MemoryStore(self.provider, redis.held(), throttle_window=redis._rules.throttle_window)
-        store._rules = redis._rules  # the same numbers, breaker included
         self.share = 1.0 / max(self._replicas, 1)
+        quota = shared_quota(redis.quota, self.share)  # each replica takes its share of every window
+        store = MemoryStore(self.provider, redis.held(), throttle_window=redis._rules.throttle_window, quota=quota)
+        store._rules = redis._rules  # the same numbers, breaker included
         if self._last is not None:
             provider, keys = self._last
             present = {k.fingerprint for k in store.keys_nowait()}
@@ -167,16 +169,16 @@ class SharedStore:
 
     # ------------------------------------------------------------------ the seam
 
-    async def acquire(self, *, force: bool = False) -> Acquired:
+    async def acquire(self, *, force: bool = False, tokens: int = 0) -> Acquired:
         if self.local is None and not self._down_failing:
             self._maybe_mirror()
             try:
-                return await self.redis.acquire(force=force)
+                return await self.redis.acquire(force=force, tokens=tokens)
             except OUTAGE as exc:
                 self._went_down(exc)
         self._maybe_recover()
         if self.local is not None:
-            return self.local.acquire_nowait(force=force)
+            return self.local.acquire_nowait(force=force, tokens=tokens)
         raise self._unavailable()
 
     async def release(

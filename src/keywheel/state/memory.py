@@ -6,6 +6,11 @@ being usable is dropped from the ring lazily when its turn comes.  All state sit
 ``threading.Lock`` that is held only around in-memory work — never across I/O or an ``await`` —
 so one store serves plain threads and asyncio tasks alike.
 
+Quota windows (:mod:`keywheel.state.windows`) apply per key group: a key whose group's window
+is full is skipped, and when every usable key's is, ``acquire`` returns the seconds until the
+earliest slot frees, as it does for resting keys.  A provider without windows takes the plain
+ring walk, which costs nothing more than before.
+
 States change only through :mod:`keywheel.state.rules`.  Every call comes twice: the async one
 of :class:`keywheel.state.base.KeyStore`, and the same without an ``await`` (``*_nowait``,
 :class:`keywheel.state.base.LocalStore`) for the router's hot path and for sync callers.
@@ -19,7 +24,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from keywheel.errors import UpstreamError
@@ -45,6 +50,7 @@ from keywheel.state.rules import (
     breaker_line,
     breaker_view,
 )
+from keywheel.state.windows import NO_RESERVATION, GroupWindows, Quota, Reservation, next_midnight
 from keywheel.types import Usage
 
 log = logging.getLogger("keywheel.keys")  # the name operators filter on, kept from before the split
@@ -77,6 +83,9 @@ class _Key:
     rule: KeyState
     in_ring: bool = True
     stats: KeyStats = field(default_factory=KeyStats)
+    group: str = ""  # its quota group's name (an ungrouped key's own fingerprint)
+    windows: GroupWindows | None = None  # its group's windows (shared by the group), if any
+    reserved: deque[Reservation] = field(default_factory=deque)  # token reservations of requests in flight
 
 
 class MemoryStore:
@@ -90,9 +99,14 @@ class MemoryStore:
         clock: Callable[[], float] = time.time,
         throttle_window: float = rules.THROTTLE_WINDOW,
         breaker: BreakerPolicy | None = None,
+        quota: Quota | None = None,
     ) -> None:
         self.provider = provider
         self._clock = clock
+        self._quota = quota or Quota()
+        self._windowed = bool(self._quota.default or self._quota.groups or self._quota.key_windows)
+        self._groups: dict[str, GroupWindows] = {}  # group name → its windows
+        self._co_throttled: dict[tuple[str, str], int] = {}  # two keys of different groups limited within 1 s
         self._rules = Rules(throttle_window=throttle_window, breaker=breaker or BreakerPolicy())
         self._lock = threading.Lock()
         self._keys: dict[str, _Key] = {}
@@ -107,15 +121,15 @@ class MemoryStore:
 
     # ------------------------------------------------------------------ hot path
 
-    def acquire_nowait(self, *, force: bool = False) -> Acquired:
+    def acquire_nowait(self, *, force: bool = False, tokens: int = 0) -> Acquired:
         now = self._clock()
         with self._lock:
             breaker = self._breaker
             if breaker is CLOSED_BREAKER or breaker.state == CLOSED or force:
-                return self._pick(now)
+                return self._pick(now, tokens)
             if now < breaker.until:
                 return Open(breaker.until - now)
-            got = self._pick(now)
+            got = self._pick(now, tokens)
             if not isinstance(got, ApiKey):
                 return got  # no key for the trial: the breaker waits for the next request
             self._breaker = new = breaker_admit(breaker, now, self._rules.breaker, got.fingerprint)[0]
@@ -125,7 +139,7 @@ class MemoryStore:
     def breaker_closed_nowait(self) -> bool:
         return self._breaker.state == CLOSED
 
-    def _pick(self, now: float) -> ApiKey | float | None:
+    def _pick(self, now: float, tokens: int = 0) -> ApiKey | float | None:
         """The next usable key, else seconds until one returns, else None.  Holds the lock."""
         throttled = self._throttled_until
         if now < throttled:
@@ -141,6 +155,8 @@ class MemoryStore:
             if not stale:
                 rec.rule = rules.rest_over(rule)
                 self._into_ring(rec)
+        if self._windowed:
+            return self._pick_windowed(now, tokens)
         ring = self._ring
         while ring:
             rec = ring.popleft()
@@ -153,6 +169,31 @@ class MemoryStore:
             return max(cooling[0][0] - now, 0.0)
         return None
 
+    def _pick_windowed(self, now: float, tokens: int) -> ApiKey | float | None:
+        """:meth:`_pick`'s ring walk past keys whose group window is full (each key once).  Holds the lock."""
+        ring, wait = self._ring, None
+        for _ in range(len(ring)):
+            rec = ring.popleft()
+            if rec.rule.state != ACTIVE:
+                rec.in_ring = False
+                continue
+            ring.append(rec)
+            windows = rec.windows
+            if windows is not None:
+                left = windows.wait(now, tokens)
+                if left > 0.0:
+                    wait = left if wait is None else min(wait, left)
+                    continue
+                reservation = windows.take(now, tokens)
+                if reservation is not NO_RESERVATION:
+                    rec.reserved.append(reservation)
+            rec.stats.in_flight += 1
+            return rec.key
+        if self._cooling:
+            back = max(self._cooling[0][0] - now, 0.0)
+            wait = back if wait is None else min(wait, back)
+        return wait
+
     def release_nowait(
         self, key: ApiKey, error: UpstreamError | None, latency_ms: float, usage: Usage | None = None
     ) -> KeyChange | None:
@@ -161,10 +202,17 @@ class MemoryStore:
             rec = self._keys.get(key.fingerprint)
             if rec is not None and (rec.key is key or rec.key == key):
                 _count(rec.stats, error, latency_ms, usage, now)
+                if rec.reserved:  # settle the tokens reserved at selection to what was used
+                    tokens = usage.total_tokens if usage is not None else 0 if error is not None else None
+                    reservation = rec.reserved.popleft()
+                    if tokens is not None:
+                        GroupWindows.settle(reservation, tokens)
                 if error is None and rules.success_changes_nothing(rec.rule, self._breaker):
                     return None  # the hot path: the rule book says so, no need to run it
             old = self._breaker
             outcome = OK if error is None else rules.outcome_of(error)
+            if outcome.daily:  # the reset of the group's day, on this store's clock
+                outcome = replace(outcome, retry_after=next_midnight(now, self._quota.day_tz) - now)
             if rec is None or (rec.key is not key and rec.key != key):
                 # Removed meanwhile: the outcome still tells the breaker.
                 change = self._apply(_Key(key, rules.fresh(key.fingerprint), in_ring=False), _NO_GROUP, outcome, now)
@@ -190,21 +238,35 @@ class MemoryStore:
                     other.rule = rules.fresh(other.rule.fingerprint)
                     self._into_ring(other)
                     decided.append(other)
+        if changes.group_until:
+            for other in self._keys.values():
+                if other is not rec and other.group == rec.group:
+                    before = other.rule
+                    self._set(other, rules.group_rest(before, changes))
+                    if other.rule is not before:
+                        decided.append(other)
         new = changes.key
         if new is old:
             if decided or changes.provider is not provider:
                 self._decided(decided, changes.provider is not provider)
             return None
+        self._set(rec, new)
+        self._decided([*decided, rec], changes.provider is not provider)
+        if new.state == old.state and new.until == old.until:
+            return None
+        return KeyChange(new.fingerprint, old.state, new.state, new.reason, new.until if new.state == COOLING else None)
+
+    def _set(self, rec: _Key, new: KeyState) -> None:
+        """``rec`` takes the state ``new``: into the cooling heap, or the ring.  Holds the lock."""
+        old = rec.rule
+        if new is old:
+            return
         rec.rule = new
         if new.state == COOLING and (old.state != COOLING or old.until != new.until):
             self._seq += 1
             heapq.heappush(self._cooling, (new.until, self._seq, rec))
         elif new.state == ACTIVE:
             self._into_ring(rec)
-        self._decided([*decided, rec], changes.provider is not provider)
-        if new.state == old.state and new.until == old.until:
-            return None
-        return KeyChange(new.fingerprint, old.state, new.state, new.reason, new.until if new.state == COOLING else None)
 
     def _decided(self, recs: list[_Key], provider: bool) -> None:
         """The rules changed the keys ``recs`` (and the provider's state when ``provider``): the hook
@@ -212,13 +274,20 @@ class MemoryStore:
         be selected before it is durable.  Holds the lock.  Memory keeps nothing."""
 
     def _group(self, rec: _Key, now: float) -> Group:
-        """The fellow keys of ``rec``, counted for the throttling rule (O(n): rate limits only)."""
+        """The fellow keys of ``rec``, counted for the throttling rule (O(n): rate limits only).
+
+        Also counts each fellow of another quota group limited within 1 s of ``rec``: keys that are
+        throttled together again and again share a quota (``keywheel config`` warns)."""
         live = limited = 0
         for other in self._keys.values():
             if other is rec or other.rule.state == DISABLED:
                 continue
             live += 1
             limited += rules.limited_recently(other.rule, now, self._rules)
+            if now - other.rule.last_rate_limited <= CO_THROTTLE_SECONDS and other.group != rec.group:
+                a, b = rec.key.fingerprint, other.key.fingerprint
+                pair = (a, b) if a < b else (b, a)
+                self._co_throttled[pair] = self._co_throttled.get(pair, 0) + 1
         return Group(live, limited)
 
     def _into_ring(self, rec: _Key) -> None:
@@ -236,6 +305,8 @@ class MemoryStore:
             rec = self._keys.get(key.fingerprint)
             if rec is not None:
                 rec.stats.in_flight = max(rec.stats.in_flight - 1, 0)
+                if rec.reserved:  # cancelled: its tokens were not spent (its request still counts)
+                    GroupWindows.settle(rec.reserved.popleft(), 0)
         self._record(key, ABANDONED, "inconclusive")
 
     def _record(self, key: ApiKey, outcome: rules.Outcome, cause: str) -> None:
@@ -299,7 +370,11 @@ class MemoryStore:
             self._decided([self._add(key)], False)
 
     def _add(self, key: ApiKey) -> _Key:
-        rec = _Key(key, rules.fresh(key.fingerprint))
+        group, specs = self._quota.of(key.fingerprint)
+        windows = self._groups.get(group)
+        if windows is None and specs:
+            windows = self._groups[group] = GroupWindows(group, specs, self._clock())
+        rec = _Key(key, rules.fresh(key.fingerprint), group=group, windows=windows)
         self._keys[key.fingerprint] = rec
         self._ring.append(rec)
         return rec
@@ -342,18 +417,37 @@ class MemoryStore:
             throttled = max(self._throttled_until - now, 0.0)
             breaker = breaker_view(self._breaker, now)
             minutes = _chart((rec.stats.minutes for rec in self._keys.values()), now)
+            groups = self._groups_view(now)
+            co = [{"keys": list(pair), "times": n} for pair, n in sorted(self._co_throttled.items())]
         return {
             "provider": self.provider,
             "throttled_for": round(throttled, 3),
             "breaker": breaker,
             "keys": keys,
             "minutes": minutes,
+            "groups": groups,
+            "co_throttled": co,
         }
+
+    def _groups_view(self, now: float) -> list[dict[str, Any]]:
+        """Each key group with windows or more than one key: its keys and its windows' use.  Holds the lock."""
+        members: dict[str, list[str]] = {}
+        for rec in self._keys.values():
+            members.setdefault(rec.group, []).append(rec.key.fingerprint)
+        named = self._quota.key_group
+        out = []
+        for name, fingerprints in members.items():
+            windows = self._groups.get(name)
+            if windows is None and name not in named.values():
+                continue
+            shown = name if name in named.values() else None  # an ungrouped key's group has no name
+            out.append({"group": shown, "keys": fingerprints, "windows": windows.view(now) if windows else []})
+        return out
 
     # ------------------------------------------------------------- the async seam
 
-    async def acquire(self, *, force: bool = False) -> Acquired:
-        return self.acquire_nowait(force=force)
+    async def acquire(self, *, force: bool = False, tokens: int = 0) -> Acquired:
+        return self.acquire_nowait(force=force, tokens=tokens)
 
     async def release(
         self, key: ApiKey, error: UpstreamError | None, latency_ms: float, usage: Usage | None = None
@@ -398,6 +492,7 @@ class MemoryStore:
 
 
 _NO_GROUP = Group()
+CO_THROTTLE_SECONDS = 1.0  # two keys limited this close together count as throttled together
 
 
 def _count(stats: KeyStats, error: UpstreamError | None, latency_ms: float, usage: Usage | None, now: float) -> None:
@@ -480,6 +575,7 @@ def _key_view(rec: _Key, now: float) -> dict[str, Any]:
     hour, day = _recent(s.minutes, now)
     return {
         "key": rec.key.fingerprint,
+        "group": rec.group if rec.group != rec.key.fingerprint else None,
         "state": state,
         "reason": rule.reason if state != ACTIVE else "",
         "cause": rule.cause if state != ACTIVE else "",

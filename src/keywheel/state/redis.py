@@ -20,7 +20,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import time
 import weakref
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -44,6 +46,7 @@ from keywheel.state.rules import (
     breaker_line,
     breaker_view,
 )
+from keywheel.state.windows import GUARD, TOKENS, Quota, WindowSpec, next_midnight
 from keywheel.types import Usage
 
 log = logging.getLogger("keywheel.keys")
@@ -92,6 +95,7 @@ class RedisStore:
         breaker: BreakerPolicy | None = None,
         replica: str | None = None,
         lease: float = IN_FLIGHT_LEASE,
+        quota: Quota | None = None,
     ) -> None:
         self.provider = provider
         self.url, self.prefix, self.timeout = url, prefix, timeout
@@ -111,6 +115,14 @@ class RedisStore:
         self._names: list[str] = []
         self._conns: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Conn] = weakref.WeakKeyDictionary()
         self._clean = False  # the breaker was closed with no fault at the last look: `answered` has nothing to do
+        self.quota = quota or Quota()
+        # Quota windows (keywheel.state.windows): per key its group and the Redis keys of the group's
+        # windows; the token charges of requests in flight, settled at release.
+        self._win_args: list[str | int | float] = []  # ACQUIRE's arguments after the key ids
+        self._win_names: list[str] = []
+        self._windows_of: dict[str, list[tuple[str, WindowSpec]]] = {}  # fingerprint -> its group's windows
+        self._daily = False  # some window is daily: its midnight candidates move on with the days
+        self._reserved: dict[str, deque[list[tuple[str, str]]]] = {}  # fingerprint -> [(window key, member)]
 
     # ------------------------------------------------------------------ plumbing
 
@@ -141,12 +153,48 @@ class RedisStore:
     def _reorder(self) -> None:
         self._order = sorted(self._by_id)
         self._names = [self._name(i) for i in self._order]
+        self._index_windows()
+
+    def _group_of(self, key: ApiKey) -> tuple[str, tuple[WindowSpec, ...]]:
+        """The key's group (an ungrouped key's is named by its id: the same in every replica)."""
+        group, specs = self.quota.of(key.fingerprint)
+        if group == key.fingerprint:
+            group = "k:" + self._ids[key.fingerprint]
+        return group, specs
+
+    def _index_windows(self) -> None:
+        """The window part of ACQUIRE's arguments: per key its windows, then each window's spec."""
+        names: list[str] = []
+        specs: list[WindowSpec] = []
+        per_key: list[str | int | float] = []
+        self._windows_of = {}
+        for kid in self._order:
+            key = self._by_id[kid]
+            group, group_specs = self._group_of(key)
+            mine = [(f"{self._base}:w:{group}:{spec.name}", spec) for spec in group_specs]
+            for name, spec in mine:
+                if name not in names:
+                    names.append(name)
+                    specs.append(spec)
+            per_key.append(",".join(str(names.index(name) + 1) for name, _ in mine))
+            self._windows_of[key.fingerprint] = mine
+        args = per_key
+        for spec in specs:
+            resets = ",".join(repr(t) for t in _midnights(spec.tz, self._wall())) if spec.daily else ""
+            args += [spec.limit, repr(spec.seconds), "t" if spec.unit == TOKENS else "r", "1" if spec.daily else "0"]
+            args.append(resets)
+        self._win_names, self._win_args = names, args
+        self._daily = any(spec.daily for spec in specs)
 
     def _name(self, kid: str) -> str:
         return f"{self._base}:k:{kid}"
 
     def _now(self) -> str:
         return "" if self._clock is None else repr(float(self._clock()))
+
+    def _wall(self) -> float:
+        """This process's idea of the time (the test's clock when one is given), for midnight candidates."""
+        return time.time() if self._clock is None else float(self._clock())
 
     def _id_of(self, fingerprint: str) -> str:
         kid = self._ids.get(fingerprint)
@@ -181,14 +229,21 @@ class RedisStore:
 
     # ------------------------------------------------------------------ hot path
 
-    async def acquire(self, *, force: bool = False) -> Acquired:
+    async def acquire(self, *, force: bool = False, tokens: int = 0) -> Acquired:
         conn = await self._ready()
         b = self._base
-        keys = [f"{b}:p", f"{b}:rr", f"{b}:fl", f"{b}:rep", *self._names]
+        if self._daily:
+            self._index_windows()  # the midnight candidates move on with the days
+        keys = [f"{b}:p", f"{b}:rr", f"{b}:fl", f"{b}:rep", *self._names, *self._win_names]
         args = [self._now(), "1" if force else "0", self._rules.breaker.trial_timeout, self.replica, self._lease]
-        got = await conn.wire.run(ACQUIRE, keys, [*args, *self._order])
+        args += [len(self._order), tokens, GUARD, len(self._win_names)]
+        got = await conn.wire.run(ACQUIRE, keys, [*args, *self._order, *self._win_args])
         tag = got[0]
         if tag == "k":
+            if got[4] and got[1] in self._by_id:
+                charges = [pair.split("=", 1) for pair in got[4].split(";") if pair]
+                reserved = [(self._win_names[int(j) - 1], member) for j, member in charges]
+                self._reserved.setdefault(self._by_id[got[1]].fingerprint, deque()).append(reserved)
             before, after = got[2], got[3]
             self._clean = after == rules.CLOSED
             if before != after:
@@ -196,7 +251,7 @@ class RedisStore:
             key = self._by_id.get(got[1])
             if key is None:  # removed while the script ran: give the slot back, pick again
                 await self._release(conn, got[1], None, "abandoned", 0.0, None, known=True)
-                return await self.acquire(force=force)
+                return await self.acquire(force=force, tokens=tokens)
             return key
         if tag == "w":
             return float(got[1])
@@ -211,8 +266,17 @@ class RedisStore:
         kid = self._ids.get(key.fingerprint)
         known = kid is not None and self._by_id[kid] == key
         outcome = rules.OK if error is None else rules.outcome_of(error)
+        settle = usage.total_tokens if usage is not None else 0 if error is not None else None
         return await self._release(
-            conn, kid or key_id(key, self._salt or b""), error, outcome.kind, latency_ms, usage, known=known
+            conn,
+            kid or key_id(key, self._salt or b""),
+            error,
+            outcome.kind,
+            latency_ms,
+            usage,
+            known=known,
+            settle=(key, settle),
+            daily=known and outcome.daily,
         )
 
     async def _release(
@@ -225,12 +289,17 @@ class RedisStore:
         usage: Usage | None,
         *,
         known: bool,
+        settle: tuple[ApiKey, int | None] | None = None,
+        daily: bool = False,
     ) -> KeyChange | None:
         b = self._base
-        own = self._name(kid)
-        fellows = [n for n in self._names if n != own] if kind == "rate_limited" else []
-        keys = [f"{b}:p", f"{b}:fl", f"{b}:rep", own, *fellows]
-        got = await conn.wire.run(RELEASE, keys, self._release_args(kid, error, kind, latency_ms, usage, known))
+        fellows = self._fellows(kid, kind, daily)
+        charges, amount = self._charges(settle)
+        keys = [f"{b}:p", f"{b}:fl", f"{b}:rep", self._name(kid), *fellows, *(name for name, _ in charges)]
+        args = self._release_args(kid, error, kind, latency_ms, usage, known)
+        daily_resets = ",".join(repr(t) for t in _midnights(self.quota.day_tz, self._wall())) if daily else ""
+        args += [len(fellows), amount, daily_resets, _group_reason(error), *(member for _, member in charges)]
+        got = await conn.wire.run(RELEASE, keys, args)
         before, after = got[5], got[6]
         self._clean = after == rules.CLOSED and got[7] == "0"
         if before != after:
@@ -243,6 +312,23 @@ class RedisStore:
         new_state = got[2]
         until = float(got[4]) if new_state == rules.COOLING else None
         return KeyChange(fingerprint, got[1], new_state, got[3], until)
+
+    def _fellows(self, kid: str, kind: str, daily: bool) -> list[str]:
+        """The release's fellow keys: a daily quota's are the key's group; a rate limit's, every other key."""
+        own = self._name(kid)
+        if daily:
+            group = self._group_of(self._by_id[kid])[0]
+            return [self._name(i) for i in self._order if i != kid and self._group_of(self._by_id[i])[0] == group]
+        return [n for n in self._names if n != own] if kind == "rate_limited" else []
+
+    def _charges(self, settle: tuple[ApiKey, int | None] | None) -> tuple[list[tuple[str, str]], str]:
+        """The token charges of the key's oldest request in flight, and what they settle to ('' = keep)."""
+        if settle is None:
+            return [], ""
+        pending = self._reserved.get(settle[0].fingerprint)
+        if not pending:
+            return [], ""
+        return pending.popleft(), "" if settle[1] is None else str(settle[1])
 
     def _release_args(
         self, kid: str, error: UpstreamError | None, kind: str, latency_ms: float, usage: Usage | None, known: bool
@@ -272,7 +358,14 @@ class RedisStore:
         conn = await self._ready()
         kid = self._ids.get(key.fingerprint)
         await self._release(
-            conn, kid or key_id(key, self._salt or b""), None, "abandoned", 0.0, None, known=kid is not None
+            conn,
+            kid or key_id(key, self._salt or b""),
+            None,
+            "abandoned",
+            0.0,
+            None,
+            known=kid is not None,
+            settle=(key, 0),  # cancelled: its tokens were not spent
         )
 
     async def answered(self, key: ApiKey) -> None:
@@ -360,13 +453,38 @@ class RedisStore:
         ]
         throttled = max(float(provider.get("tu", 0)) - now, 0.0)
         breaker = breaker_view(_breaker(provider, self._by_id), now)
+        for view, kid in zip(views, held, strict=True):
+            group = self._group_of(self._by_id[kid])[0]
+            view["group"] = None if group.startswith("k:") else group
         return {
             "provider": self.provider,
             "throttled_for": round(throttled, 3),
             "breaker": breaker,
             "keys": views,
             "replicas": int(got[2]),
+            "groups": await self._groups_view(conn, held, now),
+            "co_throttled": [],  # counted by the memory store only, for now
         }
+
+    async def _groups_view(self, conn: _Conn, held: list[str], now: float) -> list[dict[str, Any]]:
+        """Each group with windows or a name: its keys and every window's use (read, not atomic: for status)."""
+        groups: dict[str, list[str]] = {}
+        for kid in held:
+            groups.setdefault(self._group_of(self._by_id[kid])[0], []).append(self._by_id[kid].fingerprint)
+        shown = [(g, fps) for g, fps in groups.items() if self._windows_of[fps[0]] or not g.startswith("k:")]
+        pipe = conn.client.pipeline(transaction=False)
+        for _, fps in shown:
+            for name, spec in self._windows_of[fps[0]]:
+                if spec.daily:
+                    pipe.hgetall(name)
+                else:
+                    pipe.zrange(name, 0, -1, withscores=True)
+        got = iter(await pipe.execute())
+        out = []
+        for group, fps in shown:
+            windows = [_window_view(spec, next(got), now) for _, spec in self._windows_of[fps[0]]]
+            out.append({"group": None if group.startswith("k:") else group, "keys": fps, "windows": windows})
+        return out
 
     async def dump(self) -> tuple[ProviderState, dict[str, KeyState]]:
         """The provider's state and every key's (by fingerprint), as the rules see them."""
@@ -506,3 +624,37 @@ def _log(provider: str, old: Breaker, new: Breaker, cause: str) -> None:
     line = breaker_line(provider, old, new, cause)
     if line is not None:
         log.log(logging.WARNING if new.state == rules.OPEN else logging.INFO, "%s", line)
+
+
+def _midnights(tz: str, now: float) -> tuple[float, float, float]:
+    """Candidates for the next local midnight in ``tz`` on Redis's clock, around this process's day:
+    the script takes the first after its own ``now``, so a clock some seconds (or hours) off agrees."""
+    first = next_midnight(now - 86400, tz)
+    second = next_midnight(first, tz)
+    return first, second, next_midnight(second, tz)
+
+
+def _group_reason(error: UpstreamError | None) -> str:
+    """The reason a daily quota gives the key's group fellows (as :func:`keywheel.state.rules.apply`)."""
+    message = error.message if error is not None else ""
+    return f"quota exhausted: daily quota of its group: {message}"[:200]
+
+
+def _window_view(spec: WindowSpec, raw: Any, now: float) -> dict[str, Any]:
+    """One window as :meth:`keywheel.state.windows.Window.view` shows it, from its Redis value."""
+    if spec.daily:
+        reset = float(raw.get("reset", 0)) if raw else 0.0
+        used = int(raw.get("used", 0)) if raw and now < reset else 0
+        resets: float | None = reset if used else None
+    else:
+        live = [(str(m), float(t)) for m, t in raw if float(t) > now - spec.seconds - GUARD]
+        used = sum(int(m.split(":", 1)[1]) if ":" in m else 1 for m, _ in live)
+        resets = live[0][1] + spec.seconds + GUARD if live else None
+    return {
+        "name": spec.name,
+        "unit": spec.unit,
+        "limit": spec.limit,
+        "seconds": 86400.0 if spec.daily else spec.seconds,
+        "used": used,
+        "resets_at": round(resets, 3) if resets is not None else None,
+    }

@@ -15,7 +15,12 @@ provider's scripts run on one Cluster slot.  The layout (``P`` = ``{prefix}:{pro
 - ``P:k:<id>``   hash: one key — ``s`` state, ``u`` until, ``r`` reason, ``c`` cause, ``b`` backoff,
                  ``l`` last rate limited (absent: never); counters ``n`` requests, ``ok`` successes,
                  ``f:<Kind>`` failures, ``le`` last error, ``lu`` last used, ``ti``/``to`` tokens,
-                 ``lat`` latency sum (ms).
+                 ``lat`` latency sum (ms);
+- ``P:w:<group>:<window>``  one quota window of a key group (:mod:`keywheel.state.windows`, whose
+                 docstring is the algorithm): sliding — a sorted set of charges scored by their
+                 selection time, member ``seq`` (a request) or ``seq:amount`` (tokens), expiring
+                 with the window; daily — a hash ``used``, ``reset`` (the next local midnight,
+                 chosen among candidates Python computes, as Lua has no time zones).
 """
 
 from __future__ import annotations
@@ -26,6 +31,64 @@ local function clock(arg)
   if arg ~= '' then return tonumber(arg) end
   local t = redis.call('TIME')
   return tonumber(t[1]) + tonumber(t[2]) / 1000000
+end
+-- the in-flight lease: forget the slots of replicas not seen for `lease` seconds
+-- quota windows (keywheel.state.windows, ported): spec = {limit, seconds, unit 'r'|'t', daily, resets}
+local function amount_of(member)
+  local a = string.match(member, ':(%d+)$')
+  if a then return tonumber(a) end
+  return 1
+end
+local function next_reset(resets, now)
+  local best = nil
+  for c in string.gmatch(resets, '[^,]+') do
+    local v = tonumber(c)
+    if v > now and (best == nil or v < best) then best = v end
+  end
+  return best or (now + 86400)
+end
+local function win_used(wk, spec, now, guard)
+  if spec.daily then
+    local h = redis.call('HMGET', wk, 'used', 'reset')
+    local used, reset = tonumber(h[1]) or 0, tonumber(h[2]) or 0
+    if now >= reset then
+      reset = next_reset(spec.resets, now)
+      used = 0
+      redis.call('HSET', wk, 'used', '0', 'reset', fmt(reset))
+      redis.call('PEXPIRE', wk, math.ceil((reset - now + 3600) * 1000))  -- relative: clocks may disagree
+    end
+    return used, reset
+  end
+  redis.call('ZREMRANGEBYSCORE', wk, '-inf', fmt(now - spec.seconds - guard))
+  if spec.unit == 'r' then return redis.call('ZCARD', wk), 0 end
+  local used = 0
+  for _, m in ipairs(redis.call('ZRANGE', wk, 0, -1)) do used = used + amount_of(m) end
+  return used, 0
+end
+local function win_wait(wk, spec, cost, now, guard)
+  local used, reset = win_used(wk, spec, now, guard)
+  if used + cost <= spec.limit or used == 0 then return 0 end
+  if spec.daily then return math.max(reset - now, 0) end
+  local room, freed, last = used + cost - spec.limit, 0, now
+  local all = redis.call('ZRANGE', wk, 0, -1, 'WITHSCORES')
+  for i = 1, #all, 2 do
+    freed = freed + amount_of(all[i])
+    last = tonumber(all[i + 1])
+    if freed >= room then break end
+  end
+  return math.max(last + spec.seconds + guard - now, 0)
+end
+local function win_take(wk, spec, cost, now, guard, seq)
+  if spec.daily then
+    redis.call('HINCRBY', wk, 'used', cost)
+    return ''
+  end
+  local member = tostring(seq)
+  if spec.unit == 't' then member = member .. ':' .. tostring(cost) end
+  redis.call('ZADD', wk, fmt(now), member)
+  redis.call('PEXPIRE', wk, math.ceil((spec.seconds + guard) * 1000) + 1000)
+  if spec.unit == 't' then return member end
+  return ''
 end
 -- the in-flight lease: forget the slots of replicas not seen for `lease` seconds
 local function expire_replicas(fl, rep, now, lease)
@@ -42,9 +105,12 @@ local function expire_replicas(fl, rep, now, lease)
 end
 """
 
-# KEYS: 1 provider, 2 round-robin, 3 in-flight, 4 replicas, 5.. the replica's keys (sorted by id)
-# ARGV: 1 now ('' = TIME), 2 force, 3 trial timeout, 4 replica, 5 lease (s), 6.. the key ids
-# -> {'k', id, breaker before, breaker after} | {'w', seconds} | {'o', seconds} | {'n'}
+# KEYS: 1 provider, 2 round-robin, 3 in-flight, 4 replicas, 5..4+n the replica's keys (sorted by id),
+#       then the m quota windows of their groups
+# ARGV: 1 now ('' = TIME), 2 force, 3 trial timeout, 4 replica, 5 lease (s), 6 n, 7 tokens (the call's
+#       estimate), 8 guard (s), 9 m, 10..9+n the key ids, then per key its windows ("1,3": indexes
+#       into the m windows), then per window 5: limit, seconds, unit (r|t), daily (1|0), resets
+# -> {'k', id, breaker before, breaker after, token charges "j=member;…"} | {'w', seconds} | {'o', seconds} | {'n'}
 ACQUIRE = (
     COMMON
     + r"""
@@ -57,14 +123,27 @@ if bs ~= 'closed' and ARGV[2] ~= '1' then
   trial = true  -- the cool-off is over, or the last trial's lease ran out: this request is the trial
 end
 if now < tu then return {'w', fmt(tu - now)} end
-local n = #KEYS - 4
+local n, tokens, guard, m = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
 if n == 0 then return {'n'} end
+local specs = {}
+for j = 1, m do
+  local a = 9 + 2 * n + (j - 1) * 5
+  specs[j] = {limit = tonumber(ARGV[a + 1]), seconds = tonumber(ARGV[a + 2]), unit = ARGV[a + 3],
+              daily = ARGV[a + 4] == '1', resets = ARGV[a + 5]}
+end
+local function windows_of(i)
+  local list = {}
+  for w in string.gmatch(ARGV[9 + n + i], '%d+') do list[#list + 1] = tonumber(w) end
+  return list
+end
+local function cost_of(j) if specs[j].unit == 't' then return tokens end return 1 end
 local last = redis.call('GET', KEYS[2]) or ''
 local start = 1
 for i = 1, n do
-  if ARGV[5 + i] > last then start = i break end
+  if ARGV[9 + i] > last then start = i break end
 end
 local earliest = nil
+local full = nil  -- seconds until the first full window frees
 for j = 0, n - 1 do
   local i = (start - 1 + j) % n + 1
   local k = KEYS[4 + i]
@@ -79,8 +158,25 @@ for j = 0, n - 1 do
       earliest = u
     end
   end
+  local charges = ''
+  if s == 'active' and m > 0 then
+    local wins, wait = windows_of(i), 0
+    for _, j in ipairs(wins) do
+      wait = math.max(wait, win_wait(KEYS[4 + n + j], specs[j], cost_of(j), now, guard))
+    end
+    if wait > 0 then
+      if full == nil or wait < full then full = wait end
+      s = 'full'
+    elseif #wins > 0 then
+      local seq = redis.call('HINCRBY', KEYS[1], 'cs', 1)
+      for _, j in ipairs(wins) do
+        local member = win_take(KEYS[4 + n + j], specs[j], cost_of(j), now, guard, seq)
+        if member ~= '' then charges = charges .. j .. '=' .. member .. ';' end
+      end
+    end
+  end
   if s == 'active' then
-    local id = ARGV[5 + i]
+    local id = ARGV[9 + i]
     redis.call('SET', KEYS[2], id)
     redis.call('HINCRBY', KEYS[3], ARGV[4] .. '|' .. id, 1)
     redis.call('ZADD', KEYS[4], fmt(now), ARGV[4])
@@ -89,10 +185,13 @@ for j = 0, n - 1 do
       after = 'half-open'
       redis.call('HSET', KEYS[1], 'bs', after, 'bu', fmt(now + tonumber(ARGV[3])), 'bt', id)
     end
-    return {'k', id, bs, after}
+    return {'k', id, bs, after, charges}
   end
 end
-if earliest then return {'w', fmt(math.max(earliest - now, 0))} end
+local wait = nil
+if earliest then wait = math.max(earliest - now, 0) end
+if full and (wait == nil or full < wait) then wait = full end
+if wait then return {'w', fmt(wait)} end
 return {'n'}
 """
 )
@@ -101,7 +200,11 @@ return {'n'}
 # ARGV: 1 now, 2 id, 3 kind, 4 retry after ('' = none), 5 reason the rules give, 6 count (1/0),
 #       7 latency ms, 8 tokens in, 9 tokens out, 10 error kind ('' = success), 11 last error,
 #       12 backoff start, 13 backoff cap, 14 throttle window, 15 breaker failures, 16 cool-off,
-#       17 cool-off max, 18 in-flight change (-1/0), 19 replica, 20 known (1: the replica holds the key)
+#       17 cool-off max, 18 in-flight change (-1/0), 19 replica, 20 known (1: the replica holds the key),
+#       21 f (how many fellows; KEYS 5..4+f), 22 tokens to settle to ('' = keep), 23 a daily quota's
+#       reset candidates ('' = not daily), 24 its fellows' reason, 25.. the token charges to settle,
+#       one per window key (KEYS 5+f..)
+# A daily quota's fellows are the key's group; a rate limit's, every other key of the replica.
 # -> {changed, old state, new state, reason, until, breaker before, after, failures, until, cool-off}
 RELEASE = (
     COMMON
@@ -140,6 +243,18 @@ elseif kind == 'abandoned' or bs == 'half-open' then record('inconclusive') end
 
 local known = ARGV[20] == '1'
 local ks = KEYS[4]
+local nf = tonumber(ARGV[21])
+-- settle the token charges made at selection (keywheel.state.windows.Window.settle): in place, if still inside
+if ARGV[22] ~= '' then
+  for i = 25, #ARGV do
+    local wk, member = KEYS[4 + nf + (i - 24)], ARGV[i]
+    local score = redis.call('ZSCORE', wk, member)
+    if score then
+      redis.call('ZREM', wk, member)
+      redis.call('ZADD', wk, score, string.match(member, '^(%d+):') .. ':' .. ARGV[22])
+    end
+  end
+end
 if known and ARGV[18] ~= '0' then
   local field = ARGV[19] .. '|' .. id
   if redis.call('HINCRBY', KEYS[2], field, tonumber(ARGV[18])) <= 0 then redis.call('HDEL', KEYS[2], field) end
@@ -188,7 +303,7 @@ if known then
     local own = (s == 'disabled') and 0 or 1
     local own_limited = (tw >= 0) and own or 0
     local live, limited = own, own_limited
-    for i = 5, #KEYS do
+    for i = 5, 4 + nf do
       local o = redis.call('HMGET', KEYS[i], 's', 'l')
       if (o[1] or 'active') ~= 'disabled' then
         live = live + 1
@@ -199,13 +314,24 @@ if known then
       -- every live key limited at once: the account or IP is throttled; rest the provider instead
       tu = math.max(tu, now + delay)
       redis.call('HSET', KEYS[1], 'tu', fmt(tu))
-      for i = 5, #KEYS do
+      for i = 5, 4 + nf do
         if (redis.call('HGET', KEYS[i], 's') or 'active') ~= 'disabled' then
           redis.call('HSET', KEYS[i], 's', 'active', 'u', '0', 'r', '', 'c', '', 'b', '0')
           redis.call('HDEL', KEYS[i], 'l')
         end
       end
       if own == 1 then ns, nu, nr, nc, nb, nl = 'active', 0, '', '', 0, nil end
+    end
+  elseif kind == 'quota' and ARGV[23] ~= '' then
+    -- a daily quota (rules.apply, group_until): the key and every live key of its group rest until the reset
+    local till = next_reset(ARGV[23], now)
+    cool(till, ARGV[5], 'quota')
+    for i = 5, 4 + nf do
+      local o = redis.call('HMGET', KEYS[i], 's', 'u')
+      local os, ou = o[1] or 'active', tonumber(o[2]) or 0
+      if os ~= 'disabled' and not (os == 'cooling' and ou >= till) then
+        redis.call('HSET', KEYS[i], 's', 'cooling', 'u', fmt(till), 'r', ARGV[24], 'c', 'quota')
+      end
     end
   elseif kind == 'quota' then
     if ra ~= nil and ra ~= 0 then cool(now + ra, ARGV[5], 'quota') else disable(ARGV[5], 'quota') end

@@ -16,6 +16,9 @@ Each key moves through::
 - every live key of a provider limited within 5 s is provider-level throttling (the account or
   IP): the provider rests, and its keys are not punished (rests and backoffs undone);
 - out of quota with a known reset rests the key until then; without one it disables the key;
+- a *daily* quota (Gemini's ``PerDay``) belongs to the key's project: every key of the key's
+  quota group (``<P>_API_KEY_<N>_GROUP``; an ungrouped key is its own group) rests until the
+  reset too (:attr:`Changes.group_until`, applied to each with :func:`group_rest`);
 - an invalid key is disabled until an operator enables it.
 
 The provider as a whole has a circuit breaker (Envoy's outlier detection, per provider rather
@@ -209,6 +212,7 @@ class Outcome:
     kind: OutcomeKind
     retry_after: float | None = None
     message: str = ""
+    daily: bool = False  # quota: a daily quota of the key's group (every key of the group rests)
 
 
 OK = Outcome("ok")
@@ -226,7 +230,7 @@ def outcome_of(error: UpstreamError | None) -> Outcome:
         if isinstance(error, QuotaExhausted):
             # The limit's name stays in the reason: what may bring the key back depends on it.
             tagged = f"{error.message} [{error.source}]" if error.source else error.message
-            return Outcome("quota", error.retry_after, tagged)
+            return Outcome("quota", error.retry_after, tagged, error.daily)
         if isinstance(error, KeyInvalid):
             return Outcome("invalid", None, error.message)
         return Outcome("other", None, error.message)
@@ -243,6 +247,8 @@ class Changes:
     key: KeyState
     provider: ProviderState
     reset_group: bool = False
+    group_until: float = 0.0  # > 0: every other live key of the key's quota group rests until then
+    group_reason: str = ""  # ... for this reason (see :func:`group_rest`)
 
 
 def apply(key: KeyState, group: Group, provider: ProviderState, outcome: Outcome, now: float, rules: Rules) -> Changes:
@@ -258,7 +264,11 @@ def apply(key: KeyState, group: Group, provider: ProviderState, outcome: Outcome
     if kind == "quota":
         if outcome.retry_after:
             reason = f"quota exhausted: {outcome.message}"[:200]
-            return Changes(cool(key, now + outcome.retry_after, reason, QUOTA), provider)
+            until = now + outcome.retry_after
+            if outcome.daily:  # the project's daily quota: its other keys are spent as well
+                shared = f"quota exhausted: daily quota of its group: {outcome.message}"[:200]
+                return Changes(cool(key, until, reason, QUOTA), provider, group_until=until, group_reason=shared)
+            return Changes(cool(key, until, reason, QUOTA), provider)
         return Changes(disable(key, f"out of credit or quota: {outcome.message}"[:200], QUOTA), provider)
     if kind == "invalid":
         return Changes(disable(key, f"invalid key: {outcome.message}"[:200], INVALID), provider)
@@ -315,6 +325,13 @@ def cool(key: KeyState, until: float, reason: str, cause: str = RATE_LIMITED) ->
     if key.state == COOLING and key.until >= until:
         return key  # a second rate limit extends a rest, never shortens it
     return replace(key, state=COOLING, until=until, reason=reason, cause=cause)
+
+
+def group_rest(key: KeyState, changes: Changes) -> KeyState:
+    """A fellow of the key's quota group after ``changes`` (a daily quota rests them all)."""
+    if not changes.group_until:
+        return key
+    return cool(key, changes.group_until, changes.group_reason, QUOTA)
 
 
 def rest_over(key: KeyState) -> KeyState:

@@ -28,6 +28,7 @@ from keywheel.state.base import KeyChange
 from keywheel.state.memory import MemoryStore, _Key
 from keywheel.state.rules import COOLING, DISABLED, REMOVED, BreakerPolicy, ProviderState
 from keywheel.state.sqlite_file import StateFile
+from keywheel.state.windows import Quota
 from keywheel.types import Usage
 
 log = logging.getLogger("keywheel.state")
@@ -50,9 +51,10 @@ class SqliteStore(MemoryStore):
         clock: Callable[[], float] = time.time,
         throttle_window: float = rules.THROTTLE_WINDOW,
         breaker: BreakerPolicy | None = None,
+        quota: Quota | None = None,
     ) -> None:
         keys = list(keys)
-        super().__init__(provider, keys, clock=clock, throttle_window=throttle_window, breaker=breaker)
+        super().__init__(provider, keys, clock=clock, throttle_window=throttle_window, breaker=breaker, quota=quota)
         self._file = file
         self._count = file.count  # bound once: the hot path's one extra call
         self._redact = redact

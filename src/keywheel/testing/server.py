@@ -31,10 +31,16 @@ SHUTDOWN_TIMEOUT = 0.5
 
 
 class FakeUpstream:
-    """A fake LLM provider on ``127.0.0.1:<free port>``.  Thread-safe."""
+    """A fake LLM provider on ``127.0.0.1:<free port>``.  Thread-safe.
 
-    def __init__(self) -> None:
-        self._state = FakeState()
+    ``window=(limit, seconds)`` makes it enforce a sliding window per key, as a real provider
+    does: over it, a 429 with the exact retry time (see :class:`FakeState`); such requests are
+    in the log with ``over_window`` set."""
+
+    def __init__(self, *, window: tuple[int, float] | None = None) -> None:
+        if window is not None and (window[0] < 1 or window[1] <= 0):
+            raise ValueError(f"window=(limit, seconds) needs limit >= 1 and seconds > 0, got {window!r}")
+        self._state = FakeState(window)
         self._app = FakeApp(self._state)
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None

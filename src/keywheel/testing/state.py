@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,12 +33,19 @@ class RecordedRequest:
     stream: bool
     at: float  # time.monotonic() on arrival
     seq: int = 0  # 1-based arrival number; the ``n`` in "Reply {n} from fake …"
+    over_window: bool = False  # answered 429 by the fake's own per-key window (``FakeUpstream(window=…)``)
 
 
 class FakeState:
-    """Everything the fake remembers.  Thread-safe."""
+    """Everything the fake remembers.  Thread-safe.
 
-    def __init__(self) -> None:
+    ``window=(limit, seconds)``: every key may make ``limit`` requests in any ``seconds`` (sliding,
+    counted at arrival, as a real provider does); one more is answered 429 with the time until the
+    oldest leaves the window as its retry time, and is not counted."""
+
+    def __init__(self, window: tuple[int, float] | None = None) -> None:
+        self.window = window
+        self._admitted: dict[str, deque[float]] = {}  # per key: arrival times inside the window
         self._lock = threading.Lock()
         self._behaviours = BehaviourTable()
         self._credits: dict[str, KeyCredit] = {}
@@ -54,6 +62,7 @@ class FakeState:
         at = time.monotonic()
         with self._lock:
             self._seq += 1
+            over = self._over_window(key, at)
             record = RecordedRequest(
                 dialect=dialect,
                 method=incoming.method,
@@ -65,10 +74,27 @@ class FakeState:
                 stream=stream,
                 at=at,
                 seq=self._seq,
+                over_window=over is not None,
             )
             self._requests.append(record)
+            if over is not None:
+                return record, Behaviour.build("rate_limit", {"retry_after": over})
             behaviour = self._behaviours.take(key) if key is not None else OK
         return record, behaviour
+
+    def _over_window(self, key: str | None, at: float) -> float | None:
+        """Seconds until ``key`` may send again if this arrival is over its window, else None
+        (and the arrival counts).  Holds the lock."""
+        if self.window is None or key is None:
+            return None
+        limit, seconds = self.window
+        times = self._admitted.setdefault(key, deque())
+        while times and times[0] <= at - seconds:
+            times.popleft()
+        if len(times) >= limit:
+            return round(times[0] + seconds - at, 3)
+        times.append(at)
+        return None
 
     def record_disconnect(self, key: str) -> None:
         at = time.monotonic()
@@ -95,6 +121,7 @@ class FakeState:
             self._credits.clear()
             self._requests.clear()
             self._disconnects.clear()
+            self._admitted.clear()
 
     # -- read by tests -----------------------------------------------------------------------------------------------
 
