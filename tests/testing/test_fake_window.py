@@ -8,6 +8,7 @@ import httpx
 import pytest
 
 from keywheel.testing import FakeUpstream
+from keywheel.testing.dialects import Json, word_count
 
 
 def post(client: httpx.Client, fake: FakeUpstream, key: str) -> httpx.Response:
@@ -42,3 +43,10 @@ def test_the_fake_answers_429_over_its_window_with_the_exact_retry_time() -> Non
 def test_a_window_must_make_sense(window: tuple[int, float]) -> None:
     with pytest.raises(ValueError, match="window"):
         FakeUpstream(window=window)
+
+
+def test_the_fakes_word_count_walks_a_body_nested_past_the_recursion_limit() -> None:
+    deep: Json = "one two"
+    for _ in range(5000):
+        deep = [{"text": deep}]
+    assert word_count(deep) == 2

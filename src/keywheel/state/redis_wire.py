@@ -65,7 +65,11 @@ class Wire:
         if self._idle:
             return self._idle.pop()
         conn: AbstractConnection = self.client.connection_pool.make_connection()  # type: ignore[no-untyped-call]
-        await conn.connect()  # type: ignore[no-untyped-call]
+        try:
+            await conn.connect()  # type: ignore[no-untyped-call]
+        except RuntimeError as exc:
+            # uvloop's transport can say "not alive" while Redis is being killed: an outage too.
+            raise RedisConnectionError(f"connecting to Redis failed: {exc}") from exc
         return conn
 
     async def _give(self, conn: AbstractConnection) -> None:

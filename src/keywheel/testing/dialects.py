@@ -228,14 +228,18 @@ def reply_text(n: int, dialect: str, tool_result: str | None = None) -> str:
 
 
 def word_count(value: Json) -> int:
-    """A rough token count: the words of every prose string inside ``value``."""
-    if isinstance(value, str):
-        return len(value.split())
-    if isinstance(value, list):
-        return sum(word_count(item) for item in value)
-    if isinstance(value, dict):
-        return sum(word_count(item) for name, item in value.items() if name not in _NOT_WORDS)
-    return 0
+    """A rough token count: the words of every prose string inside ``value`` (walked without
+    recursion: a client may nest a body as deep as the JSON parser allows)."""
+    count, todo = 0, [value]
+    while todo:
+        item = todo.pop()
+        if isinstance(item, str):
+            count += len(item.split())
+        elif isinstance(item, list):
+            todo.extend(item)
+        elif isinstance(item, dict):
+            todo.extend(v for name, v in item.items() if name not in _NOT_WORDS)
+    return count
 
 
 def arguments_for(schema: Mapping[str, Json]) -> dict[str, Json]:
