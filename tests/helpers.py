@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import random
+import string
 from collections.abc import Callable, Mapping
 
 from keywheel import Wheel
@@ -58,3 +60,14 @@ def measured(env: Mapping[str, str]) -> dict[str, str]:
 
 
 WheelFactory = Callable[..., Wheel]
+
+
+def random_secret(length: int = 16) -> str:
+    """A fake key body for leak scans: letters and digits, so no 8 characters of it are likely to
+    occur anywhere else by chance (a hex body matches random hex ids)."""
+    return "".join(random.choices(string.ascii_letters + string.digits, k=length))
+
+
+def pieces(secret: str, size: int = 8) -> set[str]:
+    """Every ``size``-character piece of ``secret``: what a leak scan looks for."""
+    return {secret[i : i + size] for i in range(len(secret) - size + 1)}

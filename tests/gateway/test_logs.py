@@ -6,8 +6,6 @@ honoured, echoed, generated, and bounded when hostile."""
 from __future__ import annotations
 
 import json
-import random
-import string
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -19,6 +17,7 @@ import pytest
 from keywheel.testing import FakeUpstream
 from keywheel.testing.behaviours import KINDS
 from tests.gateway.conftest import GATEWAY_KEY, GatewayFactory, Served
+from tests.helpers import pieces, random_secret
 
 AUTH = {"authorization": f"Bearer {GATEWAY_KEY}"}
 AUTH_BYTES = [(b"authorization", f"Bearer {GATEWAY_KEY}".encode())]
@@ -30,14 +29,6 @@ PARAMS: dict[str, dict[str, Any]] = {
     "oversized": {"size": 4096},
     "echo_key": {"part": "chopped"},
 }
-
-
-def random_key() -> str:
-    return "".join(random.choices(string.ascii_letters + string.digits, k=16))
-
-
-def pieces(secret: str, size: int = 8) -> set[str]:
-    return {secret[i : i + size] for i in range(len(secret) - size + 1)}
 
 
 @pytest.fixture
@@ -60,8 +51,8 @@ def test_json_logs_at_debug_under_every_fault_kind(
     gateway: GatewayFactory, fake: FakeUpstream, http: httpx.Client
 ) -> None:
     kinds = sorted(KINDS)
-    faulty = {kind: random_key() for kind in kinds}  # one Gemini key per fault kind, for good
-    good = [random_key(), random_key()]  # OpenRouter: the fallback that serves
+    faulty = {kind: random_secret() for kind in kinds}  # one Gemini key per fault kind, for good
+    good = [random_secret(), random_secret()]  # OpenRouter: the fallback that serves
     env = {f"GEMINI_API_KEY_{i}": key for i, key in enumerate(faulty.values(), start=1)}
     env.update({f"OPENROUTER_API_KEY_{i}": key for i, key in enumerate(good, start=1)})
     for kind, key in faulty.items():

@@ -5,8 +5,6 @@ guarded as the admin routes are (public when asked, gone when off)."""
 
 from __future__ import annotations
 
-import random
-import string
 from collections import Counter
 from collections.abc import Iterator
 
@@ -20,20 +18,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from keywheel.config import settings_from_env
 from keywheel.testing import FakeUpstream
 from tests.gateway.conftest import ADMIN_KEY, GATEWAY_KEY, GatewayFactory
-from tests.helpers import fake_env
+from tests.helpers import fake_env, pieces, random_secret
 
 ADMIN = {"authorization": f"Bearer {ADMIN_KEY}"}
 OFF = {"x-keywheel-fallback": "off"}
 MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hello"}]
 CLAUDE_MESSAGES: list[anthropic.types.MessageParam] = [{"role": "user", "content": "hello"}]
-
-
-def random_key() -> str:
-    return "".join(random.choices(string.ascii_letters + string.digits, k=16))
-
-
-def pieces(secret: str, size: int = 8) -> set[str]:
-    return {secret[i : i + size] for i in range(len(secret) - size + 1)}
 
 
 @pytest.fixture
@@ -68,8 +58,8 @@ def only(samples: Samples, name: str, **labels: str) -> float:
 def test_metrics_count_a_known_mix_exactly_and_hold_no_key(
     gateway: GatewayFactory, fake: FakeUpstream, http: httpx.Client
 ) -> None:
-    keys = {f"{p.upper()}_API_KEY_{i}": random_key() for p, n in (("gemini", 2), ("openrouter", 2)) for i in (1, 2)}
-    keys["ANTHROPIC_API_KEY_1"] = random_key()
+    keys = {f"{p.upper()}_API_KEY_{i}": random_secret() for p, n in (("gemini", 2), ("openrouter", 2)) for i in (1, 2)}
+    keys["ANTHROPIC_API_KEY_1"] = random_secret()
     env = {
         "AI_PROVIDER": "gemini",
         "FALLBACK_ORDER": "anthropic,openrouter",

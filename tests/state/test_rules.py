@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -58,80 +58,88 @@ def _group_of(case: Case, index: int) -> str:
     return name or f"own:{index}"
 
 
-def run_memory(case: Case) -> After:
+@dataclass(frozen=True)
+class Seeded:
+    """A case's keys as a store holds them: their fingerprints there, and back to the table's names."""
+
+    states: tuple[KeyState, ...]
+    keys: list[ApiKey]
+    real: dict[str, str]  # the table's name -> the store's fingerprint
+    named: dict[str, str]  # ... and back
+    quota: Quota
+
+
+def seeded(case: Case) -> Seeded:
     states = (case.before, *case.others)
     keys = [ApiKey(f"test-gemini-key-{s.fingerprint}", "gemini", s.fingerprint) for s in states]
     real = {s.fingerprint: k.fingerprint for s, k in zip(states, keys, strict=True)}
-    named = {v: k for k, v in real.items()}
     grouped = {k.fingerprint: case.groups[i] for i, k in enumerate(keys) if i < len(case.groups) and case.groups[i]}
+    return Seeded(states, keys, real, {v: k for k, v in real.items()}, Quota(key_group=grouped, day_tz=DAY_TZ))
+
+
+def play(store: MemoryStore, case: Case, seed: Seeded) -> ProviderState:
+    """Seed ``store`` with the case's states, play its outcome on the key; the provider's state after."""
+    provider = case.provider
+    if provider.breaker.trial:
+        provider = replace(provider, breaker=replace(provider.breaker, trial=seed.real[provider.breaker.trial]))
+    real = seed.real
+    store.load_nowait(provider, {real[s.fingerprint]: replace(s, fingerprint=real[s.fingerprint]) for s in seed.states})
+    if case.outcome == "abandoned":
+        store.abandon_nowait(seed.keys[0])
+    elif case.outcome == "answered":
+        store.answered_nowait(seed.keys[0])
+    else:
+        store.release_nowait(seed.keys[0], case.outcome, 1.0)
+    return store.dump_nowait()[0]
+
+
+def named_after(case: Case, seed: Seeded, provider: ProviderState, dumped: dict[str, KeyState]) -> After:
+    after = {seed.named[fp]: replace(s, fingerprint=seed.named[fp]) for fp, s in dumped.items()}
+    if provider.breaker.trial:
+        provider = replace(provider, breaker=replace(provider.breaker, trial=seed.named[provider.breaker.trial]))
+    return after[case.before.fingerprint], provider, tuple(after[o.fingerprint] for o in case.others)
+
+
+def run_memory(case: Case) -> After:
+    seed = seeded(case)
     store = MemoryStore(
         "gemini",
-        keys,
+        seed.keys,
         clock=lambda: NOW,
         throttle_window=RULES.throttle_window,
         breaker=RULES.breaker,
-        quota=Quota(key_group=grouped, day_tz=DAY_TZ),
+        quota=seed.quota,
     )
-    provider = case.provider
-    if provider.breaker.trial:
-        provider = replace(provider, breaker=replace(provider.breaker, trial=real[provider.breaker.trial]))
-    store.load_nowait(provider, {real[s.fingerprint]: replace(s, fingerprint=real[s.fingerprint]) for s in states})
-    if case.outcome == "abandoned":
-        store.abandon_nowait(keys[0])
-    elif case.outcome == "answered":
-        store.answered_nowait(keys[0])
-    else:
-        store.release_nowait(keys[0], case.outcome, 1.0)
-    provider, dumped = store.dump_nowait()
-    after = {named[fp]: replace(s, fingerprint=named[fp]) for fp, s in dumped.items()}
-    if provider.breaker.trial:
-        provider = replace(provider, breaker=replace(provider.breaker, trial=named[provider.breaker.trial]))
-    return after[case.before.fingerprint], provider, tuple(after[o.fingerprint] for o in case.others)
+    provider = play(store, case, seed)
+    return named_after(case, seed, provider, store.dump_nowait()[1])
 
 
 def run_sqlite(case: Case) -> After:
     """As ``memory`` on a :class:`SqliteStore`, whose seeded states are in its file; the keys'
     states after are read back from the file by a store opened anew (the provider's from the
     live store: a bare count of consecutive faults is not worth a write)."""
-    states = (case.before, *case.others)
-    keys = [ApiKey(f"test-gemini-key-{s.fingerprint}", "gemini", s.fingerprint) for s in states]
-    real = {s.fingerprint: k.fingerprint for s, k in zip(states, keys, strict=True)}
-    named = {v: k for k, v in real.items()}
-    grouped = {k.fingerprint: case.groups[i] for i, k in enumerate(keys) if i < len(case.groups) and case.groups[i]}
+    seed = seeded(case)
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "state.db"
         file = StateFile(path, clock=lambda: NOW)
-        file.save("gemini", [(file.key_id(k), s, False) for k, s in zip(keys, states, strict=True)])
+        file.save("gemini", [(file.key_id(k), s, False) for k, s in zip(seed.keys, seed.states, strict=True)])
         store = SqliteStore(
             "gemini",
-            keys,
+            seed.keys,
             file=file,
             clock=lambda: NOW,
             throttle_window=RULES.throttle_window,
             breaker=RULES.breaker,
-            quota=Quota(key_group=grouped, day_tz=DAY_TZ),
+            quota=seed.quota,
         )
-        provider = case.provider
-        if provider.breaker.trial:
-            provider = replace(provider, breaker=replace(provider.breaker, trial=real[provider.breaker.trial]))
-        store.load_nowait(provider, {real[s.fingerprint]: replace(s, fingerprint=real[s.fingerprint]) for s in states})
-        if case.outcome == "abandoned":
-            store.abandon_nowait(keys[0])
-        elif case.outcome == "answered":
-            store.answered_nowait(keys[0])
-        else:
-            store.release_nowait(keys[0], case.outcome, 1.0)
-        provider = store.dump_nowait()[0]
+        provider = play(store, case, seed)
         file.close()
         reopened = StateFile(path, clock=lambda: NOW)
         try:
-            dumped = SqliteStore("gemini", keys, file=reopened, clock=lambda: NOW).dump_nowait()[1]
+            dumped = SqliteStore("gemini", seed.keys, file=reopened, clock=lambda: NOW).dump_nowait()[1]
         finally:
             reopened.close()
-    after = {named[fp]: replace(s, fingerprint=named[fp]) for fp, s in dumped.items()}
-    if provider.breaker.trial:
-        provider = replace(provider, breaker=replace(provider.breaker, trial=named[provider.breaker.trial]))
-    return after[case.before.fingerprint], provider, tuple(after[o.fingerprint] for o in case.others)
+    return named_after(case, seed, provider, dumped)
 
 
 RUNNERS: dict[str, Runner] = {"pure": run_pure, "memory": run_memory, "sqlite": run_sqlite}
