@@ -589,6 +589,7 @@ def _key_view(fingerprint: str, f: Mapping[str, str], in_flight: int, now: float
         "key": fingerprint,
         "state": state,
         "reason": f.get("r", "") if state != rules.ACTIVE else "",
+        "cause": f.get("c", "") if state != rules.ACTIVE else "",  # what recovery may clear (none without it)
         "cooldown_remaining": round(remaining, 3),
         "requests": requests,
         "successes": int(f.get("ok", 0)),
