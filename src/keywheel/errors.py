@@ -97,7 +97,12 @@ class KeyFault(UpstreamError):
 
 
 class RateLimited(KeyFault):
-    """The key is rate limited.  ``retry_after`` is the provider's own figure, if any."""
+    """The key is rate limited.  ``retry_after`` is the provider's own figure, if any.
+    ``spend_cap``: a 429 that may be a spend cap rather than a rate (Anthropic's tier cap comes as
+    a plain ``rate_limit_error`` without retry timing): when it repeats on every key of the
+    provider, the rules take the keys out as out of quota (:mod:`keywheel.state.rules`)."""
+
+    spend_cap: bool = False
 
 
 class KeyInvalid(KeyFault):

@@ -125,3 +125,54 @@ async def test_a_429_rests_the_key_on_every_replica_even_with_skewed_clocks(
     assert any(2.0 <= t < 3.5 for t in after), after  # and it serves again once the rest is over
     assert all(fake.count(k) > 10 for k in KEYS[1:])
     assert os.environ.get("KEYWHEEL_TEST_CLOCK_SKEW") is None  # only the replicas were skewed
+
+
+async def _states(client: httpx.AsyncClient, url: str) -> dict[str, tuple[str, str]]:
+    status = (await client.get(url + "/status", headers={"authorization": f"Bearer {ADMIN_KEY}"})).json()
+    return {k["key"]: (k["state"], k["cause"]) for p in status["providers"] for k in p["keys"]}
+
+
+async def test_with_three_replicas_each_probe_happens_once(
+    fake: FakeUpstream, gateway: GatewayFactory, redis_server: str
+) -> None:
+    """A key disabled by one 401 is probed once by one of the three replicas and is back on all
+    three; a key that stays dead is never probed twice within one interval, whichever replica
+    probes it (the lease on the key is shared, and covers the interval and the probe)."""
+    interval = 0.4
+    replicas = [
+        gateway(
+            gemini=3,
+            openrouter=0,
+            anthropic=0,
+            KEYWHEEL_STATE=redis_server,
+            KEYWHEEL_PROBE_INTERVAL=str(interval),
+            KEYWHEEL_PROBE_TIMEOUT="0.5",
+        )
+        for _ in range(3)
+    ]
+    urls = [r.url for r in replicas]
+    transient, dead = KEYS[0], KEYS[1]
+    fake.set(transient, "invalid", times=1)  # one 401, then the key is good again
+    fake.set(dead, "invalid")
+    async with httpx.AsyncClient(timeout=10) as client:
+        for _ in range(3):  # until both have met a 401 (the shared ring may start anywhere)
+            assert await _chat(client, urls[0]) == 200
+        mark = len(fake.requests)
+        # Key 1 met its 401 (and may be probed back already: the replicas' rounds run every 0.4 s).
+        assert {r.key for r in fake.requests[:mark] if r.method == "POST"} == {transient, dead, KEYS[2]}
+        assert (await _states(client, urls[1]))[_fingerprint(2)] == ("disabled", "invalid")
+        deadline = time.monotonic() + 15
+        while [(await _states(client, url))[_fingerprint(1)] for url in urls] != [("active", "")] * 3:
+            assert time.monotonic() < deadline, "key 1 did not come back"
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(interval * 8)  # every replica has had several rounds since
+        for url in urls:  # back on all three, and stays back; the dead key stays out
+            states = await _states(client, url)
+            assert states[_fingerprint(1)] == ("active", "") and states[_fingerprint(2)] == ("disabled", "invalid")
+    probes = [r for r in fake.requests if r.method == "GET" and r.path == "/v1beta/models"]
+    assert [r.key for r in probes if r.key == transient] == [transient]  # one probe, by one replica
+    dead_probes = [r.at for r in probes if r.key == dead]
+    assert len(dead_probes) >= 2, dead_probes
+    gaps = [b - a for a, b in zip(dead_probes, dead_probes[1:], strict=False)]
+    assert min(gaps) >= interval * 0.9, gaps  # never two probes of one key in one interval
+    assert not [r for r in fake.requests[mark:] if r.key in (transient, dead) and r.method != "GET"]

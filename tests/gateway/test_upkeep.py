@@ -132,6 +132,20 @@ def test_credit_unlimited_plenty_and_nearly_exhausted(
     check = http.post(served.url + "/admin/keys/check", json={"provider": "openrouter"}, headers=ADMIN).json()
     assert [r["outcome"] for r in check["results"]] == ["ok", "ok", "ok"]
     assert all(r["detail"].startswith("credit: ") for r in check["results"])
+    # One key by its fingerprint (the status page's "check" button sends {key, provider}): only it is
+    # checked (the fake's log shows it in the status-page test: here credit readings run alongside).
+    for one in ({"key": two["key"]}, {"key": two["key"], "provider": "openrouter"}):
+        one_key = http.post(served.url + "/admin/keys/check", json=one, headers=ADMIN).json()["results"]
+        assert [(r["fingerprint"], r["outcome"]) for r in one_key] == [(two["key"], "ok")]
+    wrong: tuple[tuple[dict[str, object], int], ...] = (
+        ({"key": 5}, 400),
+        ({"key": "openrouter#9 …beef"}, 404),
+        ({"key": plenty}, 404),
+    )
+    for bad, code in wrong:
+        refused = http.post(served.url + "/admin/keys/check", json=bad, headers=ADMIN)
+        assert refused.status_code == code and plenty not in refused.text, refused.text
+    assert "no such key" in refused.text
     # Credit returns: the key comes back.
     fake.set_credit(low, limit=10.0, usage=1.0, is_free_tier=True)
     wait_for(lambda: keys_of(http, served)[low_fp]["state"] == "active")

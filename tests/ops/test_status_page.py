@@ -1,6 +1,7 @@
 """The status page in a real headless browser (Debian's Chromium through Playwright), against a real
 ``keywheel serve`` over the fake upstream: keys active, resting and disabled by a 401; log in, see
-every key, the rest counting down, the disabled key's reason; disable a key with its button.
+every key, the rest counting down, the disabled key's reason, each key's quota-window use, an
+OpenRouter key's credit bar after its "check" button read it; disable a key with its button.
 Leaves a screenshot at tests/artifacts/status-page.png (git-ignored)."""
 
 from __future__ import annotations
@@ -58,8 +59,17 @@ def keys(url: str) -> dict[str, dict[str, Any]]:
 def served(fake: FakeUpstream, tmp_path: Path) -> Iterator[Served]:
     fake.set("test-gemini-key-1", "rate_limit", retry_after=600)  # rests 10 min
     fake.set("test-gemini-key-2", "invalid")  # disabled by its 401, with the reason
+    fake.set_credit("test-openrouter-key-1", limit=20.0, usage=5.0, limit_reset="monthly")  # 15 of 20 left
     with gateways(fake, tmp_path) as start:
-        served = start(gemini=4, openrouter=1, anthropic=0)
+        served = start(
+            gemini=4,
+            openrouter=1,
+            anthropic=0,
+            GEMINI_RATE="50/1h",
+            GEMINI_RPD="1000",
+            GEMINI_API_KEY_3_GROUP="project-a",
+            GEMINI_API_KEY_4_GROUP="project-a",
+        )
         for _ in range(3):
             chat(served.url)
         yield served
@@ -71,7 +81,7 @@ def seconds(text: str) -> int:
     return sum(int(n) * units[u] for n, u in re.findall(r"(\d+) (h|min|s)\b", text))
 
 
-def test_the_status_page_in_chromium(served: Served) -> None:
+def test_the_status_page_in_chromium(served: Served, fake: FakeUpstream) -> None:
     from playwright.sync_api import expect, sync_playwright
 
     url = served.url
@@ -123,6 +133,38 @@ def test_the_status_page_in_chromium(served: Served) -> None:
             expect(page.locator("section.provider svg.chart")).to_have_count(2)
             if get(url, "/admin/credits")[0] == 404:
                 expect(page.locator("#credits-note")).to_contain_text("404")
+
+            # Window use: each gemini key's group windows, as /status has them (GEMINI_RATE).
+            gemini = next(p for p in json.loads(get(url, "/status")[2])["providers"] if p["provider"] == "gemini")
+            windows = [(fp, w) for g in gemini["groups"] for fp in g["keys"] for w in g["windows"]]
+            assert len(windows) == 2 * len(gemini["keys"]) and sum(w["used"] for _, w in windows) >= 2 * 3
+            for fp, w in windows:
+                cell = page.locator(f'tr[data-key="{fp}"] .windows .window[data-window="{w["name"]}"]')
+                expect(cell).to_have_attribute("data-used", str(w["used"]))
+                expect(cell).to_contain_text(f"{w['name']} {w['used']}/{w['limit']:,} requests")
+
+            # The OpenRouter key's "check" button: POST /admin/keys/check for that key alone; its outcome
+            # shows, and the credit it read fills the credit bar (15 of 20 left: 75 %).
+            router = next(fp for fp in states if fp.startswith("openrouter"))
+            before = len(fake.requests)
+            page.locator(f'tr[data-key="{router}"] button[data-action=check]').click()
+            expect(page.locator("#message")).to_contain_text(f"check {router}: ok")
+            expect(page.locator(f'tr[data-key="{router}"] .checked')).to_contain_text("ok · ")
+            bar = page.locator(f'tr[data-key="{router}"] .credit .bar')
+            expect(bar).to_have_attribute("data-remaining", "15")
+            expect(bar).to_have_attribute("data-limit", "20")
+            assert bar.locator("span").evaluate("node => node.style.width") == "75%"
+            expect(page.locator(f'tr[data-key="{router}"] .credit')).to_contain_text("15 / 20 left (monthly)")
+            assert keys(url)[router]["credit"]["limit_remaining"] == 15.0
+            probes = [(r.key, r.method, r.path) for r in fake.requests[before:]]
+            assert probes == [("test-openrouter-key-1", "GET", "/api/v1/key")], probes
+            # The disabled key's check: its outcome, and still only that key probed.
+            before = len(fake.requests)
+            page.locator(f'tr[data-key="{dead}"] button[data-action=check]').click()
+            expect(page.locator("#message")).to_contain_text(f"check {dead}: invalid")
+            expect(page.locator(f'tr[data-key="{dead}"] .checked')).to_contain_text("invalid · ")
+            assert [(r.key, r.path) for r in fake.requests[before:]] == [("test-gemini-key-2", "/v1beta/models")]
+            problems.clear()  # nothing the page did wrong: the check's answer was a 200
 
             # Disable an active key with its button: its state changes on the page and in the gateway.
             page.locator(f'tr[data-key="{active}"] button[data-action=disable]').click()

@@ -37,6 +37,7 @@ from keywheel.state.rules import (
     KeyState,
     ProviderState,
     Rules,
+    spend_cap_reason,
 )
 from keywheel.state.windows import next_midnight
 
@@ -98,6 +99,16 @@ HALF_OPEN_TRIAL = Breaker("half-open", 3, NOW + 30.0, 5.0, KEY)
 DAY_TZ = "America/Los_Angeles"
 MIDNIGHT = next_midnight(NOW, DAY_TZ)
 GROUP_REASON = "quota exhausted: daily quota of its group: per day"
+
+
+def _spend_cap(message: str) -> RateLimited:
+    """Anthropic's 429 ``rate_limit_error`` without any retry timing, as its adapter marks it."""
+    error = RateLimited(message, status=429)
+    error.spend_cap = True
+    return error
+
+
+CAPPED = spend_cap_reason("cap")
 
 
 def per_day() -> QuotaExhausted:
@@ -169,6 +180,37 @@ CASES: list[Case] = [
         RateLimited("late", retry_after=5.0),
         key(state=DISABLED, reason="invalid key: x", last_rate_limited=NOW),
         others=(fellow(1),),
+    ),
+    # --- a spend cap in disguise (Anthropic's 429 without timing, on every key)
+    Case(
+        "every live key answered 429 without timing, the last a possible spend cap: all out as quota",
+        key(),
+        _spend_cap("cap"),
+        key(state=DISABLED, reason=CAPPED, cause=QUOTA, backoff=1.0, last_rate_limited=NOW),
+        others=(
+            fellow(1, state=COOLING, until=NOW + 1.0, reason="rate limited", backoff=1.0, last_rate_limited=NOW - 2),
+            fellow(2, state=DISABLED, reason="invalid key: x"),
+        ),
+        others_after=(
+            fellow(1, state=DISABLED, reason=CAPPED, cause=QUOTA, backoff=1.0, last_rate_limited=NOW - 2),
+            fellow(2, state=DISABLED, reason="invalid key: x"),
+        ),
+    ),
+    Case(
+        "a possible spend cap while a fellow's last 429 had timing: provider throttling as usual",
+        key(),
+        _spend_cap("cap"),
+        key(),
+        others=(fellow(1, state=COOLING, until=NOW + 3.0, reason="rate limited", last_rate_limited=NOW - 1),),
+        others_after=(fellow(1),),
+        provider_after=ProviderState(throttled_until=NOW + 1.0),
+    ),
+    Case(
+        "a possible spend cap on one key of several: a rate limit with backoff",
+        key(),
+        _spend_cap("cap"),
+        cooling(NOW + 1.0, backoff=1.0, last_rate_limited=NOW),
+        others=(fellow(1, backoff=2.0),),
     ),
     # --- provider-level throttling
     Case(

@@ -34,7 +34,11 @@ Runner = Callable[[Case], After]
 
 def run_pure(case: Case) -> After:
     others = case.others
-    group = Group(sum(o.state != DISABLED for o in others), sum(rules.limited_recently(o, NOW, RULES) for o in others))
+    group = Group(
+        sum(o.state != DISABLED for o in others),
+        sum(rules.limited_recently(o, NOW, RULES) for o in others),
+        sum(rules.limited_untimed(o, NOW, RULES) for o in others),
+    )
     if case.outcome == "abandoned":
         outcome = ABANDONED
     elif case.outcome == "answered":
@@ -44,6 +48,8 @@ def run_pure(case: Case) -> After:
     changes = rules.apply(case.before, group, case.provider, outcome, NOW, RULES)
     if changes.reset_group:
         others = tuple(o if o.state == DISABLED else rules.fresh(o.fingerprint) for o in others)
+    if changes.capped:
+        others = tuple(rules.capped(o, changes) for o in others)
     if changes.group_until:
         mine = _group_of(case, 0)
         others = tuple(

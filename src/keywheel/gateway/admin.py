@@ -155,18 +155,20 @@ class Admin:
         return 200
 
     async def _upkeep(self, upkeep: Upkeep, method: str, path: str, receive: Receive, send: Send) -> int:
-        """``GET /admin/credits`` and ``POST /admin/keys/check`` (optional body ``{"provider": P}``)."""
+        """``GET /admin/credits`` and ``POST /admin/keys/check`` (optional body ``{"provider": P, "key": F}``)."""
         if path == "/admin/credits":
             allow(method, "GET")
             await respond_json(send, {"keys": await upkeep.credit_rows()})
             return 200
         allow(method, "POST")
         body = await self._json_body(receive)
-        provider = body.get("provider")
-        if not isinstance(provider, str | None):
-            raise HttpError(400, 'the body of /admin/keys/check is {} or {"provider": "<name>"}')
+        provider, key = body.get("provider"), body.get("key")
+        if not isinstance(provider, str | None) or not isinstance(key, str | None):
+            raise HttpError(
+                400, 'the body of /admin/keys/check is {}, {"provider": "<name>"} or {"key": "<fingerprint>"}'
+            )
         try:
-            results = await upkeep.check(provider)
+            results = await upkeep.check(provider, key)
         except KeyError as exc:
             raise HttpError(404, f"not found: {exc}") from None
         await respond_json(send, {"results": [r.to_json() for r in results]})

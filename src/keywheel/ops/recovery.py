@@ -135,8 +135,8 @@ class Upkeep:
                 if key is None or now < self._next.get(fp, 0.0) or not self._can_clear(name, cause):
                     continue
                 factor = self._factor.get(fp, 1)
-                if not await pool.lease(f"probe {fp}", self.settings.ops.probe_interval * factor):
-                    continue  # another replica probes it
+                if not await pool.lease(f"probe {fp}", self._lease_seconds(factor)):
+                    continue  # another replica probes it (or did, this interval)
                 result = await self._probe(name, key, background=True)
                 results.append(result)
                 if await self._apply(name, pool, view, result):
@@ -146,6 +146,13 @@ class Upkeep:
                     self._next[fp] = time.time() + self.settings.ops.probe_interval * factor
                     self._factor[fp] = min(factor * 2, BACKOFF_MAX)
         return results
+
+    def _lease_seconds(self, factor: int) -> float:
+        """The lease of one re-probe: this replica's backoff (at least one interval) plus the probe's
+        own timeout, so no other replica probes the key while this probe is in flight, nor again in
+        the interval after it (the replicas' rounds tick at different phases)."""
+        ops = self.settings.ops
+        return ops.probe_interval * factor + ops.probe_timeout
 
     def _can_clear(self, provider: str, cause: str) -> bool:
         """A listing cannot tell credit: an out-of-credit key is probed only where a probe can."""
@@ -234,12 +241,17 @@ class Upkeep:
 
     # ---------------------------------------------------------- operator's
 
-    async def check(self, provider: str | None = None) -> list[ProbeResult]:
-        """Probe every key (or ``provider``'s) now: ``keywheel keys check``, ``POST /admin/keys/check``.
-        Reads credit where the probe does; changes no key's state."""
+    async def check(self, provider: str | None = None, key: str | None = None) -> list[ProbeResult]:
+        """Probe every key (or ``provider``'s, or only the key of fingerprint ``key``) now:
+        ``keywheel keys check``, ``POST /admin/keys/check``.  Reads credit where the probe does;
+        changes no key's state.  ``KeyError`` for an unknown provider or key."""
+        chosen = [(n, k) for n, k in self.prober.keys(provider) if key is None or k.fingerprint == key]
+        if key is not None and not chosen:
+            # Not echoed: a client may send a key's text where its fingerprint belongs.
+            raise KeyError("no such key (name it by its fingerprint, as /status shows it)")
         results = []
-        for name, key in self.prober.keys(provider):
-            results.append(self._probe(name, key, background=False))
+        for name, one in chosen:
+            results.append(self._probe(name, one, background=False))
         done = list(await asyncio.gather(*results))
         for result in done:
             if result.credit is not None:

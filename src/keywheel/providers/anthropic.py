@@ -20,6 +20,7 @@ from keywheel.errors import (
     KeyInvalid,
     NetworkError,
     QuotaExhausted,
+    RateLimited,
     ServerError,
     UpstreamError,
 )
@@ -236,7 +237,12 @@ def classify(status: int, headers: Mapping[str, str], body: bytes) -> UpstreamEr
         cls = QuotaExhausted  # the tier's monthly spend cap comes without retry-after
     if cls is QuotaExhausted and explicit is None:
         retry_after = regain_after(message)  # window resets say nothing about when credit returns
-    return cls(message, status=status, request_id=_request_id(headers, payload), retry_after=retry_after, body=body)
+    error = cls(message, status=status, request_id=_request_id(headers, payload), retry_after=retry_after, body=body)
+    if isinstance(error, RateLimited) and retry_after is None and etype == "rate_limit_error":
+        # Anthropic times every rate limit (retry-after, anthropic-ratelimit-*-reset); one without
+        # any timing may be the tier's spend cap: the rules decide once every key answers so.
+        error.spend_cap = True
+    return error
 
 
 def _in_band_error(payload: Mapping[str, Any], raw: bytes) -> UpstreamError:

@@ -238,6 +238,11 @@ class MemoryStore:
                     other.rule = rules.fresh(other.rule.fingerprint)
                     self._into_ring(other)
                     decided.append(other)
+        if changes.capped:
+            for other in self._keys.values():
+                if other is not rec and other.rule.state != DISABLED:
+                    self._set(other, rules.capped(other.rule, changes))
+                    decided.append(other)
         if changes.group_until:
             for other in self._keys.values():
                 if other is not rec and other.group == rec.group:
@@ -278,17 +283,18 @@ class MemoryStore:
 
         Also counts each fellow of another quota group limited within 1 s of ``rec``: keys that are
         throttled together again and again share a quota (``keywheel config`` warns)."""
-        live = limited = 0
+        live = limited = untimed = 0
         for other in self._keys.values():
             if other is rec or other.rule.state == DISABLED:
                 continue
             live += 1
             limited += rules.limited_recently(other.rule, now, self._rules)
+            untimed += rules.limited_untimed(other.rule, now, self._rules)
             if now - other.rule.last_rate_limited <= CO_THROTTLE_SECONDS and other.group != rec.group:
                 a, b = rec.key.fingerprint, other.key.fingerprint
                 pair = (a, b) if a < b else (b, a)
                 self._co_throttled[pair] = self._co_throttled.get(pair, 0) + 1
-        return Group(live, limited)
+        return Group(live, limited, untimed)
 
     def _into_ring(self, rec: _Key) -> None:
         if not rec.in_ring and rec.key.fingerprint in self._keys:

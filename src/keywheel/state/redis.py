@@ -298,7 +298,9 @@ class RedisStore:
         keys = [f"{b}:p", f"{b}:fl", f"{b}:rep", self._name(kid), *fellows, *(name for name, _ in charges)]
         args = self._release_args(kid, error, kind, latency_ms, usage, known)
         daily_resets = ",".join(repr(t) for t in _midnights(self.quota.day_tz, self._wall())) if daily else ""
-        args += [len(fellows), amount, daily_resets, _group_reason(error), *(member for _, member in charges)]
+        capped = rules.outcome_of(error) if kind == "rate_limited" else rules.OK
+        cap = rules.spend_cap_reason(capped.message) if capped.spend_cap and capped.retry_after is None else ""
+        args += [len(fellows), amount, daily_resets, _group_reason(error), cap, *(member for _, member in charges)]
         got = await conn.wire.run(RELEASE, keys, args)
         before, after = got[5], got[6]
         self._clean = after == rules.CLOSED and got[7] == "0"
@@ -589,6 +591,7 @@ def _key_view(fingerprint: str, f: Mapping[str, str], in_flight: int, now: float
         "key": fingerprint,
         "state": state,
         "reason": f.get("r", "") if state != rules.ACTIVE else "",
+        "cause": f.get("c", "") if state != rules.ACTIVE else "",  # what recovery may clear (none without it)
         "cooldown_remaining": round(remaining, 3),
         "requests": requests,
         "successes": int(f.get("ok", 0)),

@@ -202,8 +202,9 @@ return {'n'}
 #       12 backoff start, 13 backoff cap, 14 throttle window, 15 breaker failures, 16 cool-off,
 #       17 cool-off max, 18 in-flight change (-1/0), 19 replica, 20 known (1: the replica holds the key),
 #       21 f (how many fellows; KEYS 5..4+f), 22 tokens to settle to ('' = keep), 23 a daily quota's
-#       reset candidates ('' = not daily), 24 its fellows' reason, 25.. the token charges to settle,
-#       one per window key (KEYS 5+f..)
+#       reset candidates ('' = not daily), 24 its fellows' reason, 25 a possible spend cap's reason
+#       ('' = not one: rules.Outcome.spend_cap), 26.. the token charges to settle, one per window key
+#       (KEYS 5+f..)
 # A daily quota's fellows are the key's group; a rate limit's, every other key of the replica.
 # -> {changed, old state, new state, reason, until, breaker before, after, failures, until, cool-off}
 RELEASE = (
@@ -246,8 +247,8 @@ local ks = KEYS[4]
 local nf = tonumber(ARGV[21])
 -- settle the token charges made at selection (keywheel.state.windows.Window.settle): in place, if still inside
 if ARGV[22] ~= '' then
-  for i = 25, #ARGV do
-    local wk, member = KEYS[4 + nf + (i - 24)], ARGV[i]
+  for i = 26, #ARGV do
+    local wk, member = KEYS[4 + nf + (i - 25)], ARGV[i]
     local score = redis.call('ZSCORE', wk, member)
     if score then
       redis.call('ZREM', wk, member)
@@ -302,15 +303,26 @@ if known then
     local tw = tonumber(ARGV[14])
     local own = (s == 'disabled') and 0 or 1
     local own_limited = (tw >= 0) and own or 0
-    local live, limited = own, own_limited
+    local live, limited, untimed = own, own_limited, own_limited
     for i = 5, 4 + nf do
-      local o = redis.call('HMGET', KEYS[i], 's', 'l')
+      local o = redis.call('HMGET', KEYS[i], 's', 'l', 'b')
       if (o[1] or 'active') ~= 'disabled' then
         live = live + 1
-        if o[2] and now - tonumber(o[2]) <= tw then limited = limited + 1 end
+        if o[2] and now - tonumber(o[2]) <= tw then
+          limited = limited + 1
+          if (tonumber(o[3]) or 0) > 0 then untimed = untimed + 1 end
+        end
       end
     end
-    if live > 1 and limited == live then
+    if live > 1 and limited == live and ARGV[25] ~= '' and ra == nil and untimed == limited then
+      -- rules._rate_limited: every key answered 429 without timing: a spend cap; all out (quota)
+      for i = 5, 4 + nf do
+        if (redis.call('HGET', KEYS[i], 's') or 'active') ~= 'disabled' then
+          redis.call('HSET', KEYS[i], 's', 'disabled', 'u', '0', 'r', ARGV[25], 'c', 'quota')
+        end
+      end
+      if own == 1 then disable(ARGV[25], 'quota') end
+    elseif live > 1 and limited == live then
       -- every live key limited at once: the account or IP is throttled; rest the provider instead
       tu = math.max(tu, now + delay)
       redis.call('HSET', KEYS[1], 'tu', fmt(tu))

@@ -14,7 +14,12 @@ Each key moves through::
   1 s, 2 s, 4 s … up to 60 s (a success starts the doubling again at 1 s);
 - a later rate limit extends a rest and never shortens it;
 - every live key of a provider limited within 5 s is provider-level throttling (the account or
-  IP): the provider rests, and its keys are not punished (rests and backoffs undone);
+  IP): the provider rests, and its keys are not punished (rests and backoffs undone) — unless the
+  limit is a spend cap in disguise: when the 429 that completes the set is one its adapter marks
+  as a possible spend cap (``RateLimited.spend_cap``: Anthropic's ``rate_limit_error`` without
+  any retry timing) and every other limited key's last 429 came without timing too (its backoff
+  is still running), every live key is taken out as out of quota (disabled, cause ``quota``, the
+  provider not rested) until a probe that can see credit, or an operator, brings it back;
 - out of quota with a known reset rests the key until then; without one it disables the key;
 - a *daily* quota (Gemini's ``PerDay``) belongs to the key's project: every key of the key's
   quota group (``<P>_API_KEY_<N>_GROUP``; an ungrouped key is its own group) rests until the
@@ -185,6 +190,7 @@ class Group:
 
     live: int = 0  # the other keys that are not disabled
     limited: int = 0  # ... of which were rate limited within the throttle window of now
+    untimed: int = 0  # ... of which with a backoff running (their last 429 came without timing)
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,6 +219,7 @@ class Outcome:
     retry_after: float | None = None
     message: str = ""
     daily: bool = False  # quota: a daily quota of the key's group (every key of the group rests)
+    spend_cap: bool = False  # rate_limited: may be a spend cap (see RateLimited.spend_cap)
 
 
 OK = Outcome("ok")
@@ -226,7 +233,7 @@ def outcome_of(error: UpstreamError | None) -> Outcome:
         return OK
     if error.scope == "key":
         if isinstance(error, RateLimited):
-            return Outcome("rate_limited", error.retry_after, error.message)
+            return Outcome("rate_limited", error.retry_after, error.message, spend_cap=error.spend_cap)
         if isinstance(error, QuotaExhausted):
             # The limit's name stays in the reason: what may bring the key back depends on it.
             tagged = f"{error.message} [{error.source}]" if error.source else error.message
@@ -249,6 +256,7 @@ class Changes:
     reset_group: bool = False
     group_until: float = 0.0  # > 0: every other live key of the key's quota group rests until then
     group_reason: str = ""  # ... for this reason (see :func:`group_rest`)
+    capped: str = ""  # a spend cap: every other live key of the provider is disabled (quota) for this reason
 
 
 def apply(key: KeyState, group: Group, provider: ProviderState, outcome: Outcome, now: float, rules: Rules) -> Changes:
@@ -260,7 +268,7 @@ def apply(key: KeyState, group: Group, provider: ProviderState, outcome: Outcome
     if kind == "ok":
         return Changes(replace(key, backoff=0.0) if key.backoff else key, provider)
     if kind == "rate_limited":
-        return _rate_limited(key, group, provider, outcome.retry_after, now, rules)
+        return _rate_limited(key, group, provider, outcome, now, rules)
     if kind == "quota":
         if outcome.retry_after:
             reason = f"quota exhausted: {outcome.message}"[:200]
@@ -293,8 +301,9 @@ def _breaker_after(b: Breaker, outcome: Outcome, now: float, policy: BreakerPoli
 
 
 def _rate_limited(
-    key: KeyState, group: Group, provider: ProviderState, retry_after: float | None, now: float, rules: Rules
+    key: KeyState, group: Group, provider: ProviderState, outcome: Outcome, now: float, rules: Rules
 ) -> Changes:
+    retry_after = outcome.retry_after
     backoff = key.backoff
     if retry_after is None:
         backoff = min(max(backoff * 2, rules.backoff_start), rules.backoff_cap)
@@ -310,12 +319,32 @@ def _rate_limited(
     own_limited = own if rules.throttle_window >= 0 else 0
     live = group.live + own
     if live > 1 and group.limited + own_limited == live:
+        if outcome.spend_cap and retry_after is None and group.untimed == group.limited:
+            # Every key answered 429 without timing: the account's spend cap, not a rate.
+            reason = spend_cap_reason(outcome.message)
+            return Changes(disable(limited, reason, QUOTA) if own else limited, provider, capped=reason)
         # The latest answer is the best word on when the account is free again.
         until = max(provider.throttled_until, now + delay)
         return Changes(
             fresh(key.fingerprint) if own else limited, replace(provider, throttled_until=until), reset_group=True
         )
     return Changes(limited, provider)
+
+
+def spend_cap_reason(message: str) -> str:
+    return f"out of credit or quota: every key answered 429 without retry timing (a spend cap): {message}"[:200]
+
+
+def capped(key: KeyState, changes: Changes) -> KeyState:
+    """A fellow key after ``changes``: a spend cap takes every live key out (quota)."""
+    if not changes.capped or key.state == DISABLED:
+        return key
+    return disable(key, changes.capped, QUOTA)
+
+
+def limited_untimed(key: KeyState, now: float, rules: Rules) -> bool:
+    """Whether ``key`` counts as limited without timing in a :class:`Group` at ``now``."""
+    return key.backoff > 0 and limited_recently(key, now, rules)
 
 
 def cool(key: KeyState, until: float, reason: str, cause: str = RATE_LIMITED) -> KeyState:
