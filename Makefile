@@ -6,6 +6,9 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Debian packages the suite needs: nginx (with njs) and wrk for the benchmark smoke test.
+# The suite runs in this many processes (pytest-xdist): its tests mostly wait on sockets and
+# subprocesses, so 2 workers on 2 cores nearly halve its time.  TEST_WORKERS=0 runs it in one.
+TEST_WORKERS ?= 2
 SYSDEPS := nginx wrk libnginx-mod-http-js redis-server chromium
 # ... and npm, to install Claude Code for its test, unless an npm is already on the PATH (NodeSource's
 # nodejs bundles its own and conflicts with Debian's npm package).
@@ -64,7 +67,7 @@ claude-code: $(CLAUDE_CODE)
 # the tests start (pyproject's [tool.coverage.run]); the report fails under its floor (fail_under).
 unit: $(VENV)/.installed-dev sysdeps claude-code
 	@rm -f .coverage .coverage.*
-	$(BIN)/coverage run -m pytest -q
+	$(BIN)/coverage run -m pytest -q -n $(TEST_WORKERS)
 	@$(BIN)/coverage combine -q
 	$(BIN)/coverage report
 
