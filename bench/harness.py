@@ -36,6 +36,7 @@ import keypool
 import loadgen
 import nginx_upstream
 import procs
+import quota
 import report
 import scaling
 import soak
@@ -47,8 +48,8 @@ RESULTS = Path(__file__).resolve().parent / "results"
 CHAT_SCENARIOS = ["chat", "stream"]
 MEASUREMENT_ERRORS = (RuntimeError, OSError, subprocess.TimeoutExpired)
 EXIT_MISSING_TOOLS = 3  # nothing measured: nginx, njs or wrk is not installed (callers may skip on it)
-SECTIONS = ["gateway", "inprocess", "keypool", "scaling", "soak", "faultsoak"]
-DEFAULT_SECTIONS = ["gateway", "inprocess", "keypool", "scaling"]  # the soaks only when asked for
+SECTIONS = ["gateway", "inprocess", "keypool", "scaling", "soak", "faultsoak", "quota"]
+DEFAULT_SECTIONS = ["gateway", "inprocess", "keypool", "scaling"]  # the soaks and quota only when asked for
 NEEDS: dict[str, set[str]] = {  # tools each section needs ("nginx": with its njs module)
     "gateway": {"nginx", "wrk"},
     "inprocess": {"nginx"},
@@ -56,6 +57,7 @@ NEEDS: dict[str, set[str]] = {  # tools each section needs ("nginx": with its nj
     "scaling": {"nginx", "wrk"},
     "soak": {"nginx"},
     "faultsoak": set(),  # its own upstream: keywheel.testing.FakeUpstream
+    "quota": set(),  # the same, with a window per key; and redis-server
 }
 SECTION_MODULES: dict[str, Any] = {
     "inprocess": inprocess,
@@ -63,6 +65,7 @@ SECTION_MODULES: dict[str, Any] = {
     "scaling": scaling,
     "soak": soak,
     "faultsoak": faultsoak,
+    "quota": quota,
 }
 
 
@@ -102,7 +105,7 @@ def parse_args(argv: list[str]) -> tuple[Settings, Path | None]:
     parser.add_argument(
         "--sections",
         default=os.environ.get("BENCH_SECTIONS", ",".join(DEFAULT_SECTIONS)),
-        help=f"comma list of {', '.join(SECTIONS)} (default: all but soak and faultsoak)",
+        help=f"comma list of {', '.join(SECTIONS)} (default: all but soak, faultsoak and quota)",
     )
     parser.add_argument(
         "--soak", action="store_true", default=os.environ.get("BENCH_SOAK") == "1", help="add the soak section"
@@ -325,6 +328,8 @@ def run_sections(settings: Settings, workdir: Path, upstream: str) -> dict[str, 
         out["soak"] = soak.run(soak.make_config(smoke, settings.soak_requests), upstream, workdir, say)
     if "faultsoak" in settings.sections:
         out["faultsoak"] = faultsoak.run(faultsoak.make_config(smoke), workdir, say)
+    if "quota" in settings.sections:
+        out["quota"] = quota.run(quota.make_config(smoke, rounds), workdir, say)
     return out
 
 
