@@ -57,7 +57,7 @@ NEEDS: dict[str, set[str]] = {  # tools each section needs ("nginx": with its nj
     "scaling": {"nginx", "wrk"},
     "soak": {"nginx"},
     "faultsoak": set(),  # its own upstream: keywheel.testing.FakeUpstream
-    "quota": set(),  # the same, with a window per key; and redis-server
+    "quota": {"nginx", "wrk"},  # for req/s with 1 and 2 workers; the rest on FakeUpstream and redis-server
 }
 SECTION_MODULES: dict[str, Any] = {
     "inprocess": inprocess,
@@ -329,7 +329,8 @@ def run_sections(settings: Settings, workdir: Path, upstream: str) -> dict[str, 
     if "faultsoak" in settings.sections:
         out["faultsoak"] = faultsoak.run(faultsoak.make_config(smoke), workdir, say)
     if "quota" in settings.sections:
-        out["quota"] = quota.run(quota.make_config(smoke, rounds), workdir, say)
+        cfg_quota = quota.make_config(smoke, rounds, settings.seconds, settings.warmup)
+        out["quota"] = quota.run(cfg_quota, upstream, workdir, say)
     return out
 
 
