@@ -6,8 +6,9 @@ After that section (``gateway``) come ``inprocess`` (inprocess.py: Wheel.achat a
 aiohttp call and LiteLLM's Router), ``keypool`` (keypool.py: key selection), ``scaling``
 (scaling.py: the gateway with 1 to 1,000 keys, some cooling) and, only when asked for, ``soak``
 (soak.py: RSS over 200,000 requests) and ``faultsoak`` (faultsoak.py: RSS and file descriptors
-over BENCH_FAULTSOAK_SECONDS, 30 min, of load under flipping faults). See bench/README.md for what
-is measured and how to read it.
+over BENCH_FAULTSOAK_SECONDS, 30 min, of load under flipping faults) and ``quota`` (quota.py:
+keywheel and LiteLLM under twice the quota of windowed keys; Redis vs memory, 1 and 2 workers).
+See bench/README.md for what is measured and how to read it.
 
     .venv/bin/python bench/harness.py            # full run (BENCH_SECONDS, BENCH_ROUNDS, ...)
     .venv/bin/python bench/harness.py --soak     # the same plus the soak (BENCH_SOAK=1)

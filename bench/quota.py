@@ -243,6 +243,9 @@ def run(cfg: Config, upstream: str, workdir: Path, say: Callable[[str], None]) -
             f"  {name}: ok {row['ok']} of {row['offered']} (goodput ÷ quota {row['goodput_ratio']:.3f}), "
             f"refused {row['refused']}, upstream 429s {row['upstream_429']}, failed {row['failed']}"
         )
+    if cfg.cpu_requests <= 0:  # BENCH_QUOTA_CPU_REQUESTS=0: the quota table only
+        result |= {"cpu_rounds": [], "cpu": {}, "wrk_rounds": [], "wrk": {}}
+        return result
     try:
         result["cpu_rounds"] = run_cpu(cfg, workdir, say)
     except (RuntimeError, OSError, AssertionError) as exc:

@@ -1,6 +1,6 @@
 """Redis-mode CPU per request next to memory mode: ``keywheel serve`` over the fake upstream.
 
-A micro-benchmark (not a ``bench/run.sh`` section): for each mode, a fresh ``keywheel serve``
+A micro-benchmark (the ``quota`` section of ``bench/harness.py`` reuses it): for each mode, a fresh ``keywheel serve``
 (4 Gemini keys, the fake upstream of :mod:`keywheel.testing` in this process), a warm-up, then
 ``--requests`` OpenAI-dialect chat calls at ``--concurrency``; the figure is the CPU time (user +
 system) of the ``keywheel serve`` process tree per request.  Modes run interleaved, ``--rounds``
