@@ -314,6 +314,8 @@ def print_tables(result: dict[str, Any], console: Console) -> None:
 
 def _print_cpu(result: dict[str, Any], console: Console) -> None:
     s = result["settings"]
+    if not result.get("cpu") and not result.get("wrk"):
+        return  # skipped (BENCH_QUOTA_CPU_REQUESTS=0) or failed: the error is printed below
     table = Table(
         title="quota: gateway CPU per request and req/s, memory vs Redis, 1 and 2 workers (medians of rounds; "
         "×memory and 2w÷1w taken within each round)",
