@@ -6,8 +6,9 @@ After that section (``gateway``) come ``inprocess`` (inprocess.py: Wheel.achat a
 aiohttp call and LiteLLM's Router), ``keypool`` (keypool.py: key selection), ``scaling``
 (scaling.py: the gateway with 1 to 1,000 keys, some cooling) and, only when asked for, ``soak``
 (soak.py: RSS over 200,000 requests) and ``faultsoak`` (faultsoak.py: RSS and file descriptors
-over BENCH_FAULTSOAK_SECONDS, 30 min, of load under flipping faults). See bench/README.md for what
-is measured and how to read it.
+over BENCH_FAULTSOAK_SECONDS, 30 min, of load under flipping faults) and ``quota`` (quota.py:
+keywheel and LiteLLM under twice the quota of windowed keys; Redis vs memory, 1 and 2 workers).
+See bench/README.md for what is measured and how to read it.
 
     .venv/bin/python bench/harness.py            # full run (BENCH_SECONDS, BENCH_ROUNDS, ...)
     .venv/bin/python bench/harness.py --soak     # the same plus the soak (BENCH_SOAK=1)
@@ -36,6 +37,7 @@ import keypool
 import loadgen
 import nginx_upstream
 import procs
+import quota
 import report
 import scaling
 import soak
@@ -47,8 +49,8 @@ RESULTS = Path(__file__).resolve().parent / "results"
 CHAT_SCENARIOS = ["chat", "stream"]
 MEASUREMENT_ERRORS = (RuntimeError, OSError, subprocess.TimeoutExpired)
 EXIT_MISSING_TOOLS = 3  # nothing measured: nginx, njs or wrk is not installed (callers may skip on it)
-SECTIONS = ["gateway", "inprocess", "keypool", "scaling", "soak", "faultsoak"]
-DEFAULT_SECTIONS = ["gateway", "inprocess", "keypool", "scaling"]  # the soaks only when asked for
+SECTIONS = ["gateway", "inprocess", "keypool", "scaling", "soak", "faultsoak", "quota"]
+DEFAULT_SECTIONS = ["gateway", "inprocess", "keypool", "scaling"]  # the soaks and quota only when asked for
 NEEDS: dict[str, set[str]] = {  # tools each section needs ("nginx": with its njs module)
     "gateway": {"nginx", "wrk"},
     "inprocess": {"nginx"},
@@ -56,6 +58,7 @@ NEEDS: dict[str, set[str]] = {  # tools each section needs ("nginx": with its nj
     "scaling": {"nginx", "wrk"},
     "soak": {"nginx"},
     "faultsoak": set(),  # its own upstream: keywheel.testing.FakeUpstream
+    "quota": {"nginx", "wrk"},  # for req/s with 1 and 2 workers; the rest on FakeUpstream and redis-server
 }
 SECTION_MODULES: dict[str, Any] = {
     "inprocess": inprocess,
@@ -63,6 +66,7 @@ SECTION_MODULES: dict[str, Any] = {
     "scaling": scaling,
     "soak": soak,
     "faultsoak": faultsoak,
+    "quota": quota,
 }
 
 
@@ -102,7 +106,7 @@ def parse_args(argv: list[str]) -> tuple[Settings, Path | None]:
     parser.add_argument(
         "--sections",
         default=os.environ.get("BENCH_SECTIONS", ",".join(DEFAULT_SECTIONS)),
-        help=f"comma list of {', '.join(SECTIONS)} (default: all but soak and faultsoak)",
+        help=f"comma list of {', '.join(SECTIONS)} (default: all but soak, faultsoak and quota)",
     )
     parser.add_argument(
         "--soak", action="store_true", default=os.environ.get("BENCH_SOAK") == "1", help="add the soak section"
@@ -325,6 +329,9 @@ def run_sections(settings: Settings, workdir: Path, upstream: str) -> dict[str, 
         out["soak"] = soak.run(soak.make_config(smoke, settings.soak_requests), upstream, workdir, say)
     if "faultsoak" in settings.sections:
         out["faultsoak"] = faultsoak.run(faultsoak.make_config(smoke), workdir, say)
+    if "quota" in settings.sections:
+        cfg_quota = quota.make_config(smoke, rounds, settings.seconds, settings.warmup)
+        out["quota"] = quota.run(cfg_quota, upstream, workdir, say)
     return out
 
 

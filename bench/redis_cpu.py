@@ -1,6 +1,6 @@
 """Redis-mode CPU per request next to memory mode: ``keywheel serve`` over the fake upstream.
 
-A micro-benchmark (not a ``bench/run.sh`` section): for each mode, a fresh ``keywheel serve``
+A micro-benchmark (the ``quota`` section of ``bench/harness.py`` reuses it): for each mode, a fresh ``keywheel serve``
 (4 Gemini keys, the fake upstream of :mod:`keywheel.testing` in this process), a warm-up, then
 ``--requests`` OpenAI-dialect chat calls at ``--concurrency``; the figure is the CPU time (user +
 system) of the ``keywheel serve`` process tree per request.  Modes run interleaved, ``--rounds``
@@ -42,10 +42,14 @@ def start_redis(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
     raise RuntimeError(procs.tail(workdir / "redis.log"))
 
 
-def start_gateway(fake: FakeUpstream, state: str, workers: int, log: Path) -> tuple[subprocess.Popen[bytes], str]:
+def start_gateway(
+    fake: FakeUpstream, state: str, workers: int, log: Path, extra: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
+    """``keywheel serve`` with 4 Gemini keys on the fake (``extra``: more variables), once it answers."""
     port = procs.free_port()
     env = {f"GEMINI_API_KEY_{i}": f"test-gemini-key-{i}" for i in range(1, 5)}
     env |= {"GEMINI_BASE_URL": fake.gemini_base_url, "KEYWHEEL_STATE": state, "KEYWHEEL_GATEWAY_KEYS": GATEWAY_KEY}
+    env |= extra or {}
     cmd = [sys.executable, "-m", "keywheel.cli", "--env-file", os.devnull, "--log-level", "WARNING", "serve"]
     proc = procs.spawn([*cmd, "--port", str(port), "--workers", str(workers)], procs.child_env(env), log)
     url = f"http://127.0.0.1:{port}"
