@@ -24,6 +24,7 @@ from keywheel.config import Settings
 from keywheel.errors import ConfigError
 from keywheel.gateway.admin import Summary
 from keywheel.gateway.http import HttpError
+from keywheel.gateway.supervisor import ask_supervisor_to_restart, supervised
 
 
 class _Wheel(Protocol):
@@ -59,6 +60,10 @@ async def reload(gateway: Gateway) -> dict[str, Any]:
         raise
     if settings.state != gateway.settings.state:
         log.warning("reload: KEYWHEEL_STATE changed; that takes effect only on a restart")
+    if supervised():  # a worker of `keywheel serve --workers N`: the parent restarts every worker
+        ask_supervisor_to_restart()
+        log.info("configuration valid: asked the parent to restart the workers one at a time")
+        return {**planned(gateway.settings, settings), "workers": "restarting one at a time"}
     summary = (await gateway.wheel.areload(settings)).to_json()
     gateway.configure(settings)
     log.info(
@@ -69,6 +74,23 @@ async def reload(gateway: Gateway) -> dict[str, Any]:
         " → ".join(settings.chain),
     )
     return summary
+
+
+def planned(old: Settings, new: Settings) -> dict[str, Any]:
+    """What a reload from ``old`` to ``new`` changes in the configured keys (by fingerprint), without
+    applying it (the workers of ``--workers N`` apply it by restarting)."""
+    added: list[str] = []
+    removed: list[str] = []
+    kept = 0
+    for name in dict.fromkeys([*old.providers, *new.providers]):
+        before = old.providers.get(name)
+        after = new.providers.get(name)
+        was = set(before.keys) if before is not None and before.enabled else set()
+        now = set(after.keys) if after is not None and after.enabled else set()
+        added += [k.fingerprint for k in after.keys if k not in was] if after is not None and now else []
+        removed += [k.fingerprint for k in before.keys if k not in now] if before is not None and was else []
+        kept += len(was & now)
+    return {"reloaded": True, "added": added, "removed": removed, "kept": kept, "chain": list(new.chain)}
 
 
 _SIGHUPS: set[asyncio.Task[None]] = set()  # reloads running for a SIGHUP (a task needs a reference)

@@ -242,13 +242,14 @@ def serve(
     sock = bind(host, port)
     fit_file_limit(settings.max_connections)
     if workers > 1:
-        from uvicorn.supervisors import Multiprocess
+        from keywheel.config import config_source
+        from keywheel.gateway.supervisor import Supervisor
 
         if env_file:
             os.environ["KEYWHEEL_ENV_FILE"] = env_file
         os.environ["KEYWHEEL_LOG_LEVEL"] = log_level.upper()
         cfg = config(APP_FACTORY, settings, workers=workers, log_level=log_level)
-        Multiprocess(cfg, sockets=[sock]).run()
+        Supervisor(cfg, [sock], config_source(env_file)).run()  # reload: rolling restart (gateway/supervisor.py)
         return
     assert wheel_app is not None
     cfg = config(wheel_app, settings, workers=1, log_level=log_level)
