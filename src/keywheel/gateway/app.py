@@ -215,6 +215,8 @@ class Gateway:
                     await asyncio.shield(self._drain)
                 await self.upkeep.stop()
                 await self.wheel.aclose()
+                if self.metrics is not None:
+                    self.metrics.flush()  # a worker of --workers N: its last counts, for the others' scrapes
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 

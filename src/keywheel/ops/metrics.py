@@ -32,13 +32,14 @@ asked for) are bounded: past :data:`MAX_SERIES` series a family counts new ones 
 
 One process: the counts are plain numbers updated inline on the event loop, no lock (events
 run on the loop that finished the work).  Several workers (``--workers N``) each count their
-own; a multiprocess mode would merge :meth:`Metrics.sample` values (counts, not text) of every
-worker by summing them, and read the key gauges once from the shared store.
+own and write their :meth:`Metrics.sample` to a directory the parent made; a scrape sums them
+(:mod:`keywheel.ops.shared_metrics`) and reads the key gauges once from the shared store.
 """
 
 from __future__ import annotations
 
 import math
+import os
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, cast
@@ -134,6 +135,9 @@ class Metrics:
     def on_probe(self, event: ProbeFinished) -> None:
         labels = (event.provider, event.outcome)
         self.probes[labels] = self.probes.get(labels, 0) + 1
+
+    def flush(self) -> None:
+        """At shutdown: nothing to keep for one process (a worker's :class:`WorkerMetrics` writes its counts)."""
 
     # --------------------------------------------------------------- a scrape
 
@@ -356,6 +360,12 @@ def metrics_for(observer: Observer, enabled: bool) -> Metrics | None:
     """The gateway's metrics, subscribed to ``observer``; ``None`` when ``KEYWHEEL_METRICS=off``."""
     if not enabled:
         return None
-    metrics = Metrics()
+    directory = os.environ.get("KEYWHEEL_METRICS_DIR")  # a worker of `keywheel serve --workers N`
+    if directory:
+        from keywheel.ops.shared_metrics import WorkerMetrics
+
+        metrics: Metrics = WorkerMetrics(directory)
+    else:
+        metrics = Metrics()
     metrics.subscribe(observer)
     return metrics
