@@ -185,6 +185,35 @@ def test_reload_restarts_workers_one_at_a_time_under_load_and_metrics_sum_them(
     log = served.log.read_text()
     assert log.count("replaced by") == 2
     # The counts of the replaced workers are kept: the total is every request answered.
-    seen = _scrapes_from_every_worker(served, load.ok)
+    assert len(_scrapes_from_every_worker(served, load.ok)) == 2
     drained = [int(n) for n in re.findall(r"shutdown drain: (\d+) request\(s\) drained, 0 cut", log)]
     assert sum(drained) >= 1, log  # the old workers had requests in flight, and let them finish
+
+
+def _of_parent(parent: int) -> set[int]:
+    """Every live process started by the ``keywheel serve`` whose PID is ``parent`` (its workers,
+    wherever they were reparented): they carry its PID in their environment."""
+    mark = f"KEYWHEEL_SUPERVISOR_PID={parent}".encode()
+    found = set()
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and mark in (entry / "environ").read_bytes().split(b"\0"):
+                if "(zombie)" not in (entry / "status").read_text() and " Z " not in (entry / "stat").read_text():
+                    found.add(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+def test_a_stop_during_a_rolling_restart_stops_everything(served: Served) -> None:
+    assert _of_parent(served.process.pid) >= served.workers()
+    os.kill(served.process.pid, signal.SIGHUP)
+    served.wait_for(lambda: len(served.workers()) == 3, "no replacement worker started")
+    served.process.terminate()
+    assert served.process.wait(60) is not None
+    log = served.log.read_text()
+    assert "did not come up" not in log and log.count("replaced by") < 2  # the restart ended there
+    deadline = time.monotonic() + 30
+    while _of_parent(served.process.pid):
+        assert time.monotonic() < deadline, _of_parent(served.process.pid)
+        time.sleep(0.1)

@@ -61,6 +61,12 @@ class Supervisor(Multiprocess):
         self.metrics_dir = tempfile.mkdtemp(prefix="keywheel-metrics-")  # mode 0700: ours only
         os.environ[SUPERVISOR_ENV] = str(os.getpid())
         os.environ[METRICS_DIR_ENV] = self.metrics_dir
+        for stop in (signal.SIGINT, signal.SIGTERM):  # a stop during a rolling restart ends it at once
+            signal.signal(stop, self._on_stop)
+
+    def _on_stop(self, sig: int, _frame: object) -> None:
+        self.signal_queue.append(sig)
+        self.should_exit.set()
 
     def run(self) -> None:
         try:
@@ -88,6 +94,8 @@ class Supervisor(Multiprocess):
             if not new.wait_until_ready(self.config.timeout_worker_healthcheck, self.should_exit):
                 new.kill()
                 new.join()
+                if self.should_exit.is_set():
+                    return
                 log.error(
                     "reload: the new worker [%s] did not come up; the running workers stay (restart aborted)",
                     new.pid,
