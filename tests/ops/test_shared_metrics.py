@@ -17,7 +17,7 @@ from keywheel.config import settings_from_env
 from keywheel.gateway.reload import planned
 from keywheel.observe import AttemptFinished, Observer, ProbeFinished, RequestFinished
 from keywheel.ops import metrics as m
-from keywheel.ops.shared_metrics import SUFFIX, WRITE_DELAY, WorkerMetrics, encode
+from keywheel.ops.shared_metrics import SUFFIX, WRITE_DELAY, WorkerMetrics, encode, process_metrics
 from keywheel.status import Status
 from keywheel.types import Usage
 
@@ -90,11 +90,11 @@ def test_unreadable_or_foreign_files_are_left_out(tmp_path: Path) -> None:
 
 def test_the_parent_sets_the_directory_and_metrics_for_uses_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KEYWHEEL_METRICS_DIR", str(tmp_path))
-    metrics = m.metrics_for(Observer(), True)
+    metrics = m.metrics_for(Observer(), True, process_metrics)
     assert isinstance(metrics, WorkerMetrics)
     monkeypatch.delenv("KEYWHEEL_METRICS_DIR")
-    plain = m.metrics_for(Observer(), True)
-    assert type(plain) is m.Metrics
+    plain = m.metrics_for(Observer(), True, process_metrics)
+    assert type(plain) is m.Metrics and plain is not None
     plain.flush()  # nothing to keep for one process
     assert list(tmp_path.iterdir()) == []  # the worker has counted nothing yet
 

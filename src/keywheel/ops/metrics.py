@@ -39,7 +39,6 @@ own and write their :meth:`Metrics.sample` to a directory the parent made; a scr
 from __future__ import annotations
 
 import math
-import os
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, cast
@@ -356,16 +355,12 @@ def credit_remaining(credit: Any) -> float | None:
 # ------------------------------------------------------------------- the route
 
 
-def metrics_for(observer: Observer, enabled: bool) -> Metrics | None:
-    """The gateway's metrics, subscribed to ``observer``; ``None`` when ``KEYWHEEL_METRICS=off``."""
+def metrics_for(observer: Observer, enabled: bool, make: Callable[[], Metrics] = Metrics) -> Metrics | None:
+    """The gateway's metrics (``make()``: a worker of ``--workers N`` passes
+    :func:`keywheel.ops.shared_metrics.process_metrics`), subscribed to ``observer``; ``None`` when
+    ``KEYWHEEL_METRICS=off``."""
     if not enabled:
         return None
-    directory = os.environ.get("KEYWHEEL_METRICS_DIR")  # a worker of `keywheel serve --workers N`
-    if directory:
-        from keywheel.ops.shared_metrics import WorkerMetrics
-
-        metrics: Metrics = WorkerMetrics(directory)
-    else:
-        metrics = Metrics()
+    metrics = make()
     metrics.subscribe(observer)
     return metrics

@@ -125,3 +125,10 @@ class WorkerMetrics(Metrics):
 
     def render(self, status: Status) -> bytes:
         return self.total().render(status)
+
+
+def process_metrics() -> Metrics:
+    """This process's :class:`Metrics`: a :class:`WorkerMetrics` in a worker of ``keywheel serve
+    --workers N`` (its parent named the directory, ``KEYWHEEL_METRICS_DIR``), else a plain one."""
+    directory = os.environ.get("KEYWHEEL_METRICS_DIR")
+    return WorkerMetrics(directory) if directory else Metrics()
