@@ -8,6 +8,9 @@ added ones join it) and then the gateway its own settings (gateway keys, admin k
 Requests in flight finish on the old configuration; the next request uses the new one.  On
 in-process state (memory, SQLite) none of it waits, so no request sees half of each; on Redis
 the keys are changed one by one and the router is swapped at the end.
+
+A worker of ``keywheel serve --workers N`` validates the configuration and then asks its parent
+for a rolling restart of every worker instead (:mod:`keywheel.gateway.supervisor`).
 """
 
 from __future__ import annotations
