@@ -3,9 +3,11 @@ time, each draining, under constant load; ``/metrics`` sums every worker."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -19,7 +21,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from keywheel.testing import FakeUpstream
-from tests.gateway.conftest import ADMIN_KEY, GATEWAY_KEY, free_port
+from tests.gateway.conftest import ADMIN_KEY, GATEWAY_KEY, GatewayFactory, free_port
 from tests.helpers import env_of, measured
 
 BODY = {"model": "gemini-2.5-flash", "messages": [{"role": "user", "content": "hi"}]}
@@ -91,7 +93,7 @@ def _healthy(url: str) -> bool:
 
 
 class Load:
-    """Client threads sending chat completions, each on a new connection, until stopped."""
+    """Client threads sending chat completions back to back, each on a new connection, until stopped."""
 
     def __init__(self, url: str, threads: int) -> None:
         self.url = url
@@ -102,18 +104,21 @@ class Load:
         self.threads = [threading.Thread(target=self.run) for _ in range(threads)]
 
     def run(self) -> None:
-        while not self.stop.is_set():
-            try:
-                with httpx.Client(timeout=30) as client:
-                    resp = client.post(self.url + "/v1/chat/completions", json=BODY, headers=AUTH)
-                outcome = "" if resp.status_code == 200 else f"{resp.status_code} {resp.text[:200]}"
-            except httpx.HTTPError as exc:
-                outcome = f"{type(exc).__name__}: {exc}"
-            with self.lock:
-                if outcome:
-                    self.failures.append(outcome)
-                else:
-                    self.ok += 1
+        with httpx.Client(timeout=30, limits=httpx.Limits(max_keepalive_connections=0)) as client:
+            while not self.stop.is_set():
+                self.once(client)
+
+    def once(self, client: httpx.Client) -> None:
+        try:
+            resp = client.post(self.url + "/v1/chat/completions", json=BODY, headers=AUTH)
+            outcome = "" if resp.status_code == 200 else f"{resp.status_code} {resp.text[:200]}"
+        except httpx.HTTPError as exc:
+            outcome = f"{type(exc).__name__}: {exc}"
+        with self.lock:
+            if outcome:
+                self.failures.append(outcome)
+            else:
+                self.ok += 1
 
     def __enter__(self) -> Load:
         for thread in self.threads:
@@ -168,8 +173,8 @@ def test_reload_restarts_workers_one_at_a_time_under_load_and_metrics_sum_them(
         assert served.workers() == before
 
         env_file.write_text(f"GEMINI_API_KEY_5={ADDED}\n")
-        for key in [*(f"test-gemini-key-{i}" for i in range(1, 5)), ADDED]:  # answers take ~0.2 s:
-            fake.set(key, "trickle", interval=0.03, size=64)  # requests are in flight at each SIGTERM
+        for key in [*(f"test-gemini-key-{i}" for i in range(1, 5)), ADDED]:  # answers take ~0.35 s:
+            fake.set(key, "trickle", interval=0.05, size=64)  # requests are in flight at each SIGTERM
         with Load(served.url, threads=4) as load:
             served.wait_for(lambda: load.ok >= 8, "no load")
             reloaded = admin.post(served.url + "/admin/reload", headers=ADMIN)
@@ -217,3 +222,30 @@ def test_a_stop_during_a_rolling_restart_stops_everything(served: Served) -> Non
     while _of_parent(served.process.pid):
         assert time.monotonic() < deadline, _of_parent(served.process.pid)
         time.sleep(0.1)
+
+
+def test_a_connection_accepted_before_the_drain_gets_its_request_served(gateway: GatewayFactory) -> None:
+    """A worker that stops (a rolling restart) serves the first request of a connection it had
+    accepted before it stopped listening, then closes it; a connection that sends nothing is closed."""
+    served = gateway()
+    port = int(served.url.rsplit(":", 1)[1])
+    body = json.dumps(BODY).encode()
+    head = (
+        f"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\nauthorization: Bearer {GATEWAY_KEY}\r\n"
+        f"content-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", port)) as late, socket.create_connection(("127.0.0.1", port)) as idle:
+        time.sleep(0.3)  # both accepted by the gateway's loop
+        served.process.send_signal(signal.SIGTERM)
+        time.sleep(0.3)  # the drain has begun
+        late.sendall(head + body)
+        late.settimeout(20)
+        answer = b""
+        while chunk := late.recv(65536):
+            answer += chunk
+        idle.settimeout(20)
+        assert idle.recv(1) == b""  # closed without a word: it never asked anything
+    status_line, _, rest = answer.partition(b"\r\n")
+    assert status_line == b"HTTP/1.1 200 OK", answer[:300]
+    assert b"connection: close" in rest.lower() and b'"choices"' in rest
+    assert served.process.wait(30) is not None

@@ -167,7 +167,7 @@ class Gateway:
         reply = Reply(send, receive, request_id(headers.get(b"x-request-id")))
         self._inflight.add(handler)
         try:
-            if self._drain is not None:
+            if self._drain is not None and not scope.get("keywheel.accepted_before_drain"):
                 self.refused += 1
                 raise ShuttingDown()
             status = await self._route(scope, method, path, headers, dialect, reply.receive, reply.send, served)
