@@ -170,7 +170,7 @@ def test_reload_restarts_workers_one_at_a_time_under_load_and_metrics_sum_them(
         assert refused.status_code == 400 and "KEYWHEEL_TIMEOUT" in refused.json()["problems"]
         os.kill(served.process.pid, signal.SIGHUP)
         served.wait_for(lambda: "workers keep the running configuration" in served.log.read_text(), "no refusal")
-        assert served.workers() == before
+        served.wait_for(lambda: served.workers() == before, "a refused reload changed the workers", 10)
 
         env_file.write_text(f"GEMINI_API_KEY_5={ADDED}\n")
         for key in [*(f"test-gemini-key-{i}" for i in range(1, 5)), ADDED]:  # answers take ~0.35 s:
