@@ -78,6 +78,8 @@ def served(fake: FakeUpstream, tmp_path: Path, redis_server: str) -> Iterator[Se
     running = Served(process, f"http://127.0.0.1:{port}", log)
     try:
         running.wait_for(lambda: _healthy(running.url) and len(running.workers()) == 2, "the workers did not come up")
+        # Both have read the configuration (a test then writes a broken one into the env file).
+        running.wait_for(lambda: log.read_text().count("Application startup complete") == 2, "not both started")
         yield running
     finally:
         process.terminate()
