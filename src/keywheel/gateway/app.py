@@ -67,6 +67,7 @@ from keywheel.gateway.scrape import scrape
 from keywheel.observe import KeyStateChanged, Observer, RequestFinished, access_log, key_state_log
 from keywheel.ops.metrics import metrics_for
 from keywheel.ops.recovery import Upkeep
+from keywheel.ops.shared_metrics import process_metrics
 from keywheel.providers import FAMILIES
 from keywheel.providers._common import dumps as _dumps
 from keywheel.providers.paths import check_model
@@ -132,7 +133,7 @@ class Gateway:
         self.observer: Observer = wheel.observer
         self.observer.subscribe(access_log, RequestFinished)  # the access log is one subscriber,
         self.observer.subscribe(key_state_log, KeyStateChanged)  # the key-state log another
-        self.metrics = metrics_for(self.observer, self.settings.metrics)  # None when off
+        self.metrics = metrics_for(self.observer, self.settings.metrics, process_metrics)  # None when off
 
     def configure(self, settings: Settings) -> None:
         """Take the gateway's own settings (at start and on a reload)."""
@@ -166,7 +167,7 @@ class Gateway:
         reply = Reply(send, receive, request_id(headers.get(b"x-request-id")))
         self._inflight.add(handler)
         try:
-            if self._drain is not None:
+            if self._drain is not None and not scope.get("keywheel.accepted_before_drain"):
                 self.refused += 1
                 raise ShuttingDown()
             status = await self._route(scope, method, path, headers, dialect, reply.receive, reply.send, served)
@@ -215,6 +216,8 @@ class Gateway:
                     await asyncio.shield(self._drain)
                 await self.upkeep.stop()
                 await self.wheel.aclose()
+                if self.metrics is not None:
+                    self.metrics.flush()  # a worker of --workers N: its last counts, for the others' scrapes
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 

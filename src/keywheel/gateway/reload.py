@@ -8,6 +8,9 @@ added ones join it) and then the gateway its own settings (gateway keys, admin k
 Requests in flight finish on the old configuration; the next request uses the new one.  On
 in-process state (memory, SQLite) none of it waits, so no request sees half of each; on Redis
 the keys are changed one by one and the router is swapped at the end.
+
+A worker of ``keywheel serve --workers N`` validates the configuration and then asks its parent
+for a rolling restart of every worker instead (:mod:`keywheel.gateway.supervisor`).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from keywheel.config import Settings
 from keywheel.errors import ConfigError
 from keywheel.gateway.admin import Summary
 from keywheel.gateway.http import HttpError
+from keywheel.gateway.supervisor import ask_supervisor_to_restart, supervised
 
 
 class _Wheel(Protocol):
@@ -59,6 +63,10 @@ async def reload(gateway: Gateway) -> dict[str, Any]:
         raise
     if settings.state != gateway.settings.state:
         log.warning("reload: KEYWHEEL_STATE changed; that takes effect only on a restart")
+    if supervised():  # a worker of `keywheel serve --workers N`: the parent restarts every worker
+        ask_supervisor_to_restart()
+        log.info("configuration valid: asked the parent to restart the workers one at a time")
+        return {**planned(gateway.settings, settings), "workers": "restarting one at a time"}
     summary = (await gateway.wheel.areload(settings)).to_json()
     gateway.configure(settings)
     log.info(
@@ -69,6 +77,23 @@ async def reload(gateway: Gateway) -> dict[str, Any]:
         " → ".join(settings.chain),
     )
     return summary
+
+
+def planned(old: Settings, new: Settings) -> dict[str, Any]:
+    """What a reload from ``old`` to ``new`` changes in the configured keys (by fingerprint), without
+    applying it (the workers of ``--workers N`` apply it by restarting)."""
+    added: list[str] = []
+    removed: list[str] = []
+    kept = 0
+    for name in dict.fromkeys([*old.providers, *new.providers]):
+        before = old.providers.get(name)
+        after = new.providers.get(name)
+        was = set(before.keys) if before is not None and before.enabled else set()
+        now = set(after.keys) if after is not None and after.enabled else set()
+        added += [k.fingerprint for k in after.keys if k not in was] if after is not None and now else []
+        removed += [k.fingerprint for k in before.keys if k not in now] if before is not None and was else []
+        kept += len(was & now)
+    return {"reloaded": True, "added": added, "removed": removed, "kept": kept, "chain": list(new.chain)}
 
 
 _SIGHUPS: set[asyncio.Task[None]] = set()  # reloads running for a SIGHUP (a task needs a reference)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Awaitable, Callable
 
 from keywheel.gateway.http import HttpError, Scope, Send, allow
 from keywheel.ops.metrics import CONTENT_TYPE, Metrics
+from keywheel.ops.shared_metrics import WorkerMetrics
 from keywheel.status import Status
 
 
@@ -28,6 +30,8 @@ async def scrape(
     allow(method, "GET")
     body = metrics.render(await status())
     head = [(b"content-type", CONTENT_TYPE), (b"content-length", b"%d" % len(body))]
+    if isinstance(metrics, WorkerMetrics):  # every worker's counts; which worker answered (its PID)
+        head.append((b"x-keywheel-worker", b"%d" % os.getpid()))
     await send({"type": "http.response.start", "status": 200, "headers": head})
     await send({"type": "http.response.body", "body": body})
     return 200

@@ -29,7 +29,7 @@ import errno
 import logging
 import os
 import socket
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import uvicorn
@@ -43,6 +43,10 @@ log = logging.getLogger("keywheel.gateway")
 APP_FACTORY = "keywheel.gateway.factory:app_from_env"
 #: A request head (request line and headers) larger than this gets a 431; httptools sets no bound.
 MAX_HEAD_BYTES = 64 * 1024
+#: Seconds a connection accepted just before a drain has to send its request (see ``shutdown``).
+LATE_GRACE = 2.0
+#: The scope key marking such a request: the draining gateway serves it rather than refusing it.
+LATE = "keywheel.accepted_before_drain"
 
 
 def find_gateway(app: Any) -> Gateway | None:
@@ -74,6 +78,7 @@ class GatewayProtocol(HttpToolsProtocol):
         self._over_limit = False
         self._in_head = True  # between the start of a request (or of the connection) and its complete head
         self._head_bytes = 0
+        self._late = False  # a connection accepted before the drain, whose first request comes after
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)  # type: ignore[arg-type]
@@ -109,7 +114,11 @@ class GatewayProtocol(HttpToolsProtocol):
         self._disarm()
         if self._over_limit and self.gateway is not None:
             self.app = self.gateway.refuse
+        if self._late:
+            cast(dict[str, Any], self.scope)[LATE] = True  # the gateway serves it though it drains
         super().on_headers_complete()
+        if self._late and self.cycle is not None:
+            self.cycle.keep_alive = False
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
@@ -149,7 +158,18 @@ class GatewayProtocol(HttpToolsProtocol):
     def shutdown(self) -> None:
         if self.gateway is not None:
             self.gateway.start_drain()
+            if self.cycle is None and not self.transport.is_closing():
+                # Accepted before the listening socket closed, its request not read yet (a worker
+                # replaced by a rolling restart): that first request is served, then the connection
+                # closes; one that sends nothing within LATE_GRACE is closed.
+                self._late = True
+                self.loop.call_later(LATE_GRACE, self._late_timed_out)
+                return
         super().shutdown()
+
+    def _late_timed_out(self) -> None:
+        if self.cycle is None:
+            self.transport.close()
 
 
 class BindError(Exception):
@@ -242,13 +262,14 @@ def serve(
     sock = bind(host, port)
     fit_file_limit(settings.max_connections)
     if workers > 1:
-        from uvicorn.supervisors import Multiprocess
+        from keywheel.config import config_source
+        from keywheel.gateway.supervisor import Supervisor
 
         if env_file:
             os.environ["KEYWHEEL_ENV_FILE"] = env_file
         os.environ["KEYWHEEL_LOG_LEVEL"] = log_level.upper()
         cfg = config(APP_FACTORY, settings, workers=workers, log_level=log_level)
-        Multiprocess(cfg, sockets=[sock]).run()
+        Supervisor(cfg, [sock], config_source(env_file)).run()  # reload: rolling restart (gateway/supervisor.py)
         return
     assert wheel_app is not None
     cfg = config(wheel_app, settings, workers=1, log_level=log_level)

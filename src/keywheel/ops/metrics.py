@@ -32,8 +32,8 @@ asked for) are bounded: past :data:`MAX_SERIES` series a family counts new ones 
 
 One process: the counts are plain numbers updated inline on the event loop, no lock (events
 run on the loop that finished the work).  Several workers (``--workers N``) each count their
-own; a multiprocess mode would merge :meth:`Metrics.sample` values (counts, not text) of every
-worker by summing them, and read the key gauges once from the shared store.
+own and write their :meth:`Metrics.sample` to a directory the parent made; a scrape sums them
+(:mod:`keywheel.ops.shared_metrics`) and reads the key gauges once from the shared store.
 """
 
 from __future__ import annotations
@@ -134,6 +134,9 @@ class Metrics:
     def on_probe(self, event: ProbeFinished) -> None:
         labels = (event.provider, event.outcome)
         self.probes[labels] = self.probes.get(labels, 0) + 1
+
+    def flush(self) -> None:
+        """At shutdown: nothing to keep for one process (a worker's :class:`WorkerMetrics` writes its counts)."""
 
     # --------------------------------------------------------------- a scrape
 
@@ -352,10 +355,12 @@ def credit_remaining(credit: Any) -> float | None:
 # ------------------------------------------------------------------- the route
 
 
-def metrics_for(observer: Observer, enabled: bool) -> Metrics | None:
-    """The gateway's metrics, subscribed to ``observer``; ``None`` when ``KEYWHEEL_METRICS=off``."""
+def metrics_for(observer: Observer, enabled: bool, make: Callable[[], Metrics] = Metrics) -> Metrics | None:
+    """The gateway's metrics (``make()``: a worker of ``--workers N`` passes
+    :func:`keywheel.ops.shared_metrics.process_metrics`), subscribed to ``observer``; ``None`` when
+    ``KEYWHEEL_METRICS=off``."""
     if not enabled:
         return None
-    metrics = Metrics()
+    metrics = make()
     metrics.subscribe(observer)
     return metrics
