@@ -362,23 +362,6 @@ async def transport_client(upstream: str, stack: AsyncExitStack) -> Call:
 CLIENTS = {"raw": raw_client, "transport": transport_client, "wheel": wheel_client}
 
 
-async def run_calls(call: Call, count: int, concurrency: int) -> None:
-    """``count`` calls, one after another or shared by ``concurrency`` tasks."""
-    if concurrency <= 1:
-        for _ in range(count):
-            await call()
-        return
-    left = count
-
-    async def task() -> None:
-        nonlocal left
-        while left > 0:
-            left -= 1
-            await call()
-
-    await asyncio.gather(*(task() for _ in range(concurrency)))
-
-
 async def inprocess(args: argparse.Namespace) -> dict[str, Any]:
     async with AsyncExitStack() as stack:
         calls = {name: await CLIENTS[name](args.upstream, stack) for name in args.app.split(",")}
@@ -396,9 +379,9 @@ async def inprocess(args: argparse.Namespace) -> dict[str, Any]:
             return interleave_result(blocks)
         (call,) = calls.values()
         if args.mode == "instructions":
-            await run_calls(call, args.warmup, args.concurrency)
+            await fixtures.run_calls(call, args.warmup, args.concurrency)
             os.getppid()  # callgrind --zero-before=os_getppid: counting starts here
-            await run_calls(call, args.requests, args.concurrency)
+            await fixtures.run_calls(call, args.requests, args.concurrency)
             os.getpgrp()  # callgrind --dump-before=os_getpgrp: and ends here
             return {"requests": args.requests}
         cpu = time.process_time()

@@ -7,8 +7,9 @@ nginx_upstream.py, so they must not contain a ``$`` (nginx would read it as a va
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 CREATED = 1764100000
@@ -271,3 +272,20 @@ DIALECTS = {
     "anthropic": Dialect("anthropic", _anthropic_body, lambda _stream: "/v1/messages", _anthropic_ok),
     "gemini": Dialect("gemini", _gemini_body, _gemini_path, _gemini_ok),
 }
+
+
+async def run_calls(call: Callable[[], Awaitable[object]], count: int, concurrency: int) -> None:
+    """``count`` calls, one after another or shared by ``concurrency`` tasks (the in-process workers)."""
+    if concurrency <= 1:
+        for _ in range(count):
+            await call()
+        return
+    left = count
+
+    async def task() -> None:
+        nonlocal left
+        while left > 0:
+            left -= 1
+            await call()
+
+    await asyncio.gather(*(task() for _ in range(concurrency)))

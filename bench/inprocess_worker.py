@@ -141,26 +141,10 @@ class Checked:
             self.first_failure = self.first_failure or wrong
 
 
-async def run_calls(call: Checked, count: int, concurrency: int) -> None:
-    if concurrency <= 1:
-        for _ in range(count):
-            await call()
-        return
-    left = count
-
-    async def task() -> None:
-        nonlocal left
-        while left > 0:
-            left -= 1
-            await call()
-
-    await asyncio.gather(*(task() for _ in range(concurrency)))
-
-
 async def timed(call: Checked, warmup: int, count: int, concurrency: int) -> dict[str, float]:
-    await run_calls(call, warmup, concurrency)
+    await fixtures.run_calls(call, warmup, concurrency)
     cpu, wall = time.process_time(), time.perf_counter()
-    await run_calls(call, count, concurrency)
+    await fixtures.run_calls(call, count, concurrency)
     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
     return {
         "calls": count,
