@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from keywheel.errors import ServerError
 from keywheel.secrets import ApiKey
-from keywheel.state.memory import DAY_MINUTES, MemoryStore
+from keywheel.state.memory import MemoryStore
+from keywheel.state.stats import DAY_MINUTES
 from keywheel.status import provider_status
 
 START = 1_700_000_000.0 - 1_700_000_000.0 % 60  # the start of a minute

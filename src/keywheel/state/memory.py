@@ -40,41 +40,19 @@ from keywheel.state.rules import (
     COOLING,
     DISABLED,
     OK,
-    Breaker,
     BreakerPolicy,
     Group,
     KeyState,
     ProviderState,
     Rules,
     breaker_admit,
-    breaker_line,
     breaker_view,
 )
+from keywheel.state.stats import KeyStats, chart, count, fault_name, log_breaker, recent
 from keywheel.state.windows import NO_RESERVATION, GroupWindows, Quota, Reservation, next_midnight
 from keywheel.types import Usage
 
 log = logging.getLogger("keywheel.keys")  # the name operators filter on, kept from before the split
-
-
-@dataclass(slots=True)
-class KeyStats:
-    requests: int = 0
-    successes: int = 0
-    failures: dict[str, int] = field(default_factory=dict)
-    last_error: str | None = None
-    last_used: float | None = None  # epoch seconds
-    tokens_in: int = 0
-    tokens_out: int = 0
-    latency_ms_total: float = 0.0
-    in_flight: int = 0
-    # Rolling counters: one [minute, requests, failures, latency ms total] per minute with traffic,
-    # the last DAY_MINUTES of them (the last hour and day, and a provider's per-minute chart).
-    minutes: deque[list[float]] = field(default_factory=deque)
-
-
-#: How many minutes the rolling counters keep (a day), and the minutes of a provider's chart.
-DAY_MINUTES = 24 * 60
-CHART_MINUTES = 60
 
 
 @dataclass(slots=True, eq=False)
@@ -133,7 +111,7 @@ class MemoryStore:
             if not isinstance(got, ApiKey):
                 return got  # no key for the trial: the breaker waits for the next request
             self._breaker = new = breaker_admit(breaker, now, self._rules.breaker, got.fingerprint)[0]
-        _log_transition(self.provider, breaker, new, "")
+        log_breaker(self.provider, breaker, new, "")
         return got
 
     def breaker_closed_nowait(self) -> bool:
@@ -201,7 +179,7 @@ class MemoryStore:
         with self._lock:
             rec = self._keys.get(key.fingerprint)
             if rec is not None and (rec.key is key or rec.key == key):
-                _count(rec.stats, error, latency_ms, usage, now)
+                count(rec.stats, error, latency_ms, usage, now)
                 if rec.reserved:  # settle the tokens reserved at selection to what was used
                     tokens = usage.total_tokens if usage is not None else 0 if error is not None else None
                     reservation = rec.reserved.popleft()
@@ -221,8 +199,8 @@ class MemoryStore:
                 change = self._apply(rec, group, outcome, now)
             new = self._breaker
         if new.state != old.state:
-            cause = _cause(error) if outcome.kind == "provider_fault" and error is not None else "inconclusive"
-            _log_transition(self.provider, old, new, cause)
+            cause = fault_name(error) if outcome.kind == "provider_fault" and error is not None else "inconclusive"
+            log_breaker(self.provider, old, new, cause)
         return change
 
     def _apply(self, rec: _Key, group: Group, outcome: rules.Outcome, now: float) -> KeyChange | None:
@@ -322,7 +300,7 @@ class MemoryStore:
             old = self._breaker
             self._apply(_Key(key, rules.fresh(key.fingerprint), in_ring=False), _NO_GROUP, outcome, now)
             new = self._breaker
-        _log_transition(self.provider, old, new, cause)
+        log_breaker(self.provider, old, new, cause)
 
     # --------------------------------------------------------------- admin actions
 
@@ -422,7 +400,7 @@ class MemoryStore:
             keys = [_key_view(rec, now) for rec in self._keys.values()]
             throttled = max(self._throttled_until - now, 0.0)
             breaker = breaker_view(self._breaker, now)
-            minutes = _chart((rec.stats.minutes for rec in self._keys.values()), now)
+            minutes = chart((rec.stats.minutes for rec in self._keys.values()), now)
             groups = self._groups_view(now)
             co = [{"keys": list(pair), "times": n} for pair, n in sorted(self._co_throttled.items())]
         return {
@@ -501,75 +479,6 @@ _NO_GROUP = Group()
 CO_THROTTLE_SECONDS = 1.0  # two keys limited this close together count as throttled together
 
 
-def _count(stats: KeyStats, error: UpstreamError | None, latency_ms: float, usage: Usage | None, now: float) -> None:
-    """A finished request in the key's counters.  Holds the lock."""
-    if stats.in_flight > 0:
-        stats.in_flight -= 1
-    stats.requests += 1
-    stats.last_used = now
-    stats.latency_ms_total += latency_ms
-    bucket = _bucket(stats.minutes, now)
-    bucket[1] += 1
-    bucket[3] += latency_ms
-    if usage is not None:
-        stats.tokens_in += usage.input_tokens
-        stats.tokens_out += usage.output_tokens
-    if error is None:
-        stats.successes += 1
-        return
-    bucket[2] += 1
-    kind = type(error).__name__
-    stats.failures[kind] = stats.failures.get(kind, 0) + 1
-    stats.last_error = f"{kind}: {error.message}"[:300]
-
-
-def _bucket(minutes: deque[list[float]], now: float) -> list[float]:
-    """The counters of the minute of ``now`` (a new one when it starts; the oldest beyond a day go)."""
-    minute = now // 60
-    if minutes and minutes[-1][0] >= minute:  # this minute (or the clock went back: count it in the last)
-        return minutes[-1]
-    bucket = [minute, 0, 0, 0.0]
-    minutes.append(bucket)
-    if len(minutes) > DAY_MINUTES:
-        minutes.popleft()
-    return bucket
-
-
-def _recent(minutes: deque[list[float]], now: float) -> tuple[dict[str, int], dict[str, int]]:
-    """Requests and failures in the last hour and the last day (whole minutes, this one included)."""
-    current = now // 60
-    hour = [0, 0]
-    day = [0, 0]
-    for minute, requests, failures, _ in reversed(minutes):
-        age = current - minute
-        if age >= DAY_MINUTES:
-            break
-        day[0] += int(requests)
-        day[1] += int(failures)
-        if age < 60:
-            hour[0] += int(requests)
-            hour[1] += int(failures)
-    return {"requests": hour[0], "failures": hour[1]}, {"requests": day[0], "failures": day[1]}
-
-
-def _chart(keys: Iterable[deque[list[float]]], now: float) -> list[dict[str, Any]]:
-    """The provider's last CHART_MINUTES minutes with traffic: requests, failures, mean latency."""
-    first = now // 60 - CHART_MINUTES + 1
-    totals: dict[float, list[float]] = {}
-    for minutes in keys:
-        for minute, requests, failures, latency in reversed(minutes):
-            if minute < first:
-                break
-            total = totals.setdefault(minute, [0, 0, 0.0])
-            total[0] += requests
-            total[1] += failures
-            total[2] += latency
-    return [
-        {"at": minute * 60, "requests": int(r), "failures": int(f), "latency_ms": round(lat / r, 1) if r else None}
-        for minute, (r, f, lat) in sorted(totals.items())
-    ]
-
-
 def _key_view(rec: _Key, now: float) -> dict[str, Any]:
     rule, s = rec.rule, rec.stats
     state = rule.state
@@ -578,7 +487,7 @@ def _key_view(rec: _Key, now: float) -> dict[str, Any]:
         remaining = max(rule.until - now, 0.0)
         if remaining == 0.0:
             state = ACTIVE
-    hour, day = _recent(s.minutes, now)
+    hour, day = recent(s.minutes, now)
     return {
         "key": rec.key.fingerprint,
         "group": rec.group if rec.group != rec.key.fingerprint else None,
@@ -599,14 +508,3 @@ def _key_view(rec: _Key, now: float) -> dict[str, Any]:
         "avg_latency_ms": round(s.latency_ms_total / s.requests, 1) if s.requests else None,
         "in_flight": s.in_flight,
     }
-
-
-def _cause(error: UpstreamError) -> str:
-    """A fault named without its message (which comes from the upstream and may quote a key)."""
-    return type(error).__name__ + (f" HTTP {error.status}" if error.status is not None else "")
-
-
-def _log_transition(provider: str, old: Breaker, new: Breaker, cause: str) -> None:
-    line = breaker_line(provider, old, new, cause)
-    if line is not None:
-        log.log(logging.WARNING if new.state == rules.OPEN else logging.INFO, "%s", line)

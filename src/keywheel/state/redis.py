@@ -34,6 +34,7 @@ from redis.backoff import NoBackoff
 from keywheel.errors import UpstreamError
 from keywheel.secrets import ApiKey
 from keywheel.state import redis_lua, rules
+from keywheel.state import redis_view as records
 from keywheel.state.base import Acquired, KeyChange, Open, key_id
 from keywheel.state.redis_wire import Script, Wire
 from keywheel.state.rules import (
@@ -43,10 +44,10 @@ from keywheel.state.rules import (
     KeyState,
     ProviderState,
     Rules,
-    breaker_line,
     breaker_view,
 )
-from keywheel.state.windows import GUARD, TOKENS, Quota, WindowSpec, next_midnight
+from keywheel.state.stats import fault_name, log_breaker
+from keywheel.state.windows import GUARD, TOKENS, Quota, WindowSpec
 from keywheel.types import Usage
 
 log = logging.getLogger("keywheel.keys")
@@ -180,7 +181,7 @@ class RedisStore:
             self._windows_of[key.fingerprint] = mine
         args = per_key
         for spec in specs:
-            resets = ",".join(repr(t) for t in _midnights(spec.tz, self._wall())) if spec.daily else ""
+            resets = ",".join(repr(t) for t in records.midnights(spec.tz, self._wall())) if spec.daily else ""
             args += [spec.limit, repr(spec.seconds), "t" if spec.unit == TOKENS else "r", "1" if spec.daily else "0"]
             args.append(resets)
         self._win_names, self._win_args = names, args
@@ -247,7 +248,7 @@ class RedisStore:
             before, after = got[2], got[3]
             self._clean = after == rules.CLOSED
             if before != after:
-                _log(self.provider, Breaker(before), Breaker(after), "")
+                log_breaker(self.provider, Breaker(before), Breaker(after), "")
             key = self._by_id.get(got[1])
             if key is None:  # removed while the script ran: give the slot back, pick again
                 await self._release(conn, got[1], None, "abandoned", 0.0, None, known=True)
@@ -297,17 +298,24 @@ class RedisStore:
         charges, amount = self._charges(settle)
         keys = [f"{b}:p", f"{b}:fl", f"{b}:rep", self._name(kid), *fellows, *(name for name, _ in charges)]
         args = self._release_args(kid, error, kind, latency_ms, usage, known)
-        daily_resets = ",".join(repr(t) for t in _midnights(self.quota.day_tz, self._wall())) if daily else ""
+        daily_resets = ",".join(repr(t) for t in records.midnights(self.quota.day_tz, self._wall())) if daily else ""
         capped = rules.outcome_of(error) if kind == "rate_limited" else rules.OK
         cap = rules.spend_cap_reason(capped.message) if capped.spend_cap and capped.retry_after is None else ""
-        args += [len(fellows), amount, daily_resets, _group_reason(error), cap, *(member for _, member in charges)]
+        args += [
+            len(fellows),
+            amount,
+            daily_resets,
+            records.group_reason(error),
+            cap,
+            *(member for _, member in charges),
+        ]
         got = await conn.wire.run(RELEASE, keys, args)
         before, after = got[5], got[6]
         self._clean = after == rules.CLOSED and got[7] == "0"
         if before != after:
-            cause = _cause(error) if kind == "provider_fault" and error is not None else "inconclusive"
+            cause = fault_name(error) if kind == "provider_fault" and error is not None else "inconclusive"
             new = Breaker(after, int(got[7]), float(got[8]), float(got[9]))
-            _log(self.provider, Breaker(before), new, cause)
+            log_breaker(self.provider, Breaker(before), new, cause)
         if got[0] != "1":
             return None
         fingerprint = self._by_id[kid].fingerprint if kid in self._by_id else kid
@@ -343,7 +351,7 @@ class RedisStore:
             kid,
             kind,
             retry,
-            _reason(kind, error),
+            records.reason(kind, error),
             "1" if counted else "0",
             repr(float(latency_ms)),
             usage.input_tokens if usage else 0,
@@ -448,13 +456,13 @@ class RedisStore:
         keys = [f"{b}:p", f"{b}:fl", f"{b}:rep", *map(self._name, held)]
         got = await conn.wire.run(SNAPSHOT, keys, [self._now(), self._lease, *held])
         now = float(got[0])
-        provider = _pairs(got[1])
+        provider = records.pairs(got[1])
         views = [
-            _key_view(self._by_id[kid].fingerprint, _pairs(fields), int(flight), now)
+            records.key_view(self._by_id[kid].fingerprint, records.pairs(fields), int(flight), now)
             for kid, fields, flight in zip(held, got[3], got[4], strict=True)
         ]
         throttled = max(float(provider.get("tu", 0)) - now, 0.0)
-        breaker = breaker_view(_breaker(provider, self._by_id), now)
+        breaker = breaker_view(records.breaker(provider, self._by_id), now)
         for view, kid in zip(views, held, strict=True):
             group = self._group_of(self._by_id[kid])[0]
             view["group"] = None if group.startswith("k:") else group
@@ -484,7 +492,7 @@ class RedisStore:
         got = iter(await pipe.execute())
         out = []
         for group, fps in shown:
-            windows = [_window_view(spec, next(got), now) for _, spec in self._windows_of[fps[0]]]
+            windows = [records.window_view(spec, next(got), now) for _, spec in self._windows_of[fps[0]]]
             out.append({"group": None if group.startswith("k:") else group, "keys": fps, "windows": windows})
         return out
 
@@ -499,10 +507,10 @@ class RedisStore:
         provider = got[0]
         tu = float(provider.get("tu", 0))
         keys = {
-            self._by_id[kid].fingerprint: _key_state(self._by_id[kid].fingerprint, fields)
+            self._by_id[kid].fingerprint: records.key_state(self._by_id[kid].fingerprint, fields)
             for kid, fields in zip(self._order, got[1:], strict=True)
         }
-        return ProviderState(tu, _breaker(provider, self._by_id)), keys
+        return ProviderState(tu, records.breaker(provider, self._by_id)), keys
 
     async def load(self, provider: ProviderState, keys: Mapping[str, KeyState]) -> None:
         """Set the provider's state and some keys' states as they are (a rule-book test seeds a case)."""
@@ -547,117 +555,3 @@ async def deployment_salt(client: aredis.Redis, prefix: str, mine: bytes | None 
     await client.set(name, (mine or secrets.token_bytes(32)).hex(), nx=True)
     salt = await client.get(name)
     return bytes.fromhex(str(salt))
-
-
-def _pairs(flat: list[str]) -> dict[str, str]:
-    return dict(zip(flat[::2], flat[1::2], strict=True))
-
-
-def _breaker(fields: Mapping[str, str], by_id: Mapping[str, ApiKey]) -> Breaker:
-    state = fields.get("bs", rules.CLOSED)
-    trial = fields.get("bt", "")
-    trial = by_id[trial].fingerprint if trial in by_id else trial
-    failures = int(fields.get("bf", 0))
-    until, cooloff = float(fields.get("bu", 0)), float(fields.get("bc", 0))
-    if state == rules.CLOSED and not failures:
-        return rules.CLOSED_BREAKER
-    return Breaker(state, failures, until, cooloff, trial)
-
-
-def _key_state(fingerprint: str, f: Mapping[str, str]) -> KeyState:
-    last = f.get("l")
-    return KeyState(
-        fingerprint,
-        f.get("s", rules.ACTIVE),
-        float(f.get("u", 0)),
-        f.get("r", ""),
-        f.get("c", ""),
-        float(f.get("b", 0)),
-        NEVER if last is None else float(last),
-    )
-
-
-def _key_view(fingerprint: str, f: Mapping[str, str], in_flight: int, now: float) -> dict[str, Any]:
-    """One key as :meth:`keywheel.state.memory.MemoryStore.snapshot_nowait` shows it."""
-    state = f.get("s", rules.ACTIVE)
-    remaining = 0.0
-    if state == rules.COOLING:
-        remaining = max(float(f.get("u", 0)) - now, 0.0)
-        if remaining == 0.0:
-            state = rules.ACTIVE
-    requests = int(f.get("n", 0))
-    last_used = f.get("lu")
-    return {
-        "key": fingerprint,
-        "state": state,
-        "reason": f.get("r", "") if state != rules.ACTIVE else "",
-        "cause": f.get("c", "") if state != rules.ACTIVE else "",  # what recovery may clear (none without it)
-        "cooldown_remaining": round(remaining, 3),
-        "requests": requests,
-        "successes": int(f.get("ok", 0)),
-        "failures": {name[2:]: int(v) for name, v in f.items() if name.startswith("f:")},
-        "last_error": f.get("le"),
-        "last_used": None if last_used is None else round(float(last_used), 3),
-        "tokens_in": int(f.get("ti", 0)),
-        "tokens_out": int(f.get("to", 0)),
-        "avg_latency_ms": round(float(f.get("lat", 0)) / requests, 1) if requests else None,
-        "in_flight": in_flight,
-    }
-
-
-def _reason(kind: str, error: UpstreamError | None) -> str:
-    """The reason the rules give a key for ``kind`` (cut in Python: Lua would cut inside a character)."""
-    message = rules.outcome_of(error).message  # as the rules word it (a 402's limit named)
-    if kind == "rate_limited":
-        return "rate limited"
-    if kind == "quota":
-        if error is not None and error.retry_after:
-            return f"quota exhausted: {message}"[:200]
-        return f"out of credit or quota: {message}"[:200]
-    if kind == "invalid":
-        return f"invalid key: {message}"[:200]
-    return ""
-
-
-def _cause(error: UpstreamError) -> str:
-    return type(error).__name__ + (f" HTTP {error.status}" if error.status is not None else "")
-
-
-def _log(provider: str, old: Breaker, new: Breaker, cause: str) -> None:
-    line = breaker_line(provider, old, new, cause)
-    if line is not None:
-        log.log(logging.WARNING if new.state == rules.OPEN else logging.INFO, "%s", line)
-
-
-def _midnights(tz: str, now: float) -> tuple[float, float, float]:
-    """Candidates for the next local midnight in ``tz`` on Redis's clock, around this process's day:
-    the script takes the first after its own ``now``, so a clock some seconds (or hours) off agrees."""
-    first = next_midnight(now - 86400, tz)
-    second = next_midnight(first, tz)
-    return first, second, next_midnight(second, tz)
-
-
-def _group_reason(error: UpstreamError | None) -> str:
-    """The reason a daily quota gives the key's group fellows (as :func:`keywheel.state.rules.apply`)."""
-    message = error.message if error is not None else ""
-    return f"quota exhausted: daily quota of its group: {message}"[:200]
-
-
-def _window_view(spec: WindowSpec, raw: Any, now: float) -> dict[str, Any]:
-    """One window as :meth:`keywheel.state.windows.Window.view` shows it, from its Redis value."""
-    if spec.daily:
-        reset = float(raw.get("reset", 0)) if raw else 0.0
-        used = int(raw.get("used", 0)) if raw and now < reset else 0
-        resets: float | None = reset if used else None
-    else:
-        live = [(str(m), float(t)) for m, t in raw if float(t) > now - spec.seconds - GUARD]
-        used = sum(int(m.split(":", 1)[1]) if ":" in m else 1 for m, _ in live)
-        resets = live[0][1] + spec.seconds + GUARD if live else None
-    return {
-        "name": spec.name,
-        "unit": spec.unit,
-        "limit": spec.limit,
-        "seconds": 86400.0 if spec.daily else spec.seconds,
-        "used": used,
-        "resets_at": round(resets, 3) if resets is not None else None,
-    }
