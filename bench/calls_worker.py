@@ -47,7 +47,7 @@ from contextlib import AsyncExitStack
 from typing import Any
 
 import fixtures
-from targets import GATEWAY_KEY, upstream_keys
+from targets import GATEWAY_KEY, Keywheel, upstream_keys
 
 MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is 2+2?"}]
 KEYWHEEL_MODEL = f"openrouter/{fixtures.OPENAI_MODEL}"  # as the gateway section sends it
@@ -71,7 +71,10 @@ def _name(code: Any) -> str:
 
 
 def summarise(profiler: cProfile.Profile, requests: int) -> dict[str, Any]:
-    """Calls per request from a profile of ``requests`` requests: totals and the top functions."""
+    """Calls per request from a profile of ``requests`` requests: totals and the top functions
+    (``CALLS_PSTATS=file``: the profile itself is written there too, for ``pstats``)."""
+    if os.environ.get("CALLS_PSTATS"):
+        profiler.dump_stats(os.environ["CALLS_PSTATS"])
     python = builtin = 0
     per_function: dict[str, int] = {}
     for entry in profiler.getstats():
@@ -95,7 +98,8 @@ def summarise(profiler: cProfile.Profile, requests: int) -> dict[str, Any]:
 
 
 def keywheel_app(upstream: str) -> tuple[Window, Any]:
-    """``keywheel serve``'s app and protocol class, with its logging (INFO to /dev/null)."""
+    """``keywheel serve``'s app and protocol class, with its logging (INFO to /dev/null), configured as
+    the gateway section's ``keywheel`` target (``Keywheel.ops_env``: no metrics, the text log)."""
     from keywheel.client import Wheel
     from keywheel.config import settings_from_env
     from keywheel.gateway.app import Gateway
@@ -111,6 +115,7 @@ def keywheel_app(upstream: str) -> tuple[Window, Any]:
         "ENABLE_ANTHROPIC": "false",
         "ENABLE_GEMINI": "false",
         "KEYWHEEL_GATEWAY_KEYS": GATEWAY_KEY,
+        **Keywheel.ops_env,  # as the gateway section's `keywheel` target: metrics off, text log
     }
     for i, key in enumerate(upstream_keys("openrouter"), start=1):
         env[f"OPENROUTER_API_KEY_{i}"] = key

@@ -19,6 +19,7 @@ import pytest
 
 from keywheel import Wheel
 from keywheel.config import settings_from_env
+from keywheel.errors import KeywheelError
 from keywheel.observe import AttemptFinished, Event, KeyStateChanged, Observer
 from keywheel.testing import FakeUpstream
 from tests.gateway.conftest import free_port
@@ -30,6 +31,7 @@ SERVE = """
 import dataclasses, json, sys
 from keywheel import Wheel
 from keywheel.config import settings_from_env
+from keywheel.errors import KeywheelError
 from keywheel.gateway import Gateway
 from keywheel.gateway.server import serve
 from keywheel.logs import configure_logging
@@ -196,3 +198,25 @@ def test_no_subscriber_no_event_and_a_failing_subscriber_breaks_nothing(caplog: 
     assert seen == [event]
     with pytest.raises(TypeError, match="not an event kind"):
         observer.subscribe(seen.append, int)
+
+
+def test_failures_only_sees_the_failed_attempts_of_calls_and_streams(fake: FakeUpstream) -> None:
+    """``failures_only=True`` (what the credit monitor asks for): every failed attempt, no served one —
+    and with nobody else listening, a call that succeeds builds no attempt event at all."""
+    env = fake_env(fake, gemini=2, openrouter=1, anthropic=0, AI_PROVIDER="gemini", FALLBACK_ORDER="openrouter")
+    fake.set("test-gemini-key-1", "invalid")
+    failed: list[Event] = []
+    with Wheel(settings_from_env(env)) as wheel:
+        stop = wheel.observer.subscribe(failed.append, AttemptFinished, failures_only=True)
+        assert wheel.observer.failures and not wheel.observer.attempts
+        first = wheel.chat([{"role": "user", "content": "hi"}])
+        assert [e.outcome for e in failed if isinstance(e, AttemptFinished)] == ["KeyInvalid"]
+        assert first.attempts[-1].outcome == "ok"
+        fake.set("test-gemini-key-2", "break_stream")
+        with pytest.raises(KeywheelError):  # the stream breaks after its first event
+            for _ in wheel.stream([{"role": "user", "content": "hi"}], fallback=False):
+                pass
+        outcomes = [e.outcome for e in failed if isinstance(e, AttemptFinished)]
+        assert outcomes[0] == "KeyInvalid" and len(outcomes) == 2 and "ok" not in outcomes
+        stop()
+        assert not wheel.observer.failures

@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple, Protocol
 
-from keywheel.logs import FIELDS
+from keywheel.logs import FIELDS, line_handler
 from keywheel.secrets import mark_redacted, redact_everywhere
 from keywheel.status import ProviderStatus, provider_status
 from keywheel.types import Usage
@@ -100,26 +100,28 @@ class Observer:
     unobserved kind costs nothing more.  The tuples are replaced, never mutated: emitting from
     any thread while another subscribes is safe."""
 
-    __slots__ = ("attempts", "requests", "key_states", "probes")
+    __slots__ = ("attempts", "failures", "requests", "key_states", "probes")
 
     def __init__(self) -> None:
         self.attempts: tuple[Subscriber, ...] = ()
+        self.failures: tuple[Subscriber, ...] = ()  # of failed attempts only (``failures_only=True``)
         self.requests: tuple[Subscriber, ...] = ()
         self.key_states: tuple[Subscriber, ...] = ()
         self.probes: tuple[Subscriber, ...] = ()
 
-    def subscribe(self, fn: Subscriber, *kinds: type[Any]) -> Callable[[], None]:
+    def subscribe(self, fn: Subscriber, *kinds: type[Any], failures_only: bool = False) -> Callable[[], None]:
         """Call ``fn(event)`` for every event of ``kinds`` (default: all); returns the unsubscribe.
-        Subscribing the same function twice has no further effect."""
+        ``failures_only``: of the attempts, only those that failed (a call that succeeds at once then
+        builds no event for it).  Subscribing the same function twice has no further effect."""
         for kind in kinds or KINDS:
-            slot = self._slot(kind)
+            slot = "failures" if failures_only and kind is AttemptFinished else self._slot(kind)
             current: tuple[Subscriber, ...] = getattr(self, slot)
             if fn not in current:
                 setattr(self, slot, (*current, fn))
 
         def unsubscribe() -> None:
             for kind in kinds or KINDS:
-                slot = self._slot(kind)
+                slot = "failures" if failures_only and kind is AttemptFinished else self._slot(kind)
                 setattr(self, slot, tuple(f for f in getattr(self, slot) if f is not fn))
 
         return unsubscribe
@@ -139,7 +141,7 @@ class Observer:
     def emit(self, event: Event) -> None:
         """Hand ``event`` to its kind's subscribers, in subscription order."""
         if isinstance(event, AttemptFinished):
-            subscribers = self.attempts
+            subscribers = self.attempts if event.outcome == "ok" else self.attempts + self.failures
         elif isinstance(event, RequestFinished):
             subscribers = self.requests
         elif isinstance(event, KeyStateChanged):
@@ -206,12 +208,22 @@ def access_log(event: Event) -> None:
         who = f" {event.provider} {key}" if event.provider and key else ""
         usage = event.usage
         tokens = f" tokens={usage.input_tokens}+{usage.output_tokens}" if usage is not None else ""
-        # The line's only client text is its method, path, request id and model: those are redacted here, and
-        # the record is marked clean, so that the log filter need not scan the whole line once more.
-        # Made and handled as Logger.info would (its caller named as findCaller would), without the
-        # walk up the stack: the same record, for a few µs less on every request.
-        method, path, rid = redact_everywhere(f"{event.method}\n{event.path}\n{event.request_id}").split("\n", 2)
-        model = redact_everywhere(event.model) if event.model else None
+        # The line's only client text is its method, path, request id and model: those are redacted here.
+        # Under `keywheel serve`'s own handler (and nothing else on the way) the line goes straight to it,
+        # written as its formatter would write the record; else a record is made and handled as Logger.info
+        # would (its caller named as findCaller would, without the walk up the stack), marked clean, so that
+        # the log filter need not scan the whole line once more.
+        clean = redact_everywhere(f"{event.method}\n{event.path}\n{event.request_id}\n{event.model or ''}")
+        method, path, rid, model_text = clean.split("\n", 3)
+        model = model_text or None
+        line = (
+            f"{method} {path} {event.status}{who} dialect={event.dialect} model={model or '-'} "
+            f"attempts={event.attempts}{tokens} id={rid} {event.latency_ms:.1f}ms"
+        )
+        handler = line_handler(access)
+        if handler is not None and handler.text:  # keywheel serve's own stderr, in text: no record needed
+            handler.line(access.name, line, None)
+            return
         fields = {
             "request_id": rid,
             "method": method,
@@ -226,10 +238,9 @@ def access_log(event: Event) -> None:
             "tokens_in": usage.input_tokens if usage is not None else None,
             "tokens_out": usage.output_tokens if usage is not None else None,
         }
-        line = (
-            f"{method} {path} {event.status}{who} dialect={event.dialect} model={model or '-'} "
-            f"attempts={event.attempts}{tokens} id={rid} {event.latency_ms:.1f}ms"
-        )
+        if handler is not None:
+            handler.line(access.name, line, fields)
+            return
         record = access.makeRecord(
             access.name, logging.INFO, __file__, _ACCESS_LINE, line, (), None, "access_log", {FIELDS: fields}
         )

@@ -289,7 +289,7 @@ class Router:
         if change is not None and observer.key_states:
             observer.emit(key_state_event(target.provider.name, change, self.redactor))
         attempt = attempt_record(target, key, exc, latency)
-        if observer.attempts:
+        if observer.attempts or observer.failures:
             observer.emit(
                 AttemptFinished(attempt.provider, attempt.key, attempt.outcome, exc.status, latency, None, target.model)
             )

@@ -303,6 +303,11 @@ class RedactingFilter(logging.Filter):
 _FILTER = RedactingFilter()
 
 
+def log_filter() -> RedactingFilter:
+    """The redacting filter :func:`install_log_filter` puts on loggers and handlers."""
+    return _FILTER
+
+
 def mark_redacted(record: logging.LogRecord) -> None:
     """Tell the redacting filter that ``record``'s message holds no key piece: its maker has
     redacted what needed it (only what a client sent, say), and the filter passes it as it is."""

@@ -251,9 +251,11 @@ class EventStream:
             await self._pool.release(self._served.key, None, latency, self._usage)
         else:
             await self._pool.abandon(self._served.key)
-        if self._observer is not None and self._observer.attempts:
+        observer = self._observer
+        failed = error is not None or not self._finished
+        if observer is not None and (observer.attempts or (observer.failures and failed)):
             outcome = type(error).__name__ if error is not None else "ok" if self._finished else "abandoned"
-            served_event(self._observer, self._served, outcome, latency, self._usage, error)
+            served_event(observer, self._served, outcome, latency, self._usage, error)
 
     async def aclose(self) -> None:
         """Stop reading: close the upstream connection and free the key."""

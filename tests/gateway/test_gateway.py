@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import subprocess
@@ -379,3 +380,38 @@ async def test_in_process_mount_with_asgi_transport(fake: FakeUpstream) -> None:
     await client.close()
     await wheel.aclose()
     wheel.close()
+
+
+async def test_under_another_asgi_server_a_client_going_away_still_closes_upstream(fake: FakeUpstream) -> None:
+    """keywheel's own server tells the handler (scope["keywheel.on_lost"]); under any other ASGI
+    server a task watches ``receive`` for ``http.disconnect`` instead: the upstream call is closed either way."""
+    import uvicorn
+
+    wheel = Wheel(settings_from_env(fake_env(fake, AI_PROVIDER="gemini")))
+    fake.set("test-gemini-key-1", "slow_stream", interval=0.3)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = uvicorn.Config(wheel.asgi_app(), host="127.0.0.1", port=port, lifespan="off", log_level="warning")
+    server = uvicorn.Server(config)
+    serving = asyncio.create_task(server.serve())
+    try:
+        while not server.started:
+            await asyncio.sleep(0.02)
+        async with (
+            httpx.AsyncClient(timeout=10) as client,
+            client.stream(
+                "POST", f"http://127.0.0.1:{port}/v1/chat/completions", json={**HELLO, "stream": True}
+            ) as resp,
+        ):
+            assert resp.status_code == 200
+            await anext(resp.aiter_raw())
+            closed_at = time.monotonic()
+        while not fake.disconnects and time.monotonic() < closed_at + 3:
+            await asyncio.sleep(0.02)
+        assert fake.disconnects, "the upstream never saw the client go away"
+        assert fake.disconnects[0][1] - closed_at < 1.0
+    finally:
+        server.should_exit = True
+        await serving
+        await wheel.aclose()

@@ -47,16 +47,17 @@ from keywheel.gateway.http import (
     Reply,
     Scope,
     Send,
+    Watch,
     landing,
     log_internal,
     loggable,
     read_body,
     request_id,
+    served_header_list,
     served_headers,
-    watch_disconnect,
+    watch_client,
 )
 from keywheel.gateway.http import allow as _allow
-from keywheel.gateway.http import header_list as _header_list
 from keywheel.gateway.http import presented_key as _presented_key
 from keywheel.gateway.http import respond as _respond
 from keywheel.gateway.models import model_info
@@ -326,18 +327,18 @@ class Gateway:
         self._check_client(scope, headers, query=dialect is self.gemini)
         if path == "/v1/chat/completions":
             _allow(method, "POST")
-            return self._chat(self.openai, None, False, headers, receive, send, served)
+            return self._chat(scope, self.openai, None, False, headers, receive, send, served)
         if path == "/v1/responses":
             _allow(method, "POST")
-            return self._chat(DIALECTS["responses"], None, False, headers, receive, send, served)
+            return self._chat(scope, DIALECTS["responses"], None, False, headers, receive, send, served)
         if path == "/v1/messages":
             _allow(method, "POST")
-            return self._chat(self.anthropic, None, False, headers, receive, send, served)
+            return self._chat(scope, self.anthropic, None, False, headers, receive, send, served)
         if path == "/v1/messages/count_tokens":
             _allow(method, "POST")
             return self._count_tokens(headers, receive, send, served)
         if dialect is self.gemini and ":" in path:  # /v1beta/models/…, /v1/models/… or /models/… (no version)
-            return self._gemini_call(method, path, headers, receive, send, served)
+            return self._gemini_call(scope, method, path, headers, receive, send, served)
         if path in ("/v1/models", "/v1beta/models", "/models") or (
             path.startswith(("/v1/models/", "/v1beta/models/", "/models/")) and ":" not in path
         ):
@@ -346,6 +347,7 @@ class Gateway:
 
     async def _gemini_call(
         self,
+        scope: Scope,
         method: str,
         path: str,
         headers: dict[bytes, bytes],
@@ -361,7 +363,7 @@ class Gateway:
             raise HttpError(404, f"unsupported Gemini method {action!r}")
         _allow(method, "POST")
         stream = action == "streamGenerateContent"
-        return await self._chat(self.gemini, model, stream, headers, receive, send, served)
+        return await self._chat(scope, self.gemini, model, stream, headers, receive, send, served)
 
     # --------------------------------------------------------------- security
 
@@ -369,13 +371,17 @@ class Gateway:
         if not self._client_keys:
             return  # no gateway keys: serve refuses to bind beyond loopback
         presented = _presented_key(scope, headers, query=query)
-        if presented is None or not any(hmac.compare_digest(presented, k) for k in self._client_keys):
-            raise HttpError(401, "missing or invalid gateway key")
+        if presented is not None:
+            for key in self._client_keys:
+                if hmac.compare_digest(presented, key):
+                    return
+        raise HttpError(401, "missing or invalid gateway key")
 
     # ------------------------------------------------------------------ chat
 
     async def _chat(
         self,
+        scope: Scope,
         dialect: Dialect,
         path_model: str | None,
         path_stream: bool,
@@ -384,7 +390,7 @@ class Gateway:
         send: Send,
         served: list[Served],
     ) -> int:
-        raw = await self._body(headers, receive)
+        raw = await read_body(headers, receive, self.max_body, self.body_timeout)
         body = loads(raw)
         # Lenient: only what keywheel itself needs is checked here (a JSON object, the model, the
         # stream flag).  The rest is judged by the upstream on a pass-through, or by the dialect's
@@ -398,21 +404,22 @@ class Gateway:
         # Watch for the client going away: cancel this handler, which closes upstream.
         handler = asyncio.current_task()
         assert handler is not None
-        state = {"done": False, "gone": False}
-        watcher = asyncio.create_task(watch_disconnect(receive, handler, state))
+        watch = Watch(handler)
+        watcher = watch_client(scope, receive, watch)
         try:
             tokens = body_tokens(len(raw), body)
             if stream:
                 return await self._stream(dialect, request, targets, build, send, served, tokens)
             return await self._complete(dialect, targets, build, send, served, tokens)
         except asyncio.CancelledError:
-            if state["gone"]:
+            if watch.gone:
                 handler.uncancel()
                 return 499
             raise
         finally:
-            state["done"] = True
-            watcher.cancel()
+            watch.done = True
+            if watcher is not None:
+                watcher.cancel()
 
     async def _complete(
         self,
@@ -428,7 +435,7 @@ class Gateway:
         if not who.target.speaks(dialect.name):
             answer = chat_response(completion, who)  # names the model that served, not the caller's "auto"
             body = orjson.dumps(dialect.render_response(answer, answer.model))
-        await _respond(send, 200, body, served_headers(who))
+        await _respond(send, 200, body, served_header_list(who))
         return 200
 
     async def _stream(
@@ -450,9 +457,7 @@ class Gateway:
             if who.target.speaks(dialect.name)
             else dialect.stream_renderer(who.target.model, request.include_usage())
         )
-        await send(
-            {"type": "http.response.start", "status": 200, "headers": SSE_HEADERS + _header_list(served_headers(who))}
-        )
+        await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS + served_header_list(who)})
         ended = False
         try:
             if renderer is None:
@@ -501,7 +506,7 @@ class Gateway:
         routes there, Gemini's ``:countTokens`` when it routes to Gemini (both through key rotation
         and fallback, like any request), else an estimate, flagged ``x-keywheel-estimate: true``."""
         dialect = self.anthropic
-        raw = await self._body(headers, receive)
+        raw = await read_body(headers, receive, self.max_body, self.body_timeout)
         body = loads(raw)
         model, _ = dialect.peek(body)
         fallback = headers.get(b"x-keywheel-fallback", b"on").lower() not in (b"off", b"false", b"0")

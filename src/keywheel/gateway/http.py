@@ -108,8 +108,14 @@ def header_list(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
     return [(k.encode(), v.encode("latin-1", "replace")) for k, v in headers.items()]
 
 
-async def respond(send: Send, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
-    head = JSON_HEADERS + header_list(headers) if headers else list(JSON_HEADERS)
+async def respond(
+    send: Send, status: int, body: bytes, headers: dict[str, str] | list[tuple[bytes, bytes]] | None = None
+) -> None:
+    """A whole JSON answer; ``headers`` as a dict, or as header tuples (never changed here)."""
+    if headers:
+        head = JSON_HEADERS + (headers if isinstance(headers, list) else header_list(headers))
+    else:
+        head = list(JSON_HEADERS)
     head.append((b"content-length", b"%d" % len(body)))
     await send({"type": "http.response.start", "status": status, "headers": head})
     await send({"type": "http.response.body", "body": body, "more_body": False})
@@ -138,13 +144,14 @@ class Reply:
         self.request_id = request_id
         self.bytes_in = self.bytes_out = self.tries = 0
 
-    async def send(self, message: Message) -> None:
+    def send(self, message: Message) -> Awaitable[None]:
+        """The server's ``send(message)``, to await (a plain function: no frame of its own to resume)."""
         self.started = True
         if message["type"] == "http.response.start":
             message["headers"] = [*message["headers"], (b"x-request-id", self.request_id)]
         else:
             self.bytes_out += len(message.get("body", b""))
-        await self._send(message)
+        return self._send(message)
 
     async def receive(self) -> Message:
         message = await self._receive()
@@ -182,11 +189,60 @@ def ascii_fingerprint(fingerprint: str) -> str:
     return fingerprint.replace("…", "...")
 
 
-async def watch_disconnect(receive: Receive, handler: asyncio.Task[Any], state: dict[str, bool]) -> None:
+#: The scope key of a request served by keywheel's own server (:class:`~keywheel.gateway.server.GatewayProtocol`),
+#: which calls ``scope[ON_LOST].lost()`` when the client goes away before the response is complete: a chat
+#: handler puts its :class:`Watch` there, and needs no task of its own watching ``receive``.
+ON_LOST = "keywheel.on_lost"
+
+
+class Watch:
+    """A handler's watch on its client: when the client goes away before the handler is done,
+    the handler is cancelled (which closes its upstream call) and knows why (``gone``)."""
+
+    __slots__ = ("handler", "done", "gone")
+
+    def __init__(self, handler: asyncio.Task[Any]) -> None:
+        self.handler = handler
+        self.done = self.gone = False
+
+    def lost(self) -> None:
+        if not self.done:
+            self.gone = True
+            self.handler.cancel()
+
+
+def watch_client(scope: Scope, receive: Receive, watch: Watch) -> asyncio.Task[None] | None:
+    """Start watching for the client going away: through keywheel's own server when it serves
+    ``scope`` (no task), else a task waiting for ``http.disconnect`` on ``receive`` (returned: cancel it
+    when done)."""
+    if ON_LOST in scope:
+        scope[ON_LOST] = watch
+        return None
+    return asyncio.create_task(watch_disconnect(receive, watch))
+
+
+async def watch_disconnect(receive: Receive, watch: Watch) -> None:
     message = await receive()
-    if message["type"] == "http.disconnect" and not state["done"]:
-        state["gone"] = True
-        handler.cancel()
+    if message["type"] == "http.disconnect":
+        watch.lost()
+
+
+#: served_header_list's answers for the common case (one attempt, which served), by provider and key.
+_SERVED_HEADS: dict[tuple[str, str, str, str, str], list[tuple[bytes, bytes]]] = {}
+
+
+def served_header_list(who: Served) -> list[tuple[bytes, bytes]]:
+    """:func:`served_headers` of an answer, as header tuples (shared: never change the list)."""
+    if len(who.attempts) != 1:
+        return header_list(served_headers(who))
+    only = who.attempts[0]
+    cache_key = (who.target.provider.name, who.key.fingerprint, only.provider, only.key, only.outcome)
+    head = _SERVED_HEADS.get(cache_key)
+    if head is None:
+        if len(_SERVED_HEADS) >= 4096:  # keys come and go (reloads): bounded
+            _SERVED_HEADS.clear()
+        head = _SERVED_HEADS[cache_key] = header_list(served_headers(who))
+    return head
 
 
 def served_headers(source: Served | KeywheelError) -> dict[str, str]:

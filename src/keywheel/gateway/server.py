@@ -1,7 +1,7 @@
 """How ``keywheel serve`` runs the gateway: uvicorn (httptools), with keywheel's
 connection rules added to its protocol class.
 
-:class:`GatewayProtocol` is uvicorn's httptools protocol plus three things it lacks:
+:class:`GatewayProtocol` is uvicorn's httptools protocol plus what it lacks:
 
 - a request-head timeout: a connection that has not sent a complete request head
   within ``KEYWHEEL_HEADER_TIMEOUT`` seconds of connecting (or of starting its next
@@ -10,6 +10,8 @@ connection rules added to its protocol class.
 - a connection bound: past ``KEYWHEEL_MAX_CONNECTIONS`` open connections, a new
   connection's request is answered with a 503 in the caller's dialect (JSON, with
   ``retry-after``) and the connection is closed;
+- the client's going away told to the request's handler (``scope[ON_LOST]``, see
+  :func:`keywheel.gateway.http.watch_client`), without a task per request waiting for it;
 - the start of the drain: uvicorn calls ``shutdown()`` on every connection when it
   gets SIGTERM/SIGINT (after it has stopped listening); the first call starts
   :meth:`Gateway.drain`, which lets requests finish until ``KEYWHEEL_SHUTDOWN_TIMEOUT``
@@ -37,6 +39,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from keywheel.config import Settings
 from keywheel.gateway.app import CUT_GRACE, Gateway
+from keywheel.gateway.http import ON_LOST
 
 log = logging.getLogger("keywheel.gateway")
 
@@ -74,7 +77,11 @@ class GatewayProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.gateway = find_gateway(self.app)
+        # The head timer: one per connection, not one per request.  A head's start is noted
+        # (`_head_since`, loop time; None once it is complete) and the timer, when it fires, checks
+        # the head in progress and sets itself again for what that head has left.
         self._head_timer: asyncio.TimerHandle | None = None
+        self._head_since: float | None = None
         self._over_limit = False
         self._in_head = True  # between the start of a request (or of the connection) and its complete head
         self._head_bytes = 0
@@ -88,11 +95,15 @@ class GatewayProtocol(HttpToolsProtocol):
             self._arm()
 
     def _arm(self) -> None:
+        """A request head starts: time it."""
         gateway = self.gateway
-        if self._head_timer is None and gateway is not None:
-            self._head_timer = self.loop.call_later(gateway.settings.header_timeout, self._head_timed_out)
+        if gateway is not None:
+            self._head_since = self.loop.time()
+            if self._head_timer is None:
+                self._head_timer = self.loop.call_later(gateway.settings.header_timeout, self._head_timed_out)
 
     def _disarm(self) -> None:
+        self._head_since = None
         if self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None
@@ -111,31 +122,42 @@ class GatewayProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._in_head = False
-        self._disarm()
+        self._head_since = None  # the timer stays: it finds no head in progress, or the next one's
         if self._over_limit and self.gateway is not None:
             self.app = self.gateway.refuse
+        scope = cast(dict[str, Any], self.scope)
         if self._late:
-            cast(dict[str, Any], self.scope)[LATE] = True  # the gateway serves it though it drains
+            scope[LATE] = True  # the gateway serves it though it drains
+        scope[ON_LOST] = None  # a chat handler's Watch, told in connection_lost if the client goes away first
         super().on_headers_complete()
         if self._late and self.cycle is not None:
             self.cycle.keep_alive = False
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        cycle = self.cycle
         super().connection_lost(exc)
+        if cycle is not None and not cycle.response_complete:
+            watch = cast(dict[str, Any], cycle.scope).get(ON_LOST)
+            if watch is not None:
+                watch.lost()
 
     def _head_timed_out(self) -> None:
         self._head_timer = None
         transport = self.transport
-        if transport.is_closing():
+        since = self._head_since
+        if transport.is_closing() or since is None or self.gateway is None:
+            return  # no head in progress: the next one sets the timer again
+        left = since + self.gateway.settings.header_timeout - self.loop.time()
+        if left > 0:  # a later head than the one the timer was set for
+            self._head_timer = self.loop.call_later(left, self._head_timed_out)
             return
         if self.cycle is not None and not self.cycle.response_complete:
             self._arm()  # a pipelined head behind a running request: that request may finish first
             return
-        if self.gateway is not None:
-            timeout = self.gateway.settings.header_timeout
-            reason = f"request head not received within {timeout:g} s (KEYWHEEL_HEADER_TIMEOUT)"
-            self._refuse_head(408, "Request Timeout", reason)
+        timeout = self.gateway.settings.header_timeout
+        reason = f"request head not received within {timeout:g} s (KEYWHEEL_HEADER_TIMEOUT)"
+        self._refuse_head(408, "Request Timeout", reason)
         transport.close()
 
     def _refuse_head(self, status: int, phrase: str, message: str) -> None:

@@ -82,7 +82,7 @@ class Upkeep:
         if ops.probe_interval > 0:
             self._tasks.append(asyncio.create_task(self._every(ops.probe_interval, self.recover_once, None)))
         if ops.credit_interval > 0 and self.credit_providers():
-            self._unsubscribe = self.observer.subscribe(self._on_attempt, AttemptFinished)
+            self._unsubscribe = self.observer.subscribe(self._on_attempt, AttemptFinished, failures_only=True)
             self._tasks.append(asyncio.create_task(self._every(ops.credit_interval, self.read_credits, self._wake)))
 
     async def stop(self) -> None:
