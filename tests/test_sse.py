@@ -58,3 +58,40 @@ def test_events_within_the_bound_pass() -> None:
     raw = (b"data: " + b"z" * 40_000 + b"\n\n") * 3
     events = [e for i in range(0, len(raw), 7000) for e in decoder.feed(raw[i : i + 7000])]
     assert [len(e.data) for e in events] == [40_000] * 3
+
+
+# Text that is not ASCII, and bytes that are not UTF-8: the whole events are decoded at once,
+# which must give what decoding each line alone gives, however the bytes are cut.
+UTF8 = "data: h\u00e9llo \u4e16\u754c \U0001f600\n\n".encode() + b"data: bad \xff\xc3\n\nevent: e\ndata: \xe4\xb8\n\n"
+
+
+def _per_line(raw: bytes) -> list[tuple[str | None, str]]:
+    events: list[tuple[str | None, str]] = []
+    for block in raw.split(b"\n\n")[:-1]:
+        name, data = None, []
+        for line in block.split(b"\n"):
+            field, _, value = line.decode("utf-8", "replace").partition(": ")
+            if field == "event":
+                name = value
+            else:
+                data.append(value)
+        events.append((name, "\n".join(data)))
+    return events
+
+
+@pytest.mark.parametrize("step", range(1, 12))
+def test_text_that_is_not_ascii_decodes_as_line_by_line_however_it_is_cut(step: int) -> None:
+    decoder = SSEDecoder()
+    events = [e for i in range(0, len(UTF8), step) for e in decoder.feed(UTF8[i : i + step])]
+    events += decoder.close()
+    assert [(e.event, e.data) for e in events] == _per_line(UTF8)
+    assert events[0].data == "h\u00e9llo \u4e16\u754c \U0001f600" and "\ufffd" in events[1].data
+
+
+def test_an_event_over_the_bound_in_a_read_of_many_events_raises() -> None:
+    decoder = SSEDecoder(max_event_bytes=100)
+    with pytest.raises(EventTooLarge):
+        decoder.feed(b"data: small\n\n" + b"data: " + b"x" * 200 + b"\n\ndata: next\n\n")
+    decoder = SSEDecoder(max_event_bytes=100)
+    with pytest.raises(EventTooLarge):
+        decoder.feed(b"data: small\n" + b"x" * 200 + b"\n")  # no whole event yet: the tail is over

@@ -546,3 +546,76 @@ def test_events_after_done_are_ignored() -> None:
     out = [e for event in events for e in parser.feed(event)]
     assert out == [TextDelta("a"), StreamEnd("stop", Usage())]
     assert parser.close() == []
+
+
+def _chunk(delta: object = None, finish: object = None, **top: object) -> dict[str, object]:
+    return {"model": "m", "id": "c1", "choices": [{"index": 0, "delta": delta or {}, "finish_reason": finish}], **top}
+
+
+# The usual chunk is read on a fast path; every other shape on the general one, to the same result.
+@pytest.mark.parametrize(
+    ("chunks", "expected"),
+    [
+        # the usual shape: model and id kept, a new model taken, empty or non-string ones left alone
+        (
+            [
+                _chunk({"role": "assistant", "content": ""}),
+                _chunk({"content": "a"}, model="m2", id="c2"),
+                _chunk({"content": "b"}, model="", id=7),
+                _chunk({"content": ["not", "text"]}, "stop", model="m2", id="c2"),
+                _chunk({}, "", model="m2", id="c2", usage={"prompt_tokens": 3, "completion_tokens": 2}),
+            ],
+            [TextDelta("a"), TextDelta("b"), StreamEnd("stop", Usage(3, 2), model="m2", id="c2")],
+        ),
+        # the general path: no choices, choices or a choice or a delta of another type, no delta
+        (
+            [
+                {"model": "m", "choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": 1}},
+                {"choices": "x"},
+                {"choices": [["x"]]},
+                {"choices": [{"delta": "x"}]},
+                {"choices": [{"finish_reason": None}]},
+                _chunk({"content": "a"}, "length"),
+            ],
+            [TextDelta("a"), StreamEnd("length", Usage(1, 1), model="m", id="c1")],
+        ),
+        # an error that is null, a finish reason that is not a string, an empty refusal or tool calls
+        (
+            [
+                _chunk({"content": "a"}, error=None),
+                _chunk({"content": "", "refusal": "", "tool_calls": []}),
+                _chunk({}, 1),
+            ],
+            [TextDelta("a"), StreamEnd("other", Usage(), model="m", id="c1")],
+        ),
+        # a refusal and tool calls go to the general path, which reads them
+        (
+            [_chunk({"refusal": "no"}), _chunk({}, "stop")],
+            [TextDelta("no"), StreamEnd("content_filter", Usage(), model="m", id="c1")],
+        ),
+        (
+            [_chunk({"tool_calls": [{"index": 0, "id": "t", "function": {"name": "f"}}]}), _chunk({}, "stop")],
+            [ToolCallDelta(0, id="t", name="f"), StreamEnd("tool_calls", Usage(), model="m", id="c1")],
+        ),
+        # leading blank space before a chunk and after [DONE]
+        (
+            [b'  {"choices":[{"delta":{"content":"a"},"finish_reason":"stop"}]}', b"[DONE]  "],
+            [TextDelta("a"), StreamEnd("stop", Usage())],
+        ),
+    ],
+)
+def test_stream_chunk_shapes(chunks: list[object], expected: list[object]) -> None:
+    assert run_stream(sse(*chunks)) == expected
+
+
+@pytest.mark.parametrize(
+    ("chunk", "cls"),
+    [
+        (_chunk({"content": "a"}, "error"), ServerError),
+        (_chunk({"content": "a"}, error={"code": 429, "message": "slow down"}), RateLimited),
+        (b"{not json", ServerError),
+    ],
+)
+def test_stream_chunk_errors_off_the_fast_path(chunk: object, cls: type[UpstreamError]) -> None:
+    with pytest.raises(cls):
+        run_stream(sse(chunk))

@@ -375,13 +375,22 @@ class OpenAIStreamParser:
         return []
 
     def feed(self, event: SSEEvent) -> list[StreamEvent]:
-        data = event.data.strip()
-        if self._ended or not data:
+        data = event.data
+        if self._ended:
+            return []
+        payload = loads(data) if data[:1] == "{" else None
+        if type(payload) is dict:
+            out = self._plain(payload)
+            if out is not None:
+                return out
+        data = data.strip()
+        if not data:
             return []
         if data == "[DONE]":
             return [self._end()]
         raw = data.encode()
-        payload = loads(raw)
+        if payload is None:
+            payload = loads(raw)
         if isinstance(payload, list) and error_object(payload) is not None:
             raise _in_band_error(error_object(payload) or {}, raw)
         if not isinstance(payload, dict):
@@ -400,6 +409,31 @@ class OpenAIStreamParser:
         if reason:
             self._finish = as_str(reason)  # recorded, so a repeat in the usage chunk changes nothing
         return out
+
+    def _plain(self, payload: dict[str, Any]) -> list[StreamEvent] | None:
+        """The usual chunk (no error; a first choice whose delta carries no tool call and no
+        refusal; a finish reason other than ``error``) read without the general path's
+        defensive walk, to the same result; ``None`` for any other chunk."""
+        try:
+            choice = payload["choices"][0]
+            delta, reason = choice["delta"], choice.get("finish_reason")
+            if delta.get("tool_calls") is not None or delta.get("refusal") is not None:
+                return None
+        except (KeyError, IndexError, TypeError, AttributeError):  # not the usual shape
+            return None
+        if "error" in payload or (reason and (reason == "error" or type(reason) is not str)):
+            return None
+        model, id_, usage = payload.get("model"), payload.get("id"), payload.get("usage")
+        if model and model != self._model and type(model) is str:
+            self._model = model
+        if id_ and id_ != self._id and type(id_) is str:
+            self._id = id_
+        if usage:
+            self._usage = _usage(usage)
+        if reason:
+            self._finish = reason
+        text = delta.get("content")
+        return [TextDelta(text)] if text and type(text) is str else []
 
     def _delta(self, delta: Mapping[str, Any]) -> list[StreamEvent]:
         out: list[StreamEvent] = []
