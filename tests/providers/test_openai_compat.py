@@ -18,7 +18,7 @@ from keywheel.errors import (
 from keywheel.providers.base import Endpoint
 from keywheel.providers.openai_compat import OpenAICompatAdapter
 from keywheel.secrets import ApiKey
-from keywheel.sse import SSEDecoder
+from keywheel.sse import SSEDecoder, SSEEvent
 from keywheel.types import (
     ChatRequest,
     ImagePart,
@@ -619,3 +619,42 @@ def test_stream_chunk_shapes(chunks: list[object], expected: list[object]) -> No
 def test_stream_chunk_errors_off_the_fast_path(chunk: object, cls: type[UpstreamError]) -> None:
     with pytest.raises(cls):
         run_stream(sse(chunk))
+
+
+FIRST = '{"id":"c1","model":"m","choices":[{"delta":{"role":"assistant","content":""},"finish_reason":null}]}'
+CONTENT = '{"choices":[{"delta":{"content":"hi"},"finish_reason":null}]}'
+
+
+def _ends(chunks: list[str], *, watch: bool) -> list[object]:
+    """What a stream's chunks give but text: read whole (``feed``), or watched after the first (``tap``)."""
+    parser = OpenAICompatAdapter().stream_parser()
+    out: list[object] = []
+    for i, data in enumerate(chunks):
+        event = SSEEvent(None, data)
+        try:
+            got = parser.tap(event) if watch and i > 0 else parser.feed(event)
+        except UpstreamError as exc:
+            return [*out, type(exc)]
+        out += [e for e in got if not isinstance(e, TextDelta)]
+    return out
+
+
+@pytest.mark.parametrize(
+    "chunks",
+    [
+        [FIRST, CONTENT, '{"choices":[{"delta":{},"finish_reason":"stop"}]}', "[DONE]"],
+        [FIRST, CONTENT, '{"choices":[{"delta":{},"finish_reason": "length"}]}', " [DONE] "],
+        [FIRST, '{"usage":null,"choices":[{"delta":{"content":"a"},"finish_reason":null}]}', "[DONE]"],
+        [FIRST, '{"choices":[{"delta":{"content":"finish_reason\\" \\"usage\\":{"},"finish_reason":null}]}', "[DONE]"],
+        [FIRST, '{"choices":[{"finish_reason":null},{"index":1,"delta":{},"finish_reason":"stop"}]}', "[DONE]"],
+        [FIRST, CONTENT, '{"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2}}', "[DONE]"],
+        [FIRST, CONTENT, '{"choices":[],"usage": {"prompt_tokens":3,"completion_tokens":4}}', "[DONE]"],
+        [FIRST, CONTENT, '{"error":{"message":"over quota","code":429}}'],
+        [FIRST, CONTENT, "", "[DONE]"],
+    ],
+)
+def test_a_watched_pass_through_stream_ends_as_a_read_one(chunks: list[str]) -> None:
+    """``tap`` (a pass-through stream after its first event) skips plain content chunks, and loses
+    none of a finish, a usage object, an error or the end."""
+    whole = _ends(chunks, watch=False)
+    assert whole and _ends(chunks, watch=True) == whole

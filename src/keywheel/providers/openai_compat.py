@@ -367,11 +367,18 @@ class OpenAIStreamParser:
 
     def tap(self, event: SSEEvent) -> list[StreamEvent]:
         data = event.data
-        # Plain content chunks carry no error, no usage object and no finish reason.
-        if '"error"' in data or '"usage":{' in data or '"usage": {' in data or 'finish_reason":"' in data:
+        # Plain content chunks carry no error, no usage object and no finish reason.  Three searches
+        # for the usual chunk: `"usage":null` and `"finish_reason":null` are told apart once found.
+        if '"error"' in data or (data[:1] != "{" and data.strip() == "[DONE]"):
             return self.feed(event)
-        if 'finish_reason": "' in data or data.strip() == "[DONE]":
+        if '"usage"' in data and ('"usage":{' in data or '"usage": {' in data):
             return self.feed(event)
+        at = data.find('finish_reason"')
+        while at >= 0:
+            after = data[at + 14 : at + 17]
+            if after[:2] == ':"' or after == ': "':
+                return self.feed(event)
+            at = data.find('finish_reason"', at + 14)
         return []
 
     def feed(self, event: SSEEvent) -> list[StreamEvent]:
