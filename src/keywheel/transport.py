@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import Protocol
 
 import aiohttp
+from aiohttp import hdrs
 
 from keywheel.errors import NetworkError, ResponseTooLarge, Timeout
 from keywheel.providers.base import HttpRequest
@@ -130,6 +131,19 @@ def _wrap(exc: BaseException) -> NetworkError | Timeout:
     return NetworkError(f"{type(exc).__name__}: {exc}")
 
 
+class _Request(aiohttp.ClientRequest):
+    """aiohttp's request without the User-Agent it adds (a request's own one goes out).
+
+    What ``skip_auto_headers=("User-Agent",)`` on the session did, without the multidicts of
+    skipped headers aiohttp builds for that on every request (≈13 k instructions a request)."""
+
+    def update_auto_headers(self, skip_auto_headers: Iterable[str] | None) -> None:
+        own = hdrs.USER_AGENT in self.headers
+        super().update_auto_headers(skip_auto_headers)
+        if not own:
+            self.headers.popall(hdrs.USER_AGENT, None)
+
+
 class Transport:
     """Pooled async HTTP client; safe to share between event loops."""
 
@@ -157,7 +171,7 @@ class Transport:
                 connector=connector,
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=self._connect_timeout),
                 auto_decompress=True,
-                skip_auto_headers=("User-Agent",),
+                request_class=_Request,  # no User-Agent
             )
             self._sessions[loop] = session
         self._last = (loop, session)
