@@ -185,7 +185,11 @@ class Transport:
             async with session.request(
                 request.method, request.url, headers=request.headers, data=request.body, timeout=self._total(timeout)
             ) as resp:
-                body = await _read(resp, max_bytes)
+                length = resp.content_length
+                if max_bytes is None or (length is not None and length <= max_bytes):
+                    body = await resp.read()  # the common case, without _read()'s coroutine
+                else:
+                    body = await _read(resp, max_bytes)
                 return HttpResponse(resp.status, resp.headers, body)
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise _wrap(exc) from None
