@@ -179,11 +179,16 @@ class Transport:
 
     async def send(self, request: HttpRequest, timeout: float, max_bytes: int | None = None) -> HttpResponse:
         """One request, its body read whole; past ``max_bytes`` raises :class:`ResponseTooLarge`."""
-        session = self._session()
+        last = self._last  # _session()'s common case, without its call
+        if last is not None and last[0] is asyncio.get_running_loop() and not last[1].closed:
+            session = last[1]
+        else:
+            session = self._session()
+        total = self._totals.get(timeout) or self._total(timeout)
         try:
             # aiohttp's own total timeout: cheaper than an asyncio.timeout() scope.
             async with session.request(
-                request.method, request.url, headers=request.headers, data=request.body, timeout=self._total(timeout)
+                request.method, request.url, headers=request.headers, data=request.body, timeout=total
             ) as resp:
                 length = resp.content_length
                 if max_bytes is None or (length is not None and length <= max_bytes):

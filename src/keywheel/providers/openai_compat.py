@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import orjson
+
 from keywheel.errors import (
     ContentFiltered,
     ContextTooLong,
@@ -468,7 +470,10 @@ class OpenAICompatAdapter:
         return HttpRequest("POST", _url(endpoint, "/chat/completions"), _headers(endpoint, key), dumps(wire))
 
     def parse_response(self, body: bytes) -> Completion:
-        payload = loads(body)
+        try:
+            payload = orjson.loads(body)  # loads() without its call: every answer comes here
+        except orjson.JSONDecodeError:
+            payload = None
         plain = _plain_completion(payload)
         if plain is not None:
             return plain
