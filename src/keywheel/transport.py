@@ -200,12 +200,11 @@ class Transport:
             raise _wrap(exc) from None
 
     def _total(self, total: float) -> aiohttp.ClientTimeout:
-        cached = self._totals.get(total)
-        if cached is None:
-            cached = aiohttp.ClientTimeout(total=total, sock_connect=self._connect_timeout)
-            if len(self._totals) < 8:  # the attempt timeout, mostly; a running-out deadline varies
-                self._totals[total] = cached
-        return cached
+        """A new timeout of ``total`` seconds (:meth:`send` looks in the cache first)."""
+        made = aiohttp.ClientTimeout(total=total, sock_connect=self._connect_timeout)
+        if len(self._totals) < 8:  # the attempt timeout, mostly; a running-out deadline varies
+            self._totals[total] = made
+        return made
 
     @asynccontextmanager
     async def stream(
