@@ -574,7 +574,7 @@ def _passthrough(
     canonical: list[RequestBuilder] = []
 
     def build(target: Target, key: ApiKey, stream: bool) -> HttpRequest:
-        if target.speaks("openai"):
+        if target.provider.speaks("openai"):  # Target.speaks() without its extra call
             body = plain_body(wire, target.model, max_tokens, temperature, extra, stream=stream)
             return body_request(target.endpoint, key, body)
         if not canonical:

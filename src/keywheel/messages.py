@@ -180,7 +180,7 @@ def openai_wire(messages: Any) -> list[dict[str, Any]] | None:
         return None
     out: list[dict[str, Any]] = []
     last = None
-    for i, msg in enumerate(messages):
+    for msg in messages:
         if type(msg) is not dict or len(msg) != 2:
             return None
         role, content = msg.get("role"), msg.get("content")
@@ -190,7 +190,7 @@ def openai_wire(messages: Any) -> list[dict[str, Any]] | None:
             if role == last:
                 return None
             last = role
-        elif role != "system" or i:
+        elif role != "system" or out:  # a system message only first
             return None
         out.append({"role": role, "content": content})
     return out if last is not None else None

@@ -41,7 +41,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 from keywheel.calls import (
     RetryPolicy,
@@ -89,19 +89,16 @@ class _Call:
     last: UpstreamError | None = None
     forced: Target | None = None  # tried past its open breaker: nothing else could serve
     earliest: float | None = None  # this round: seconds until the first resting key returns
-    skipped: list[tuple[float, int]] = field(default_factory=list)  # this round: (seconds to trial, index) if open
+    skipped: list[tuple[float, int]] | None = None  # this round: (seconds to trial, index) if open
 
     def unavailable(self, got: float | Open | None, index: int) -> None:
         """The target at ``index`` gave no key this round: ``got`` says why."""
         if isinstance(got, Open):
+            if self.skipped is None:
+                self.skipped = []
             self.skipped.append((got.retry_in, index))
         elif got is not None:
             self.earliest = got if self.earliest is None else min(self.earliest, got)
-
-
-@dataclass(slots=True)
-class _Ok(Generic[T]):
-    value: T
 
 
 # What one attempt does with a chosen target and key; raises UpstreamError on failure.
@@ -174,7 +171,7 @@ class Router:
         loop = asyncio.get_running_loop()
         call = _Call(loop.time() + self.settings.timeout, tokens)
         while True:
-            call.earliest, call.skipped = None, []
+            call.earliest = call.skipped = None
             for index, target in enumerate(targets if call.forced is None else [call.forced]):
                 if call.min_window is not None and (target.provider.context_window or 0) <= call.min_window:
                     continue
@@ -209,10 +206,9 @@ class Router:
             if not isinstance(got, ApiKey):
                 call.unavailable(got, index)
                 return None
-            outcome = await self._attempt(call, target, got, attempt, store, local)
-            if not isinstance(outcome, UpstreamError):
-                return outcome.value, Served(target, got, call.attempts)
-            exc = outcome
+            exc = await self._attempt(call, target, got, attempt, store, local)
+            if not isinstance(exc, UpstreamError):
+                return exc, Served(target, got, call.attempts)
             if exc.scope == "request":
                 if isinstance(exc, ContextTooLong) and target.provider.context_window:
                     call.min_window = target.provider.context_window  # only a larger window may serve it
@@ -231,8 +227,9 @@ class Router:
 
     async def _attempt(
         self, call: _Call, target: Target, key: ApiKey, attempt: AttemptFn[T], store: KeyStore, local: LocalStore | None
-    ) -> _Ok[T] | UpstreamError:
-        """One attempt on ``key``: its result, or the error it ended in (recorded, key released)."""
+    ) -> T | UpstreamError:
+        """One attempt on ``key``: its result, or the error it ended in (recorded, key released;
+        an attempt's result is never an error, so no wrapper tells the two apart)."""
         remaining = call.deadline - asyncio.get_running_loop().time()
         started = time.perf_counter()
         try:
@@ -253,7 +250,7 @@ class Router:
             raise
         latency = (time.perf_counter() - started) * 1000
         call.attempts.append(Attempt(target.provider.name, key.fingerprint, "ok", latency, 200))
-        return _Ok(result)
+        return result
 
     async def _retry(self, call: _Call, exc: UpstreamError, store: KeyStore, faults: int) -> bool:
         """After the ``faults``-th provider fault on one target: wait and retry it (True), or move on."""
@@ -311,15 +308,23 @@ class Router:
 
     async def settle(self, served: Served, usage: Usage | None) -> None:
         """Record the success of a non-streaming call (execute() leaves the key in flight)."""
-        name = served.target.provider.name
-        served.usage = usage
-        local = self._local.get(name)
-        if local:
-            local.release_nowait(served.key, None, served.attempts[-1].latency_ms, usage)
-        else:
+        if not self._settle_nowait(served, usage):
+            name = served.target.provider.name
             await self.pools[name].release(served.key, None, served.attempts[-1].latency_ms, usage)
+            if self.observer.attempts:
+                served_event(self.observer, served, "ok", served.attempts[-1].latency_ms, usage)
+
+    def _settle_nowait(self, served: Served, usage: Usage | None) -> bool:
+        """:meth:`settle` when the key's store lives in this process (no await); False if it does not."""
+        served.usage = usage
+        local = self._local.get(served.target.provider.name)
+        if not local:
+            return False
+        latency = served.attempts[-1].latency_ms
+        local.release_nowait(served.key, None, latency, usage)
         if self.observer.attempts:
-            served_event(self.observer, served, "ok", served.attempts[-1].latency_ms, usage)
+            served_event(self.observer, served, "ok", latency, usage)
+        return True
 
     async def complete(
         self, targets: list[Target], build: RequestBuilder, *, tokens: int = 0
@@ -336,7 +341,8 @@ class Router:
             return target.adapter.parse_response(resp.body), resp.body
 
         (completion, body), served = await self.execute(targets, attempt, tokens=tokens)
-        await self.settle(served, completion.usage)
+        if not self._settle_nowait(served, completion.usage):
+            await self.settle(served, completion.usage)
         return completion, body, served
 
     async def open_stream(

@@ -458,3 +458,15 @@ def test_breaker_admit_is_a_pure_function_of_state_and_time() -> None:
     opened = Breaker("open", 3, 12.0, 5.0)
     assert breaker_admit(opened, 10.0, POLICY, "k") == (opened, 2.0)
     assert breaker_admit(opened, 12.0, POLICY, "k") == (Breaker("half-open", 3, 42.0, 5.0, "k"), 0.0)
+
+
+def test_a_minute_bucket_is_reused_within_its_minute_and_the_clock_going_back() -> None:
+    from collections import deque
+
+    from keywheel.state.stats import minute_bucket
+
+    minutes: deque[list[float]] = deque()
+    first = minute_bucket(minutes, 600.0)
+    assert minute_bucket(minutes, 659.0) is first  # the same minute
+    assert minute_bucket(minutes, 30.0) is first  # the clock went back: counted in the last one
+    assert minute_bucket(minutes, 660.0) is not first and len(minutes) == 2

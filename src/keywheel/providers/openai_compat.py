@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import orjson
+
 from keywheel.errors import (
     ContentFiltered,
     ContextTooLong,
@@ -334,15 +336,13 @@ def _plain_completion(payload: Any) -> Completion | None:
         return None
     cost = usage.get("cost")
     model, answer_id = payload.get("model"), payload.get("id")
-    return Completion(
-        text=text,
-        tool_calls=[],
-        finish_reason=finish,
-        usage=Usage(
-            prompt, completion, float(cost) if isinstance(cost, int | float) and type(cost) is not bool else None
-        ),
-        model=model if type(model) is str else "",
-        id=answer_id if type(answer_id) is str else "",
+    return Completion(  # positional, in the declared order: the hot path
+        text,
+        [],
+        finish,
+        Usage(prompt, completion, float(cost) if type(cost) is float or type(cost) is int else None),
+        model if type(model) is str else "",
+        answer_id if type(answer_id) is str else "",
     )
 
 
@@ -511,7 +511,10 @@ class OpenAICompatAdapter:
         return HttpRequest("POST", _url(endpoint, "/chat/completions"), _headers(endpoint, key), dumps(wire))
 
     def parse_response(self, body: bytes) -> Completion:
-        payload = loads(body)
+        try:
+            payload = orjson.loads(body)  # loads() without its call: every answer comes here
+        except orjson.JSONDecodeError:
+            payload = None
         plain = _plain_completion(payload)
         if plain is not None:
             return plain

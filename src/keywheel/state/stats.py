@@ -46,7 +46,8 @@ def count(stats: KeyStats, error: UpstreamError | None, latency_ms: float, usage
     stats.requests += 1
     stats.last_used = now
     stats.latency_ms_total += latency_ms
-    bucket = minute_bucket(stats.minutes, now)
+    minutes = stats.minutes
+    bucket = minutes[-1] if minutes and minutes[-1][0] >= now // 60 else minute_bucket(minutes, now)
     bucket[1] += 1
     bucket[3] += latency_ms
     if usage is not None:
