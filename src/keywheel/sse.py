@@ -69,9 +69,12 @@ class SSEDecoder:
         # this is what decoding each line alone gives), then cut up as text: str is cheaper to scan.
         out: list[SSEEvent] = []
         for block in buf[:cut].decode("utf-8", "replace").split("\n\n"):
-            event = _event(block)
-            if event is not None:
-                out.append(event)
+            if block.startswith("data: ") and "\n" not in block:  # the common case, without a call
+                out.append(SSEEvent(None, block[6:]))
+            else:
+                event = _event(block)
+                if event is not None:
+                    out.append(event)
         return out
 
     def close(self) -> list[SSEEvent]:

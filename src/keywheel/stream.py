@@ -109,9 +109,11 @@ class EventStream:
             raise ResponseTooLarge(f"{exc} (KEYWHEEL_MAX_EVENT_BYTES)") from None
         try:
             for sse in sse_events:
-                events.extend(feed(sse))
-                if hold and events and self.passthrough:
-                    feed = parser.tap  # the first event is in: the rest only needs watching
+                got = feed(sse)
+                if got:
+                    events.extend(got)
+                    if hold and self.passthrough:
+                        feed = parser.tap  # the first event is in: the rest only needs watching
             if chunk is None and not any(isinstance(e, StreamEnd) for e in events):
                 events.extend(parser.close())
         except UpstreamError as exc:
@@ -159,6 +161,14 @@ class EventStream:
             raise
         finally:
             await self._finish(error)
+
+    def whole(self) -> bytes | None:
+        """The upstream's bytes, when the stream ended within the reads that opened it, without an
+        error (a short answer, often): what :meth:`raw` would yield, in one piece; else ``None``.
+        The stream still needs :meth:`aclose` (which settles its key)."""
+        if self._finished and self._held is None:
+            return b"".join(self._first_raw)
+        return None
 
     async def raw(self) -> AsyncGenerator[bytes, None]:
         """The upstream's bytes as they come, whole events at a time.  An upstream error

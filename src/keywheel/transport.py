@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import weakref
 from collections.abc import AsyncIterator, Iterable, Mapping
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -206,33 +206,11 @@ class Transport:
             self._totals[total] = made
         return made
 
-    @asynccontextmanager
-    async def stream(
-        self, request: HttpRequest, timeout: float, idle_timeout: float
-    ) -> AsyncIterator[StreamingResponse]:
-        """Open a streaming request.  The per-read timeout (the smaller of ``timeout`` and
-        ``idle_timeout``) bounds the wait for the status line and then for each chunk:
-        one mechanism, no timer per chunk."""
-        session = self._session()
-        try:
-            resp = await session.request(
-                request.method,
-                request.url,
-                headers=request.headers,
-                data=request.body,
-                timeout=self._stream_timeout(min(timeout, idle_timeout)),
-            )
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise _wrap(exc) from None
-        try:
-            yield StreamingResponse(resp)
-        finally:
-            # Closing (not releasing) drops the connection when the body was not
-            # read to the end, so a cancelled stream stops the upstream at once.
-            if resp.content.at_eof():
-                resp.release()
-            else:
-                resp.close()
+    def stream(self, request: HttpRequest, timeout: float, idle_timeout: float) -> _OpenStream:
+        """Open a streaming request (``async with``).  The per-read timeout (the smaller of ``timeout``
+        and ``idle_timeout``) bounds the wait for the status line and then for each chunk: one
+        mechanism, no timer per chunk."""
+        return _OpenStream(self, request, self._stream_timeout(min(timeout, idle_timeout)))
 
     def _stream_timeout(self, read: float) -> aiohttp.ClientTimeout:
         # Usually the configured idle timeout: cache that one (and only a few others,
@@ -253,3 +231,36 @@ class Transport:
 
     def sessions(self) -> list[tuple[asyncio.AbstractEventLoop, aiohttp.ClientSession]]:
         return list(self._sessions.items())
+
+
+class _OpenStream:
+    """:meth:`Transport.stream`'s context: a class of its own, not an ``asynccontextmanager``
+    (whose generator machinery costs more than the request's own bookkeeping here)."""
+
+    __slots__ = ("_transport", "_request", "_timeout", "_resp")
+
+    def __init__(self, transport: Transport, request: HttpRequest, timeout: aiohttp.ClientTimeout) -> None:
+        self._transport, self._request, self._timeout = transport, request, timeout
+        self._resp: aiohttp.ClientResponse | None = None
+
+    async def __aenter__(self) -> StreamingResponse:
+        request = self._request
+        try:
+            resp = await self._transport._session().request(
+                request.method, request.url, headers=request.headers, data=request.body, timeout=self._timeout
+            )
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise _wrap(exc) from None
+        self._resp = resp
+        return StreamingResponse(resp)
+
+    async def __aexit__(self, *_: object) -> None:
+        resp = self._resp
+        if resp is None:
+            return
+        # Closing (not releasing) drops the connection when the body was not
+        # read to the end, so a cancelled stream stops the upstream at once.
+        if resp.content.at_eof():
+            resp.release()
+        else:
+            resp.close()

@@ -52,6 +52,7 @@ from keywheel.gateway.http import (
     log_internal,
     loggable,
     read_body,
+    relay,
     request_id,
     served_header_list,
     served_headers,
@@ -461,12 +462,7 @@ class Gateway:
         ended = False
         try:
             if renderer is None:
-                async for chunk in stream.raw():
-                    # The chunk that closes the stream also ends the response: one write fewer.
-                    ended = stream.finished
-                    await send({"type": "http.response.body", "body": chunk, "more_body": not ended})
-                    if ended:
-                        break
+                ended = await relay(stream, send)
             else:
                 start = renderer.start()
                 if start:
@@ -476,7 +472,7 @@ class Gateway:
         except (KeywheelError, Exception, asyncio.CancelledError) as exc:
             # Once the stream has started, errors travel in-band, the dialect's way.
             err = self._in_band(exc)
-            if ended:
+            if renderer is None and stream.finished:
                 raise  # the response is complete: nothing more may be sent
             renderer = renderer or dialect.stream_renderer(who.target.model, False)
             await send({"type": "http.response.body", "body": renderer.error(err), "more_body": True})
@@ -585,11 +581,6 @@ class Gateway:
             if model.startswith(prefix) and name in settings.chain:
                 return name, model
         return None, None
-
-    # ------------------------------------------------------------------ body
-
-    async def _body(self, headers: dict[bytes, bytes], receive: Receive) -> bytes:
-        return await read_body(headers, receive, self.max_body, self.body_timeout)
 
 
 # -------------------------------------------------------------------- helpers

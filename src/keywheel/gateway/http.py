@@ -16,6 +16,7 @@ from typing import Any
 
 from keywheel.calls import Served
 from keywheel.errors import KeywheelError
+from keywheel.stream import EventStream
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -274,3 +275,19 @@ async def landing(method: str, send: Send) -> int:
     await send({"type": "http.response.start", "status": 200, "headers": head})
     await send({"type": "http.response.body", "body": LANDING if method == "GET" else b""})
     return 200
+
+
+async def relay(stream: EventStream, send: Send) -> bool:
+    """A pass-through stream's bytes to the caller as they come; whether the response is complete.
+    The chunk that closes the stream also ends the response (one write fewer), and a stream over
+    already goes in one write.  (Raising, the response is complete when ``stream.finished``.)"""
+    whole = stream.whole()
+    if whole is not None:
+        await send({"type": "http.response.body", "body": whole, "more_body": False})
+        return True
+    async for chunk in stream.raw():
+        ended = stream.finished
+        await send({"type": "http.response.body", "body": chunk, "more_body": not ended})
+        if ended:
+            return True
+    return False  # the connection's end closed the stream, with nothing more to send
