@@ -108,17 +108,11 @@ def keywheel_app(upstream: str) -> tuple[Window, Any]:
 
     sys.stderr = open(os.devnull, "w")  # noqa: SIM115 — the access log goes here, as to a file
     configure_logging(os.environ.get("CALLS_LOG_LEVEL", "INFO"))
-    env = {
-        "AI_PROVIDER": "openrouter",
-        "OPENROUTER_BASE_URL": f"{upstream}/api/v1",
-        "OPENROUTER_MODEL": fixtures.OPENAI_MODEL,
-        "ENABLE_ANTHROPIC": "false",
-        "ENABLE_GEMINI": "false",
-        "KEYWHEEL_GATEWAY_KEYS": GATEWAY_KEY,
-        **Keywheel.ops_env,  # as the gateway section's `keywheel` target: metrics off, text log
-    }
-    for i, key in enumerate(upstream_keys("openrouter"), start=1):
-        env[f"OPENROUTER_API_KEY_{i}"] = key
+    from inprocess_worker import wheel_env
+
+    # The library rows' keys and stand-in, plus the gateway key; as the gateway section's `keywheel`
+    # target: metrics off, text log.
+    env = {**wheel_env(upstream), "KEYWHEEL_GATEWAY_KEYS": GATEWAY_KEY, **Keywheel.ops_env}
     wheel = Wheel(settings_from_env(env))
     window = Window(Gateway(wheel))
     return window, server_config(window, wheel.settings, workers=1, log_level="INFO")  # type: ignore[arg-type]

@@ -30,6 +30,8 @@ import orjson
 from keywheel.secrets import install_log_filter, log_filter, redact_everywhere
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+#: The JSON lines' ``ts`` to the second (UTC; milliseconds and ``Z`` follow).
+JSON_TIME = "%Y-%m-%dT%H:%M:%S"
 FORMATS = ("text", "json")
 #: The attribute of a log record that holds its structured fields (``extra={FIELDS: {...}}``).
 FIELDS = "keywheel"
@@ -50,7 +52,7 @@ class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         seconds = int(record.created)
         if seconds != self._second:  # one strftime a second
-            self._second, self._stamp = seconds, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+            self._second, self._stamp = seconds, time.strftime(JSON_TIME, time.gmtime(seconds))
         line: dict[str, Any] = {
             "ts": f"{self._stamp}.{int(record.msecs):03d}Z",
             "level": record.levelname,
@@ -115,7 +117,6 @@ class LineHandler(logging.StreamHandler[TextIO]):
     def __init__(self, stream: TextIO) -> None:
         super().__init__(stream)
         self._pending: list[str] = []
-        self._format = "text"
         self.text = True  # the text format (else JSON, whose lines carry structured fields)
         self._own: logging.Formatter | None = None
         self._second = -1
@@ -124,7 +125,7 @@ class LineHandler(logging.StreamHandler[TextIO]):
         self._encoding = getattr(stream, "encoding", None) or "utf-8"
 
     def use(self, fmt: str) -> None:
-        self._format, self._own, self._second = fmt, self.formatter, -1
+        self._own, self._second = self.formatter, -1
         self.text = fmt != "json"
 
     def line(self, name: str, message: str, fields: dict[str, Any] | None) -> None:
@@ -156,13 +157,13 @@ class LineHandler(logging.StreamHandler[TextIO]):
         if self.text:
             self._stamp = time.strftime(self.default_time, time.localtime(seconds))
         else:
-            self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+            self._stamp = time.strftime(JSON_TIME, time.gmtime(seconds))
 
     def _write_later(self) -> None:
         with self.lock:  # type: ignore[union-attr]
             self._write_pending()
 
-    default_time = "%Y-%m-%d %H:%M:%S"  # logging.Formatter's (its default_time_format)
+    default_time = logging.Formatter.default_time_format
 
     def _write_pending(self) -> None:
         if not self._pending:
