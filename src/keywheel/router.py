@@ -165,17 +165,30 @@ class Router:
 
     # ------------------------------------------------------------- the loop
 
-    async def execute(self, targets: list[Target], attempt: AttemptFn[T], *, tokens: int = 0) -> tuple[T, Served]:
+    async def execute(
+        self,
+        targets: list[Target],
+        attempt: AttemptFn[T],
+        *,
+        tokens: int = 0,
+        call: _Call | None = None,
+        resume: UpstreamError | None = None,
+    ) -> tuple[T, Served]:
         """Run ``attempt`` over ``targets`` and their keys until one succeeds (``tokens``: the
-        call's estimate, reserved in the token windows of the key it gets)."""
+        call's estimate, reserved in the token windows of the key it gets).
+
+        ``call`` and ``resume``: a call whose first try, on ``targets[0]``, was already made
+        (:meth:`complete`'s fast path) and failed with ``resume`` (recorded, its key released)."""
         loop = asyncio.get_running_loop()
-        call = _Call(loop.time() + self.settings.timeout, tokens)
+        if call is None:
+            call = _Call(loop.time() + self.settings.timeout, tokens)
         while True:
             call.earliest = call.skipped = None
             for index, target in enumerate(targets if call.forced is None else [call.forced]):
                 if call.min_window is not None and (target.provider.context_window or 0) <= call.min_window:
                     continue
-                served = await self._on_target(call, index, target, attempt)
+                served = await self._on_target(call, index, target, attempt, resume)
+                resume = None
                 if served is not None:
                     return served
             # Every target was tried or is resting.  Wait for a resting key if it is close.
@@ -191,24 +204,29 @@ class Router:
             raise await self._failure(call, targets)
 
     async def _on_target(
-        self, call: _Call, index: int, target: Target, attempt: AttemptFn[T]
+        self, call: _Call, index: int, target: Target, attempt: AttemptFn[T], resume: UpstreamError | None = None
     ) -> tuple[T, Served] | None:
-        """Try ``target``'s keys: its answer, or ``None`` to go on to the next target."""
+        """Try ``target``'s keys: its answer, or ``None`` to go on to the next target (``resume``:
+        the failure of a try already made on it)."""
         name = target.provider.name
         store, local = self.pools[name], self._local.get(name)
         key_faults = provider_faults = 0
         while True:
-            force, tokens = call.forced is not None, call.tokens
-            if local:
-                got = local.acquire_nowait(force=force, tokens=tokens)
+            if resume is not None:
+                exc, resume = resume, None
             else:
-                got = await store.acquire(force=force, tokens=tokens)
-            if not isinstance(got, ApiKey):
-                call.unavailable(got, index)
-                return None
-            exc = await self._attempt(call, target, got, attempt, store, local)
-            if not isinstance(exc, UpstreamError):
-                return exc, Served(target, got, call.attempts)
+                force, tokens = call.forced is not None, call.tokens
+                if local:
+                    got = local.acquire_nowait(force=force, tokens=tokens)
+                else:
+                    got = await store.acquire(force=force, tokens=tokens)
+                if not isinstance(got, ApiKey):
+                    call.unavailable(got, index)
+                    return None
+                result = await self._attempt(call, target, got, attempt, store, local)
+                if not isinstance(result, UpstreamError):
+                    return result, Served(target, got, call.attempts)
+                exc = result
             if exc.scope == "request":
                 if isinstance(exc, ContextTooLong) and target.provider.context_window:
                     call.min_window = target.provider.context_window  # only a larger window may serve it
@@ -240,10 +258,7 @@ class Router:
             latency = (time.perf_counter() - started) * 1000
             self._own(exc, target, key)
             change = local.release_nowait(key, exc, latency) if local else await store.release(key, exc, latency)
-            call.attempts.append(self._failed(target, key, exc, latency, change))
-            if log.isEnabledFor(logging.INFO):
-                log.info("attempt failed: %s", exc)
-            call.last = exc
+            self._lost(call, target, key, exc, latency, change)
             return exc
         except BaseException:
             await store.abandon(key)  # cancelled: free the slot, count nothing
@@ -277,6 +292,15 @@ class Router:
             last.attempts = attempts
             return last
         return AllProvidersFailed(attempts, last, summary=tally)
+
+    def _lost(
+        self, call: _Call, target: Target, key: ApiKey, exc: UpstreamError, latency: float, change: KeyChange | None
+    ) -> None:
+        """Record a failed attempt (its error owned, its key released with ``change``) on ``call``."""
+        call.attempts.append(self._failed(target, key, exc, latency, change))
+        if log.isEnabledFor(logging.INFO):
+            log.info("attempt failed: %s", exc)
+        call.last = exc
 
     def _failed(
         self, target: Target, key: ApiKey, exc: UpstreamError, latency: float, change: KeyChange | None
@@ -330,8 +354,42 @@ class Router:
         self, targets: list[Target], build: RequestBuilder, *, tokens: int = 0
     ) -> tuple[Completion, bytes, Served]:
         """A non-streaming call: the parsed completion, the raw upstream body, and who served it.
-        ``tokens``: the estimate reserved in token windows (:func:`keywheel.state.windows.estimate_tokens`)."""
+        ``tokens``: the estimate reserved in token windows (:func:`keywheel.state.windows.estimate_tokens`).
 
+        The first try, on the first target's key when its store lives in this process, is made here
+        as :meth:`execute` would make it, without its frames; a failure goes on in :meth:`execute`."""
+        settings, first = self.settings, targets[0]
+        local = self._local.get(first.provider.name)
+        got = local.acquire_nowait(tokens=tokens) if local is not None and settings.timeout > 0 else None
+        deadline = asyncio.get_running_loop().time() + settings.timeout
+        if local is None or not isinstance(got, ApiKey):
+            return await self._complete(targets, build, _Call(deadline, tokens))
+        started = time.perf_counter()
+        try:
+            resp = await self.transport.send(
+                build(first, got, False), min(settings.attempt_timeout, settings.timeout), settings.max_response_bytes
+            )
+            if resp.status >= 300:
+                raise first.adapter.classify_error(resp.status, resp.headers, resp.body)
+            completion = first.adapter.parse_response(resp.body)
+        except UpstreamError as exc:
+            latency = (time.perf_counter() - started) * 1000
+            self._own(exc, first, got)
+            call = _Call(deadline, tokens)
+            self._lost(call, first, got, exc, latency, local.release_nowait(got, exc, latency))
+            return await self._complete(targets, build, call, exc)
+        except BaseException:
+            local.abandon_nowait(got)  # cancelled: free the slot, count nothing
+            raise
+        latency = (time.perf_counter() - started) * 1000
+        served = Served(first, got, [Attempt(first.provider.name, got.fingerprint, "ok", latency, 200)])
+        self._settle_nowait(served, completion.usage)
+        return completion, resp.body, served
+
+    async def _complete(
+        self, targets: list[Target], build: RequestBuilder, call: _Call, resume: UpstreamError | None = None
+    ) -> tuple[Completion, bytes, Served]:
+        """:meth:`complete` through :meth:`execute` (``resume``: the failure of a first try already made)."""
         transport, max_bytes = self.transport, self.settings.max_response_bytes
 
         async def attempt(target: Target, key: ApiKey, timeout: float) -> tuple[Completion, bytes]:
@@ -340,7 +398,7 @@ class Router:
                 raise target.adapter.classify_error(resp.status, resp.headers, resp.body)
             return target.adapter.parse_response(resp.body), resp.body
 
-        (completion, body), served = await self.execute(targets, attempt, tokens=tokens)
+        (completion, body), served = await self.execute(targets, attempt, tokens=call.tokens, call=call, resume=resume)
         if not self._settle_nowait(served, completion.usage):
             await self.settle(served, completion.usage)
         return completion, body, served

@@ -15,7 +15,7 @@ from keywheel.errors import (
     UpstreamError,
 )
 from keywheel.providers.base import Endpoint
-from keywheel.providers.openai_compat import OpenAICompatAdapter
+from keywheel.providers.openai_compat import OpenAICompatAdapter, _completion, _plain_completion
 from keywheel.secrets import ApiKey
 from keywheel.types import (
     ChatRequest,
@@ -222,6 +222,101 @@ def test_parse_openai_tool_call_example() -> None:
     assert completion.tool_calls == [ToolCall("call_1", "calc", {"expr": "2+2"})]
     assert completion.finish_reason == "tool_calls"
     assert completion.usage == Usage(60, 15)
+
+
+DROP = object()
+
+
+def _answer(**changes: object) -> dict[str, object]:
+    """The common answer (one choice of text, usage), with top-level fields replaced or removed (DROP)."""
+    base: dict[str, object] = {
+        "id": "gen-1",
+        "model": "m",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "4"}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 20, "completion_tokens": 1, "total_tokens": 21, "cost": 0.5},
+    }
+    for name, value in changes.items():
+        if value is DROP:
+            base.pop(name)
+        else:
+            base[name] = value
+    return base
+
+
+def _choice(message: object = None, finish: object = "stop", **more: object) -> list[object]:
+    choice = {"index": 0, "message": {"role": "assistant", "content": "4"} if message is None else message}
+    return [{**choice, "finish_reason": finish, **more}]
+
+
+def _usage_of(**fields: object) -> dict[str, object]:
+    return {"prompt_tokens": 20, "completion_tokens": 1, **fields}
+
+
+# Answers the fast path reads itself (True) or leaves to the general one (False).
+PLAIN_SHAPES: list[tuple[str, object, bool]] = [
+    ("common", _answer(), True),
+    ("length", _answer(choices=_choice(finish="length")), True),
+    ("no id, no model", _answer(id=DROP, model=DROP), True),
+    ("id and model not strings", _answer(id=7, model=["m"]), True),
+    ("cost an int", _answer(usage=_usage_of(cost=1)), True),
+    ("no cost", _answer(usage=_usage_of()), True),
+    ("cost a string", _answer(usage=_usage_of(cost="0.1")), True),
+    ("cost a bool", _answer(usage=_usage_of(cost=True)), True),
+    ("no tool_calls, no refusal", _answer(choices=_choice({"content": "4", "tool_calls": [], "refusal": None})), True),
+    ("empty content", _answer(choices=_choice({"content": ""})), True),
+    ("error null", _answer(error=None), False),
+    ("error", {"error": {"message": "upstream", "code": 502}}, False),
+    ("no usage", _answer(usage=DROP), False),
+    ("usage null", _answer(usage=None), False),
+    ("usage a list", _answer(usage=[1]), False),
+    ("tokens floats", _answer(usage={"prompt_tokens": 1.0, "completion_tokens": 1}), False),
+    ("tokens bools", _answer(usage={"prompt_tokens": True, "completion_tokens": 1}), False),
+    ("tokens missing", _answer(usage={"prompt_tokens": 1}), False),
+    ("no choices", _answer(choices=DROP), False),
+    ("choices empty", _answer(choices=[]), False),
+    ("two choices", _answer(choices=_choice() * 2), False),
+    ("choices an object", _answer(choices={"message": {"content": "4"}}), False),
+    ("choices a string", _answer(choices="x"), False),
+    ("choice a string", _answer(choices=["x"]), False),
+    ("choice a list", _answer(choices=[["message"]]), False),
+    ("choice null", _answer(choices=[None]), False),
+    ("message a string", _answer(choices=_choice("4")), False),
+    ("message a list", _answer(choices=_choice(["content"])), False),
+    ("no message", _answer(choices=[{"finish_reason": "stop"}]), False),
+    ("content null", _answer(choices=_choice({"content": None})), False),
+    ("content parts", _answer(choices=_choice({"content": [{"type": "text", "text": "4"}]})), False),
+    ("no content", _answer(choices=_choice({"role": "assistant"})), False),
+    ("tool calls", _answer(choices=_choice({"content": "", "tool_calls": [{"id": "c"}]}, "tool_calls")), False),
+    ("tool calls with stop", _answer(choices=_choice({"content": "", "tool_calls": [{"id": "c"}]})), False),
+    ("refusal", _answer(choices=_choice({"content": None, "refusal": "no"})), False),
+    ("refusal with content", _answer(choices=_choice({"content": "4", "refusal": "no"})), False),
+    ("finish error", _answer(choices=_choice(finish="error", error={"message": "upstream", "code": 502})), False),
+    ("finish content_filter", _answer(choices=_choice(finish="content_filter")), False),
+    ("finish null", _answer(choices=_choice(finish=None)), False),
+    ("finish a list", _answer(choices=_choice(finish=["stop"])), False),
+    ("no finish", _answer(choices=[{"message": {"content": "4"}}]), False),
+    ("a list", [_answer()], False),
+    ("a string", "4", False),
+    ("null", None, False),
+]
+
+
+@pytest.mark.parametrize(("payload", "plain"), [s[1:] for s in PLAIN_SHAPES], ids=[s[0] for s in PLAIN_SHAPES])
+def test_the_plain_answer_path_reads_as_the_general_one(payload: object, plain: bool) -> None:
+    """``parse_response``'s fast path gives what the defensive walk gives, or leaves the answer to it."""
+    body = orjson.dumps(payload)
+    fast = _plain_completion(payload)
+    assert (fast is not None) == plain
+    try:
+        general = _completion(payload, body)
+    except UpstreamError as exc:
+        assert fast is None
+        with pytest.raises(type(exc)):
+            ADAPTER.parse_response(body)
+        return
+    if fast is not None:
+        assert fast == general
+    assert ADAPTER.parse_response(body) == general
 
 
 def test_invalid_tool_arguments_are_kept_raw() -> None:

@@ -15,15 +15,15 @@ from contextlib import AbstractAsyncContextManager
 import orjson
 import pytest
 
-from keywheel.calls import RetryPolicy
+from keywheel.calls import RetryPolicy, Served
 from keywheel.config import Settings, settings_from_env
-from keywheel.errors import AllProvidersFailed, BadRequest, NoKeyAvailable
+from keywheel.errors import AllProvidersFailed, BadRequest, NoKeyAvailable, UpstreamError
 from keywheel.providers.base import HttpRequest
-from keywheel.router import Router, translated
+from keywheel.router import Router, _Call, translated
 from keywheel.state.memory import MemoryStore
 from keywheel.state.rules import BreakerPolicy
 from keywheel.transport import HttpResponse, HttpStream
-from keywheel.types import ChatRequest, Message, TextPart
+from keywheel.types import ChatRequest, Completion, Message, TextPart
 
 OK_BODY = orjson.dumps(
     {
@@ -181,3 +181,81 @@ def test_retry_policy_delays_double_to_the_cap_with_jitter() -> None:
 
     assert [policy.delay(n, Fixed(1.0)) for n in (1, 2, 3, 4, 5, 6)] == pytest.approx([0.2, 0.4, 0.8, 1.6, 2.0, 2.0])
     assert policy.delay(1, Fixed(0.0)) == pytest.approx(0.1)  # jitter takes off up to half
+
+
+# --- complete()'s first try: made without execute()'s frames, it must act exactly as execute() ---
+
+TOO_LONG = failing(400, "This model's maximum context length is 8192 tokens")
+ALL_KEYS = ("test-openrouter-key-1", "test-openrouter-key-2", "test-groq-key-1")
+FIRST_TRIES: dict[str, dict[str, list[Answer]]] = {
+    "ok": {},
+    "key fault": {"test-openrouter-key-1": [limited(30)]},
+    "invalid key": {"test-openrouter-key-1": [failing(401, "invalid api key")]},
+    "provider fault, retried": {"test-openrouter-key-1": [failing(500)]},
+    "provider faults, failed over": {"test-openrouter-key-1": [failing(500)], "test-openrouter-key-2": [failing(503)]},
+    "request fault": {"test-openrouter-key-1": [failing(400, "messages: bad")]},
+    "too long, to a larger window": {"test-openrouter-key-1": [TOO_LONG]},
+    "in-band error": {"test-openrouter-key-1": [(200, {}, b'{"error": {"message": "upstream", "code": 502}}')]},
+    "everything fails": {k: [failing(500)] * 3 for k in ALL_KEYS},
+}
+
+
+def _run(r: Router, general: bool) -> tuple[object, ...]:
+    """One call through complete() (its fast first try) or the general loop alone."""
+
+    async def go() -> tuple[Completion, bytes, Served]:
+        targets = r.chain()
+        if general:  # what complete() did before its fast path: every try through execute()
+            call = _Call(asyncio.get_running_loop().time() + r.settings.timeout)
+            return await r._complete(targets, translated(REQUEST), call)
+        return await r.complete(targets, translated(REQUEST))
+
+    try:
+        completion, _, served = asyncio.run(go())
+        outcome: object = (completion.text, served.target.provider.name, served.key.fingerprint)
+        tries = served.attempts
+    except UpstreamError as exc:
+        outcome, tries = type(exc).__name__, exc.attempts
+    except AllProvidersFailed as exc:
+        outcome, tries = type(exc).__name__, exc.attempts
+    snaps = {name: pool.snapshot_nowait() for name, pool in r.pools.items()}  # type: ignore[attr-defined]
+    fields = ("key", "state", "requests", "successes", "failures", "in_flight")
+    keys = {name: [[k[f] for f in fields] for k in snap["keys"]] for name, snap in snaps.items()}
+    breakers = {name: snap["breaker"]["state"] for name, snap in snaps.items()}
+    return outcome, [(a.provider, a.key, a.outcome, a.status) for a in tries], keys, breakers
+
+
+@pytest.mark.parametrize("case", list(FIRST_TRIES))
+def test_the_fast_first_try_acts_as_the_general_loop(case: str) -> None:
+    cfg = settings(KEYWHEEL_PROVIDER_ATTEMPTS="2", GROQ_CONTEXT_WINDOW="1000000", OPENROUTER_CONTEXT_WINDOW="8192")
+    fast_stub, general_stub = StubTransport(FIRST_TRIES[case]), StubTransport(FIRST_TRIES[case])
+    fast = _run(router(fast_stub, cfg, BreakerPolicy(failures=2)), general=False)
+    general = _run(router(general_stub, cfg, BreakerPolicy(failures=2)), general=True)
+    assert fast == general
+    assert fast_stub.asked == general_stub.asked
+    assert fast[1], "every case makes at least one try"
+
+
+def test_a_call_cancelled_in_its_first_try_frees_the_key_and_counts_nothing() -> None:
+    class Hanging(StubTransport):
+        async def send(self, request: HttpRequest, timeout: float, max_bytes: int | None = None) -> HttpResponse:
+            self._answer(request)
+            await asyncio.sleep(3600)
+            raise AssertionError("never answered")
+
+    stub = Hanging()
+    r = router(stub, settings())
+
+    async def go() -> None:
+        task = asyncio.create_task(r.complete(r.chain(), translated(REQUEST)))
+        while not stub.asked:
+            await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(go())
+    (first, second) = r.pools["openrouter"].snapshot_nowait()["keys"]  # type: ignore[attr-defined]
+    assert stub.asked == ["test-openrouter-key-1"]
+    assert (first["in_flight"], first["successes"], first["failures"]) == (0, 0, {})
+    assert second["requests"] == 0

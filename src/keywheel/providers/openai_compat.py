@@ -316,23 +316,27 @@ _PLAIN_FINISH: dict[Any, FinishReason] = {"stop": "stop", "length": "length"}
 
 def _plain_completion(payload: Any) -> Completion | None:
     """The common answer — one choice of plain text, a normal finish, usage, no error —
-    read without the defensive walk of the general path (which handles everything else)."""
+    read without the defensive walk of the general path (which handles everything else, and
+    gives the same for these: ``tests/providers/test_openai_compat.py`` holds the two together).
+
+    Subscripts, not ``.get()`` calls: in a JSON value, only an object takes a string subscript
+    (a list, string, number or null raises ``TypeError``), so each one that succeeds has also
+    checked that its container is an object; a missing field raises ``KeyError``."""
     if type(payload) is not dict or "error" in payload:
         return None
-    choices = payload.get("choices")
-    if type(choices) is not list or len(choices) != 1 or type(choices[0]) is not dict:
+    try:
+        choices, usage = payload["choices"], payload["usage"]
+        if type(choices) is not list or len(choices) != 1:
+            return None
+        choice = choices[0]
+        message = choice["message"]
+        text, finish = message["content"], _PLAIN_FINISH.get(choice["finish_reason"])
+        prompt, completion = usage["prompt_tokens"], usage["completion_tokens"]
+    except (KeyError, TypeError):
         return None
-    choice = choices[0]
-    finish = _PLAIN_FINISH.get(choice.get("finish_reason"))
-    message = choice.get("message")
-    if finish is None or type(message) is not dict or message.get("tool_calls") or message.get("refusal"):
+    if finish is None or type(text) is not str or type(prompt) is not int or type(completion) is not int:
         return None
-    text = message.get("content")
-    usage = payload.get("usage")
-    if type(text) is not str or type(usage) is not dict:
-        return None
-    prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
-    if type(prompt) is not int or type(completion) is not int:
+    if ("tool_calls" in message and message["tool_calls"]) or ("refusal" in message and message["refusal"]):
         return None
     cost = usage.get("cost")
     model, answer_id = payload.get("model"), payload.get("id")
@@ -343,6 +347,41 @@ def _plain_completion(payload: Any) -> Completion | None:
         Usage(prompt, completion, float(cost) if type(cost) is float or type(cost) is int else None),
         model if type(model) is str else "",
         answer_id if type(answer_id) is str else "",
+    )
+
+
+def _completion(payload: Any, body: bytes) -> Completion:
+    """Any answer: the defensive walk (in-band errors raise; :func:`_plain_completion` is its fast path)."""
+    err = error_object(payload)
+    if err is not None:
+        raise _in_band_error(err, body)
+    if not isinstance(payload, dict):
+        raise ServerError(f"unparseable response: {truncate(body.decode('utf-8', 'replace'), 200)}", body=body)
+    err = _choice_error(payload)
+    if err is not None:
+        raise _in_band_error(err, body)
+    choice = as_dict(next(iter(as_list(payload.get("choices"))), None))
+    message = as_dict(choice.get("message"))
+    calls = [
+        ToolCall(
+            as_str(call.get("id")) or f"call_{n}",
+            as_str(as_dict(call.get("function")).get("name")),
+            parse_tool_arguments(as_str(as_dict(call.get("function")).get("arguments"))),
+        )
+        for n, call in enumerate(as_dict(c) for c in as_list(message.get("tool_calls")))
+    ]
+    text = _content_text(message.get("content"))
+    refusal = as_str(message.get("refusal"))
+    finish = _finish(choice.get("finish_reason"), bool(calls))
+    if refusal:
+        finish, text = "content_filter", text or refusal
+    return Completion(
+        text=text,
+        tool_calls=calls,
+        finish_reason=finish,
+        usage=_usage(payload.get("usage")),
+        model=as_str(payload.get("model")),
+        id=as_str(payload.get("id")),
     )
 
 
@@ -515,40 +554,7 @@ class OpenAICompatAdapter:
             payload = orjson.loads(body)  # loads() without its call: every answer comes here
         except orjson.JSONDecodeError:
             payload = None
-        plain = _plain_completion(payload)
-        if plain is not None:
-            return plain
-        err = error_object(payload)
-        if err is not None:
-            raise _in_band_error(err, body)
-        if not isinstance(payload, dict):
-            raise ServerError(f"unparseable response: {truncate(body.decode('utf-8', 'replace'), 200)}", body=body)
-        err = _choice_error(payload)
-        if err is not None:
-            raise _in_band_error(err, body)
-        choice = as_dict(next(iter(as_list(payload.get("choices"))), None))
-        message = as_dict(choice.get("message"))
-        calls = [
-            ToolCall(
-                as_str(call.get("id")) or f"call_{n}",
-                as_str(as_dict(call.get("function")).get("name")),
-                parse_tool_arguments(as_str(as_dict(call.get("function")).get("arguments"))),
-            )
-            for n, call in enumerate(as_dict(c) for c in as_list(message.get("tool_calls")))
-        ]
-        text = _content_text(message.get("content"))
-        refusal = as_str(message.get("refusal"))
-        finish = _finish(choice.get("finish_reason"), bool(calls))
-        if refusal:
-            finish, text = "content_filter", text or refusal
-        return Completion(
-            text=text,
-            tool_calls=calls,
-            finish_reason=finish,
-            usage=_usage(payload.get("usage")),
-            model=as_str(payload.get("model")),
-            id=as_str(payload.get("id")),
-        )
+        return _plain_completion(payload) or _completion(payload, body)
 
     def stream_parser(self) -> OpenAIStreamParser:
         return OpenAIStreamParser()
