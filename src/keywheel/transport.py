@@ -22,6 +22,7 @@ from typing import Protocol
 import aiohttp
 from aiohttp import hdrs
 
+from keywheel.deadlines import Deadlines
 from keywheel.errors import NetworkError, ResponseTooLarge, Timeout
 from keywheel.providers.base import HttpRequest
 
@@ -153,15 +154,20 @@ class Transport:
         self._sessions: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aiohttp.ClientSession] = (
             weakref.WeakKeyDictionary()
         )
-        self._last: tuple[asyncio.AbstractEventLoop, aiohttp.ClientSession] | None = None
+        # Each loop's request deadlines (keywheel.deadlines: one timer for them all).
+        self._deadlines: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Deadlines] = weakref.WeakKeyDictionary()
+        self._last: tuple[asyncio.AbstractEventLoop, aiohttp.ClientSession, Deadlines] | None = None
         self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
-        self._totals: dict[float, aiohttp.ClientTimeout] = {}
 
     def _session(self) -> aiohttp.ClientSession:
+        return self._current()[1]
+
+    def _current(self) -> tuple[asyncio.AbstractEventLoop, aiohttp.ClientSession, Deadlines]:
+        """The running loop, its session and its deadlines."""
         loop = asyncio.get_running_loop()
         last = self._last
         if last is not None and last[0] is loop and not last[1].closed:
-            return last[1]  # the common case: one loop
+            return last  # the common case: one loop
         session = self._sessions.get(loop)
         if session is None or session.closed:
             connector = aiohttp.TCPConnector(
@@ -174,22 +180,25 @@ class Transport:
                 request_class=_Request,  # no User-Agent
             )
             self._sessions[loop] = session
-        self._last = (loop, session)
-        return session
+        deadlines = self._deadlines.get(loop)
+        if deadlines is None:
+            deadlines = self._deadlines[loop] = Deadlines(loop)
+        self._last = (loop, session, deadlines)
+        return self._last
 
     async def send(self, request: HttpRequest, timeout: float, max_bytes: int | None = None) -> HttpResponse:
         """One request, its body read whole; past ``max_bytes`` raises :class:`ResponseTooLarge`."""
-        last = self._last  # _session()'s common case, without its call
-        if last is not None and last[0] is asyncio.get_running_loop() and not last[1].closed:
-            session = last[1]
-        else:
-            session = self._session()
-        total = self._totals.get(timeout) or self._total(timeout)
+        last = self._last  # _current()'s common case, without its call
+        if last is None or last[0] is not asyncio.get_running_loop() or last[1].closed:
+            last = self._current()
+        session, deadlines = last[1], last[2]
+        task = asyncio.current_task()
+        if task is None:  # as aiohttp with a total timeout, or asyncio.timeout(): a deadline needs a task
+            raise RuntimeError("Transport.send() must run in an asyncio task")
+        cancelling = task.cancelling()
+        deadlines.add(task, timeout)
         try:
-            # aiohttp's own total timeout: cheaper than an asyncio.timeout() scope.
-            async with session.request(
-                request.method, request.url, headers=request.headers, data=request.body, timeout=total
-            ) as resp:
+            async with session.request(request.method, request.url, headers=request.headers, data=request.body) as resp:
                 length = resp.content_length
                 if max_bytes is None or (length is not None and length <= max_bytes):
                     body = await resp.read()  # the common case, without _read()'s coroutine
@@ -198,13 +207,12 @@ class Transport:
                 return HttpResponse(resp.status, resp.headers, body)
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise _wrap(exc) from None
-
-    def _total(self, total: float) -> aiohttp.ClientTimeout:
-        """A new timeout of ``total`` seconds (:meth:`send` looks in the cache first)."""
-        made = aiohttp.ClientTimeout(total=total, sock_connect=self._connect_timeout)
-        if len(self._totals) < 8:  # the attempt timeout, mostly; a running-out deadline varies
-            self._totals[total] = made
-        return made
+        except asyncio.CancelledError:
+            if deadlines.passed(task, cancelling):  # cancelled for the deadline, by nobody else
+                raise Timeout("upstream did not answer in time") from None
+            raise
+        finally:
+            deadlines.discard(task)
 
     def stream(self, request: HttpRequest, timeout: float, idle_timeout: float) -> _OpenStream:
         """Open a streaming request (``async with``).  The per-read timeout (the smaller of ``timeout``
