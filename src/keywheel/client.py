@@ -24,7 +24,6 @@ import aiohttp
 
 from keywheel.calls import Target, chat_response, redactor_for
 from keywheel.config import Settings, load_env, settings_from_env
-from keywheel.errors import BadRequest
 from keywheel.messages import from_openai, openai_wire, tool_choice_from_openai, tools_from_openai
 from keywheel.observe import Observer, Subscriber, key_changes, watch_keys
 from keywheel.providers import get_adapter
@@ -128,13 +127,6 @@ class Wheel:
 
     # ---------------------------------------------------------------- requests
 
-    def _targets(self, provider: str | None, model: str | None, fallback: bool) -> list[Target]:
-        try:
-            return self.router.chain(provider, model, fallback=fallback)
-        except KeyError:
-            enabled = ", ".join(self.settings.chain)
-            raise BadRequest(f"provider {provider!r} is not configured or not enabled (enabled: {enabled})") from None
-
     @staticmethod
     def request(
         messages: Sequence[Mapping[str, Any]],
@@ -195,14 +187,14 @@ class Wheel:
                 **extra,
             )
             return await self.acomplete(request, model=model, provider=provider, fallback=fallback)
-        targets = self._targets(provider, model, fallback)
+        targets = self.router.chain(provider, model, fallback=fallback)
         completion, _, served = await self.router.complete(targets, _passthrough(wire, max_tokens, temperature, extra))
         return chat_response(completion, served)
 
     async def acomplete(
         self, request: ChatRequest, *, model: str | None = None, provider: str | None = None, fallback: bool = True
     ) -> ChatResponse:
-        targets = self._targets(provider, model, fallback)
+        targets = self.router.chain(provider, model, fallback=fallback)
         completion, _, served = await self.router.complete(targets, translated(request), tokens=token_estimate(request))
         return chat_response(completion, served)
 
@@ -214,7 +206,7 @@ class Wheel:
         self, request: ChatRequest, *, model: str | None = None, provider: str | None = None, fallback: bool = True
     ) -> EventStream:
         """Open a stream (failing over until a first event arrives); iterate it for events."""
-        targets = self._targets(provider, model, fallback)
+        targets = self.router.chain(provider, model, fallback=fallback)
         return await self.router.open_stream(targets, translated(request), tokens=token_estimate(request))
 
     async def astream(

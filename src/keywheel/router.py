@@ -56,6 +56,7 @@ from keywheel.calls import (
 from keywheel.config import Settings
 from keywheel.errors import (
     AllProvidersFailed,
+    BadRequest,
     ContextTooLong,
     KeywheelError,
     NoKeyAvailable,
@@ -135,6 +136,7 @@ class Router:
 
     def chain(self, provider: str | None = None, model: str | None = None, *, fallback: bool = True) -> list[Target]:
         """The targets of one call: ``provider`` (default the primary) with ``model``, then the fallbacks.
+        A provider not configured or not enabled is a :class:`BadRequest` naming the enabled ones.
 
         Chains are immutable and cached: the configuration does not change under a router."""
         cache_key = (provider, model, fallback)
@@ -150,7 +152,8 @@ class Router:
         settings = self.settings
         first = provider or settings.primary
         if first not in settings.providers or not settings.providers[first].enabled:
-            raise KeyError(first)
+            enabled = ", ".join(settings.chain)
+            raise BadRequest(f"provider {first!r} is not configured or not enabled (enabled: {enabled})")
         names = [first]
         if fallback:
             names += [n for n in settings.chain if n != first]
@@ -361,9 +364,10 @@ class Router:
         settings, first = self.settings, targets[0]
         local = self._local.get(first.provider.name)
         got = local.acquire_nowait(tokens=tokens) if local is not None and settings.timeout > 0 else None
-        deadline = asyncio.get_running_loop().time() + settings.timeout
         if local is None or not isinstance(got, ApiKey):
-            return await self._complete(targets, build, _Call(deadline, tokens))
+            return await self._complete(
+                targets, build, _Call(asyncio.get_running_loop().time() + settings.timeout, tokens)
+            )
         started = time.perf_counter()
         try:
             resp = await self.transport.send(
@@ -375,15 +379,19 @@ class Router:
         except UpstreamError as exc:
             latency = (time.perf_counter() - started) * 1000
             self._own(exc, first, got)
-            call = _Call(deadline, tokens)
+            # The call's deadline, on the loop's clock, as execute() would have set it before the try.
+            call = _Call(asyncio.get_running_loop().time() + settings.timeout - latency / 1000, tokens)
             self._lost(call, first, got, exc, latency, local.release_nowait(got, exc, latency))
             return await self._complete(targets, build, call, exc)
         except BaseException:
             local.abandon_nowait(got)  # cancelled: free the slot, count nothing
             raise
         latency = (time.perf_counter() - started) * 1000
-        served = Served(first, got, [Attempt(first.provider.name, got.fingerprint, "ok", latency, 200)])
-        self._settle_nowait(served, completion.usage)
+        usage = completion.usage
+        served = Served(first, got, [Attempt(first.provider.name, got.fingerprint, "ok", latency, 200)], usage)
+        local.release_nowait(got, None, latency, usage)  # _settle_nowait(), its store known
+        if self.observer.attempts:
+            served_event(self.observer, served, "ok", latency, usage)
         return completion, resp.body, served
 
     async def _complete(

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import aiohttp
-from aiohttp import hdrs
 
 from keywheel.deadlines import Deadlines
 from keywheel.errors import NetworkError, ResponseTooLarge, Timeout
@@ -136,13 +135,19 @@ class _Request(aiohttp.ClientRequest):
     """aiohttp's request without the User-Agent it adds (a request's own one goes out).
 
     What ``skip_auto_headers=("User-Agent",)`` on the session did, without the multidicts of
-    skipped headers aiohttp builds for that on every request (≈13 k instructions a request)."""
+    skipped headers aiohttp builds for that on every request (≈13 k instructions a request):
+    aiohttp's own ``update_auto_headers`` less its User-Agent line, since adding the header and
+    taking it out again cost as much again (``tests/router/test_transport_headers.py`` holds the
+    defaults that remain to aiohttp's)."""
 
     def update_auto_headers(self, skip_auto_headers: Iterable[str] | None) -> None:
-        own = hdrs.USER_AGENT in self.headers
-        super().update_auto_headers(skip_auto_headers)
-        if not own:
-            self.headers.popall(hdrs.USER_AGENT, None)
+        if skip_auto_headers is not None:  # never from keywheel's own calls
+            super().update_auto_headers(skip_auto_headers)
+            return
+        headers = self.headers
+        for name, value in self.DEFAULT_HEADERS.items():  # Accept, Accept-Encoding: aiohttp's defaults
+            if name not in headers:
+                headers[name] = value
 
 
 class Transport:

@@ -259,3 +259,12 @@ def test_a_call_cancelled_in_its_first_try_frees_the_key_and_counts_nothing() ->
     assert stub.asked == ["test-openrouter-key-1"]
     assert (first["in_flight"], first["successes"], first["failures"]) == (0, 0, {})
     assert second["requests"] == 0
+
+
+@pytest.mark.parametrize("provider", ["nope", "gemini"])  # never configured; configured but not enabled
+def test_a_provider_not_enabled_is_a_bad_request_naming_the_enabled_ones(provider: str) -> None:
+    r = router(StubTransport(), settings())
+    with pytest.raises(
+        BadRequest, match=rf"provider '{provider}' is not configured or not enabled \(enabled: openrouter, groq\)"
+    ):
+        r.chain(provider)

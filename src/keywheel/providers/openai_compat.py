@@ -336,7 +336,7 @@ def _plain_completion(payload: Any) -> Completion | None:
         return None
     if finish is None or type(text) is not str or type(prompt) is not int or type(completion) is not int:
         return None
-    if ("tool_calls" in message and message["tool_calls"]) or ("refusal" in message and message["refusal"]):
+    if message.get("tool_calls") or message.get("refusal"):
         return None
     cost = usage.get("cost")
     model, answer_id = payload.get("model"), payload.get("id")
