@@ -1,3 +1,5 @@
+import json
+
 import orjson
 import pytest
 
@@ -252,26 +254,35 @@ def _usage_of(**fields: object) -> dict[str, object]:
     return {"prompt_tokens": 20, "completion_tokens": 1, **fields}
 
 
-# Answers the fast path reads itself (True) or leaves to the general one (False).
+# Answers the fast path reads itself (True) or leaves to the general one (False): either way,
+# what comes out must be what the general path gives.
 PLAIN_SHAPES: list[tuple[str, object, bool]] = [
     ("common", _answer(), True),
     ("length", _answer(choices=_choice(finish="length")), True),
     ("no id, no model", _answer(id=DROP, model=DROP), True),
-    ("id and model not strings", _answer(id=7, model=["m"]), True),
+    ("error null", _answer(error=None), True),
     ("cost an int", _answer(usage=_usage_of(cost=1)), True),
     ("no cost", _answer(usage=_usage_of()), True),
-    ("cost a string", _answer(usage=_usage_of(cost="0.1")), True),
-    ("cost a bool", _answer(usage=_usage_of(cost=True)), True),
+    ("cost null", _answer(usage=_usage_of(cost=None)), True),
+    ("negative tokens", _answer(usage={"prompt_tokens": -1, "completion_tokens": 0}), True),
     ("no tool_calls, no refusal", _answer(choices=_choice({"content": "4", "tool_calls": [], "refusal": None})), True),
+    ("empty refusal", _answer(choices=_choice({"content": "4", "refusal": ""})), True),
     ("empty content", _answer(choices=_choice({"content": ""})), True),
-    ("error null", _answer(error=None), False),
+    ("unicode and escapes", _answer(choices=_choice({"content": 'é ✓ "q" \\ \n 𝄞'})), True),
+    ("id and model not strings", _answer(id=7, model=["m"]), False),
+    ("id null", _answer(id=None), False),
+    ("cost a string", _answer(usage=_usage_of(cost="0.1")), False),
+    ("cost a bool", _answer(usage=_usage_of(cost=True)), False),
     ("error", {"error": {"message": "upstream", "code": 502}}, False),
+    ("error with choices", _answer(error={"message": "upstream", "code": 502}), False),
+    ("error a string", _answer(error="upstream failed"), False),
     ("no usage", _answer(usage=DROP), False),
     ("usage null", _answer(usage=None), False),
     ("usage a list", _answer(usage=[1]), False),
     ("tokens floats", _answer(usage={"prompt_tokens": 1.0, "completion_tokens": 1}), False),
     ("tokens bools", _answer(usage={"prompt_tokens": True, "completion_tokens": 1}), False),
     ("tokens missing", _answer(usage={"prompt_tokens": 1}), False),
+    ("tokens beyond 64 bits", _answer(usage={"prompt_tokens": 2**64, "completion_tokens": 1}), False),
     ("no choices", _answer(choices=DROP), False),
     ("choices empty", _answer(choices=[]), False),
     ("two choices", _answer(choices=_choice() * 2), False),
@@ -288,8 +299,10 @@ PLAIN_SHAPES: list[tuple[str, object, bool]] = [
     ("no content", _answer(choices=_choice({"role": "assistant"})), False),
     ("tool calls", _answer(choices=_choice({"content": "", "tool_calls": [{"id": "c"}]}, "tool_calls")), False),
     ("tool calls with stop", _answer(choices=_choice({"content": "", "tool_calls": [{"id": "c"}]})), False),
+    ("tool calls an object", _answer(choices=_choice({"content": "4", "tool_calls": {"id": "c"}})), False),
     ("refusal", _answer(choices=_choice({"content": None, "refusal": "no"})), False),
     ("refusal with content", _answer(choices=_choice({"content": "4", "refusal": "no"})), False),
+    ("refusal not a string", _answer(choices=_choice({"content": "4", "refusal": 0})), False),
     ("finish error", _answer(choices=_choice(finish="error", error={"message": "upstream", "code": 502})), False),
     ("finish content_filter", _answer(choices=_choice(finish="content_filter")), False),
     ("finish null", _answer(choices=_choice(finish=None)), False),
@@ -301,12 +314,38 @@ PLAIN_SHAPES: list[tuple[str, object, bool]] = [
 ]
 
 
-@pytest.mark.parametrize(("payload", "plain"), [s[1:] for s in PLAIN_SHAPES], ids=[s[0] for s in PLAIN_SHAPES])
-def test_the_plain_answer_path_reads_as_the_general_one(payload: object, plain: bool) -> None:
+def _json(value: object) -> bytes:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()  # integers of any size
+
+
+# Bodies that are not a serialised Python value: JSON edge cases, read as orjson reads them.
+PLAIN_BODIES: list[tuple[str, bytes, bool]] = [
+    (
+        "duplicate content: the last wins",
+        orjson.dumps(_answer())[:-1].replace(b'"4"}', b'"3","content":"4"}') + b"}",
+        True,
+    ),
+    ("whitespace around", b"  \n" + orjson.dumps(_answer()) + b"\n ", True),
+    ("not JSON", b"<html>502 Bad Gateway</html>", False),
+    ("cut short", orjson.dumps(_answer())[:-5], False),
+    ("invalid UTF-8 in content", orjson.dumps(_answer()).replace(b'"4"', b'"\xff"'), False),
+    ("empty", b"", False),
+]
+
+
+@pytest.mark.parametrize(
+    ("body", "plain"),
+    [(_json(p), fast) for _, p, fast in PLAIN_SHAPES] + [(b, fast) for _, b, fast in PLAIN_BODIES],
+    ids=[name for name, _, _ in PLAIN_SHAPES] + [name for name, _, _ in PLAIN_BODIES],
+)
+def test_the_plain_answer_path_reads_as_the_general_one(body: bytes, plain: bool) -> None:
     """``parse_response``'s fast path gives what the defensive walk gives, or leaves the answer to it."""
-    body = orjson.dumps(payload)
-    fast = _plain_completion(payload)
+    fast = _plain_completion(body)
     assert (fast is not None) == plain
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        payload = None
     try:
         general = _completion(payload, body)
     except UpstreamError as exc:
@@ -316,6 +355,7 @@ def test_the_plain_answer_path_reads_as_the_general_one(payload: object, plain: 
         return
     if fast is not None:
         assert fast == general
+        assert type(fast.usage.cost) is type(general.usage.cost)  # 1 and 1.0 are equal; the types too
     assert ADAPTER.parse_response(body) == general
 
 
