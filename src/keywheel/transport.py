@@ -239,6 +239,7 @@ class Transport:
         """Close the session of the running loop (others close with their loops)."""
         loop = asyncio.get_running_loop()
         session = self._sessions.pop(loop, None)
+        self._deadlines.pop(loop, None)  # it holds its loop, as the session does: both go here
         if session is not None:
             await session.close()
 
