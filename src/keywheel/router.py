@@ -407,8 +407,7 @@ class Router:
             return target.adapter.parse_response(resp.body), resp.body
 
         (completion, body), served = await self.execute(targets, attempt, tokens=call.tokens, call=call, resume=resume)
-        if not self._settle_nowait(served, completion.usage):
-            await self.settle(served, completion.usage)
+        await self.settle(served, completion.usage)
         return completion, body, served
 
     async def open_stream(

@@ -90,9 +90,7 @@ class SSEDecoder:
 
 
 def _event(block: str) -> SSEEvent | None:
-    # The common case, one "data: {...}" line, without splitting into lines.
-    if block.startswith("data: ") and "\n" not in block:
-        return SSEEvent(None, block[6:])
+    # (SSEDecoder.feed reads the common case, one "data: {...}" line, itself, without this call.)
     name: str | None = None
     data: list[str] = []
     for line in block.split("\n"):
